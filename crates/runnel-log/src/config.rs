@@ -19,7 +19,10 @@ pub enum FsyncPolicy {
     /// A sync starts once `interval` has passed since the oldest queued append, or as soon as
     /// `max_bytes` are queued. With a zero interval a sync starts as soon as the previous one
     /// finishes, so the batch is whatever arrived meanwhile.
-    Group { interval: Duration, max_bytes: usize },
+    Group {
+        interval: Duration,
+        max_bytes: usize,
+    },
     /// Appends are written to the operating system and acknowledged; no `fdatasync`.
     Os,
 }

@@ -15,7 +15,9 @@ pub enum LogError {
 
     /// A record inside a segment failed its checksum or framing where the log cannot be torn
     /// (a sealed segment, or below the durable high watermark). Runnel never serves such bytes.
-    #[error("corrupt record in {file} at byte {position} (expected offset {expected_offset}): {reason}")]
+    #[error(
+        "corrupt record in {file} at byte {position} (expected offset {expected_offset}): {reason}"
+    )]
     Corrupt {
         file: PathBuf,
         position: u64,
@@ -29,7 +31,11 @@ pub enum LogError {
 
     /// A read asked for an offset the log no longer (or not yet) holds.
     #[error("offset {requested} is out of range: the log holds offsets {start}..{end}")]
-    OffsetOutOfRange { requested: u64, start: u64, end: u64 },
+    OffsetOutOfRange {
+        requested: u64,
+        start: u64,
+        end: u64,
+    },
 
     /// One record of a batch is larger than the configured limit; nothing was appended.
     #[error("record of {size} bytes exceeds the limit of {limit} bytes (nothing appended)")]
@@ -41,7 +47,9 @@ pub enum LogError {
 
     /// A previous fsync or write failed in a way that leaves the page cache untrustworthy;
     /// the log refuses further appends until it is reopened (which recovers from disk).
-    #[error("the log at {dir} stopped accepting appends after an I/O failure ({reason}); reopen it to recover")]
+    #[error(
+        "the log at {dir} stopped accepting appends after an I/O failure ({reason}); reopen it to recover"
+    )]
     Poisoned { dir: PathBuf, reason: String },
 
     /// The configuration is unusable; the message names the field.

@@ -24,6 +24,6 @@ mod segment;
 
 pub use config::{FsyncPolicy, LogConfig, Retention};
 pub use error::{LogError, Result};
-pub use log::{Appended, HighWatermark, PartitionLog, RecoveryReport, RetentionReport};
+pub use log::{Appended, HighWatermark, LogStats, PartitionLog, RecoveryReport, RetentionReport};
 pub use reader::LogReader;
 pub use record::{FRAME_OVERHEAD, Header, Record, StoredRecord};

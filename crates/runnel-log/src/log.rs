@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -119,7 +120,29 @@ pub(crate) struct Inner {
     pub durable: watch::Sender<Durable>,
     queue: Mutex<Queue>,
     queue_ready: Condvar,
+    stats: Counters,
     _lock: File,
+}
+
+#[derive(Default)]
+struct Counters {
+    appends: AtomicU64,
+    records: AtomicU64,
+    writes: AtomicU64,
+    syncs: AtomicU64,
+}
+
+/// Counters since the log was opened: how appends were batched into writes and syncs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Acknowledged append calls.
+    pub appends: u64,
+    /// Records in them.
+    pub records: u64,
+    /// `write` calls to segment files (excluding indexes).
+    pub writes: u64,
+    /// `fdatasync` calls on segment files.
+    pub syncs: u64,
 }
 
 type Completion = oneshot::Sender<Result<Appended>>;
@@ -189,6 +212,7 @@ impl PartitionLog {
             durable,
             queue: Mutex::new(Queue::default()),
             queue_ready: Condvar::new(),
+            stats: Counters::default(),
             _lock: lock,
             cfg,
         });
@@ -313,6 +337,17 @@ impl PartitionLog {
     /// A handle that observes the high watermark, for waiting on new data without a reader.
     pub fn high_watermark_watch(&self) -> HighWatermark {
         HighWatermark(self.inner().durable.subscribe())
+    }
+
+    /// How appends were batched so far.
+    pub fn stats(&self) -> LogStats {
+        let c = &self.inner().stats;
+        LogStats {
+            appends: c.appends.load(Ordering::Relaxed),
+            records: c.records.load(Ordering::Relaxed),
+            writes: c.writes.load(Ordering::Relaxed),
+            syncs: c.syncs.load(Ordering::Relaxed),
+        }
     }
 
     /// Removes whole sealed segments beyond the configured age and size limits.
@@ -518,7 +553,10 @@ impl Inner {
         let high = self.durable.borrow().next;
         let segment = {
             let segments = read_lock(&self.segments);
-            match segments.iter().find(|s| s.max_ts >= timestamp && s.next > s.base) {
+            match segments
+                .iter()
+                .find(|s| s.max_ts >= timestamp && s.next > s.base)
+            {
                 Some(s) => s.clone(),
                 None => return Ok(high),
             }
@@ -668,6 +706,12 @@ impl Writer {
         let snapshot = self.snapshot();
         match self.write_inner(inner, batches, sync) {
             Ok(bases) => {
+                let stats = &inner.stats;
+                stats
+                    .appends
+                    .fetch_add(batches.len() as u64, Ordering::Relaxed);
+                let records: usize = batches.iter().map(|b| b.len()).sum();
+                stats.records.fetch_add(records as u64, Ordering::Relaxed);
                 self.publish_active(inner);
                 Ok(bases)
             }
@@ -713,11 +757,13 @@ impl Writer {
             }
         }
         self.flush_buf()?;
+        inner.stats.writes.fetch_add(1, Ordering::Relaxed);
         if sync {
             self.active
                 .log
                 .sync_data()
                 .map_err(|e| self.poison_io("fdatasync of the active segment", e))?;
+            inner.stats.syncs.fetch_add(1, Ordering::Relaxed);
         }
         Ok(bases)
     }
@@ -726,9 +772,10 @@ impl Writer {
     fn flush_buf(&mut self) -> Result<()> {
         if !self.buf.is_empty() {
             let segment = &mut self.active;
-            segment.log.write_all(&self.buf).map_err(|e| {
-                LogError::io(format!("appending to segment {}", segment.base), e)
-            })?;
+            segment
+                .log
+                .write_all(&self.buf)
+                .map_err(|e| LogError::io(format!("appending to segment {}", segment.base), e))?;
             segment.size += self.buf.len() as u64;
             self.buf.clear();
         }
@@ -738,7 +785,9 @@ impl Writer {
                 segment.index_file.write_all(&segment.index.index)?;
             }
             if !segment.index.time_index.is_empty() {
-                segment.time_index_file.write_all(&segment.index.time_index)?;
+                segment
+                    .time_index_file
+                    .write_all(&segment.index.time_index)?;
             }
             Ok(())
         })();
@@ -807,7 +856,11 @@ impl Writer {
     /// Mirrors the active segment's counters into the readers' segment list.
     fn publish_active(&self, inner: &Inner) {
         let mut segments = write_lock(&inner.segments);
-        if let Some(meta) = segments.iter_mut().rev().find(|s| s.base == self.active.base) {
+        if let Some(meta) = segments
+            .iter_mut()
+            .rev()
+            .find(|s| s.base == self.active.base)
+        {
             meta.next = self.next_offset;
             meta.size = self.active.size;
             meta.max_ts = self.active.max_ts;
@@ -841,8 +894,8 @@ fn recover(
     let mut report = RecoveryReport::default();
     let mut logs = Vec::new();
     let mut indexes = Vec::new();
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| LogError::io(format!("listing {}", dir.display()), e))?;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| LogError::io(format!("listing {}", dir.display()), e))?;
     for entry in entries {
         let entry = entry.map_err(|e| LogError::io(format!("listing {}", dir.display()), e))?;
         let name = entry.file_name();
@@ -907,7 +960,10 @@ fn recover(
         report.truncated_bytes = file_len - scan.valid_len;
         report.truncation_reason = Some(reason);
     }
-    let index_file = rewrite_file(&segment_path(dir, active_base, INDEX_EXT), &scan.index.index)?;
+    let index_file = rewrite_file(
+        &segment_path(dir, active_base, INDEX_EXT),
+        &scan.index.index,
+    )?;
     let time_index_file = rewrite_file(
         &segment_path(dir, active_base, TIME_INDEX_EXT),
         &scan.index.time_index,

@@ -53,9 +53,28 @@ impl LogReader {
 
     /// Reads up to `max_records` durable records (stopping early once `max_bytes` of values
     /// and keys are read). Returns an empty vector when the reader is at the high watermark.
+    ///
+    /// Records read before an error are returned first; the error comes with the next call.
     pub fn read(&mut self, max_records: usize, max_bytes: usize) -> Result<Vec<StoredRecord>> {
         let high = self.durable.borrow().next;
         let mut out = Vec::with_capacity(max_records.min((high - self.next.min(high)) as usize));
+        match self.read_into(&mut out, high, max_records, max_bytes) {
+            Ok(()) => Ok(out),
+            Err(error) => {
+                // Reopen at the failing offset next time so the error is found again.
+                self.frames = None;
+                if out.is_empty() { Err(error) } else { Ok(out) }
+            }
+        }
+    }
+
+    fn read_into(
+        &mut self,
+        out: &mut Vec<StoredRecord>,
+        high: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<()> {
         let mut bytes = 0usize;
         let max_body = self.inner.cfg.max_record_bytes;
         while out.len() < max_records && self.next < high && bytes < max_bytes {
@@ -98,8 +117,9 @@ impl LogReader {
                             file,
                             position,
                             expected_offset: self.next,
-                            reason: "the segment ends before this offset and no segment starts at it"
-                                .into(),
+                            reason:
+                                "the segment ends before this offset and no segment starts at it"
+                                    .into(),
                         });
                     }
                 }
@@ -113,7 +133,7 @@ impl LogReader {
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Waits until a record at the reader's position is durable (tail follow), returning the

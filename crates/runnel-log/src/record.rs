@@ -127,7 +127,11 @@ pub(crate) fn check_record(record: &Record, limit: usize) -> Result<(), RecordCh
     if record.headers.len() > u16::MAX as usize {
         return Err(RecordCheck::TooManyHeaders);
     }
-    if record.headers.iter().any(|h| h.name.len() > u16::MAX as usize) {
+    if record
+        .headers
+        .iter()
+        .any(|h| h.name.len() > u16::MAX as usize)
+    {
         return Err(RecordCheck::HeaderNameTooLong);
     }
     Ok(())
@@ -149,7 +153,10 @@ pub(crate) fn parse_frame_header(bytes: &[u8]) -> FrameHeader {
 /// Decodes a body whose checksum has been verified. Any inconsistency is reported as a string
 /// the caller turns into a [`crate::LogError::Corrupt`].
 pub(crate) fn decode_body(body: Bytes) -> Result<StoredRecord, String> {
-    let mut cursor = Cursor { bytes: &body, at: 0 };
+    let mut cursor = Cursor {
+        bytes: &body,
+        at: 0,
+    };
     let version = cursor.u8()?;
     if version != FRAME_VERSION {
         return Err(format!("unknown frame version {version}"));

@@ -93,7 +93,10 @@ fn run(ops: Vec<Op>, policy: FsyncPolicy) {
                 let appended = log.append_blocking(records.clone()).expect("append");
                 let ts = clock.now_micros().max(last_ts);
                 last_ts = ts;
-                assert_eq!(appended.base_offset, model.start + model.records.len() as u64);
+                assert_eq!(
+                    appended.base_offset,
+                    model.start + model.records.len() as u64
+                );
                 assert_eq!(appended.timestamp, ts);
                 for (i, record) in records.into_iter().enumerate() {
                     model.records.push(StoredRecord {
@@ -169,15 +172,22 @@ fn run(ops: Vec<Op>, policy: FsyncPolicy) {
             }
             Op::Reopen => {
                 drop(log);
-                let (reopened, report) = PartitionLog::open(dir.path(), config(&clock, policy, retention))
-                    .expect("reopen");
-                assert_eq!(report.truncated_bytes, 0, "a clean close leaves no torn tail");
+                let (reopened, report) =
+                    PartitionLog::open(dir.path(), config(&clock, policy, retention))
+                        .expect("reopen");
+                assert_eq!(
+                    report.truncated_bytes, 0,
+                    "a clean close leaves no torn tail"
+                );
                 assert!(report.rebuilt_indexes.is_empty(), "{report:?}");
                 log = reopened;
             }
         }
         assert_eq!(log.start_offset(), model.start);
-        assert_eq!(log.high_watermark(), model.start + model.records.len() as u64);
+        assert_eq!(
+            log.high_watermark(),
+            model.start + model.records.len() as u64
+        );
     }
     assert_eq!(read_all_from(&log, model.start), model.records);
 }
