@@ -109,7 +109,7 @@ impl IndexBuilder {
 /// Offset-index entries `(relative, position)` of a file's bytes, or `None` when the bytes are
 /// not a well-formed index for a segment of `size` bytes and `count` records.
 pub(crate) fn parse_offset_index(bytes: &[u8], size: u64, count: u64) -> Option<Vec<(u32, u32)>> {
-    if bytes.len() % INDEX_ENTRY != 0 {
+    if !bytes.len().is_multiple_of(INDEX_ENTRY) {
         return None;
     }
     let mut entries = Vec::with_capacity(bytes.len() / INDEX_ENTRY);
@@ -133,7 +133,7 @@ pub(crate) fn parse_offset_index(bytes: &[u8], size: u64, count: u64) -> Option<
 
 /// Time-index entries `(timestamp, relative)`, or `None` when malformed.
 pub(crate) fn parse_time_index(bytes: &[u8], count: u64) -> Option<Vec<(Micros, u32)>> {
-    if bytes.len() % TIME_INDEX_ENTRY != 0 {
+    if !bytes.len().is_multiple_of(TIME_INDEX_ENTRY) {
         return None;
     }
     let mut entries = Vec::with_capacity(bytes.len() / TIME_INDEX_ENTRY);

@@ -177,10 +177,7 @@ fn missing_or_garbage_indexes_of_sealed_segments_are_rebuilt() {
     for record in stored.iter().step_by(37) {
         let mut reader = log.reader(record.offset).unwrap();
         assert_eq!(&reader.read(1, usize::MAX).unwrap()[0], record);
-        assert_eq!(
-            log.offset_for_time(record.timestamp).unwrap() <= record.offset,
-            true
-        );
+        assert!(log.offset_for_time(record.timestamp).unwrap() <= record.offset);
     }
     drop(log);
     let (_, report) = PartitionLog::open(dir.path(), config()).unwrap();

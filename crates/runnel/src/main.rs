@@ -1,1 +1,59 @@
-fn main() {}
+//! `runnel`: the one binary. Every subcommand's flags are defined here, in one place, and
+//! handed to the module that does the work.
+
+mod bench;
+mod log_writer;
+mod measure;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Runnel carries typed events from producers to independent consumer groups and never loses
+/// one: a durable partitioned log, at-least-once delivery, classified retries and dead-letter
+/// queues.
+#[derive(Debug, Parser)]
+#[command(
+    name = "runnel",
+    version,
+    about,
+    after_help = "Exit codes: 0 success, 1 a check failed, 2 usage error, 3 server unreachable or refused."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Measure Runnel on this machine (results as a table, or JSON with --json).
+    Bench {
+        #[command(subcommand)]
+        target: bench::BenchTarget,
+    },
+    /// Appends to a log until killed, printing each acknowledged offset (crash-test harness).
+    #[command(name = "__log-writer", hide = true)]
+    LogWriter(log_writer::LogWriterArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RUNNEL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Bench { target } => bench::run(target),
+        Command::LogWriter(args) => log_writer::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,366 @@
+//! The CloudEvents JSON event format (`application/cloudevents+json`) and JSON batch format
+//! (`application/cloudevents-batch+json`).
+
+use base64::Engine as _;
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+use crate::data::is_json_content_type;
+use crate::event::SPEC_VERSION;
+use crate::extension::validate_extension_name;
+use crate::{
+    Data, EnvelopeError, Event, EventId, EventType, ExtensionValue, Limits, SchemaVersion, Source,
+    TraceParent,
+};
+
+/// Standard base64 (RFC 4648 §4). Written with padding; read with or without it.
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+impl Event {
+    /// The event in the CloudEvents JSON format, as a JSON object.
+    ///
+    /// JSON data goes in `data` as a JSON value, text data in `data` as a JSON string, binary
+    /// data in `data_base64` as standard padded base64. `time` is written in UTC with a `Z`
+    /// and as many fractional digits as it needs (0, 3, 6 or 9). Unset attributes are omitted.
+    pub fn to_json_value(&self) -> Value {
+        let mut map = Map::new();
+        let mut put = |name: &str, value: Value| {
+            map.insert(name.to_owned(), value);
+        };
+        put("specversion", SPEC_VERSION.into());
+        put("id", self.id.as_str().into());
+        put("source", self.source.as_str().into());
+        put("type", self.event_type.as_str().into());
+        if let Some(time) = self.time {
+            put("time", format_time(time).into());
+        }
+        for (name, value) in [
+            ("subject", &self.subject),
+            ("datacontenttype", &self.data_content_type),
+            ("dataschema", &self.data_schema),
+            ("correlationid", &self.correlation_id),
+            ("partitionkey", &self.partition_key),
+        ] {
+            if let Some(value) = value {
+                put(name, value.as_str().into());
+            }
+        }
+        if let Some(id) = &self.causation_id {
+            put("causationid", id.as_str().into());
+        }
+        if let Some(tp) = &self.traceparent {
+            put("traceparent", tp.to_string().into());
+        }
+        if let Some(v) = self.schema_version {
+            put("schemaversion", v.get().into());
+        }
+        match &self.data {
+            Data::None => {}
+            Data::Json(value) => put("data", value.clone()),
+            Data::Text(text) => put("data", text.as_str().into()),
+            Data::Binary(bytes) => put("data_base64", BASE64.encode(bytes).into()),
+        }
+        for (name, value) in &self.extensions {
+            put(name, value.to_json_value());
+        }
+        Value::Object(map)
+    }
+
+    /// The event in the CloudEvents JSON format (`application/cloudevents+json`), compact.
+    pub fn to_json(&self) -> String {
+        self.to_json_value().to_string()
+    }
+
+    /// Reads one event in the CloudEvents JSON format, with the default [`Limits`].
+    pub fn from_json(input: &[u8]) -> Result<Event, EnvelopeError> {
+        Self::from_json_with_limits(input, &Limits::default())
+    }
+
+    /// Reads one event in the CloudEvents JSON format and checks its size against `limits`
+    /// (on its binary encoding, see [`Event::check_size`]).
+    pub fn from_json_with_limits(input: &[u8], limits: &Limits) -> Result<Event, EnvelopeError> {
+        let event = Self::from_json_value(parse(input)?)?;
+        event.check_size(limits)?;
+        Ok(event)
+    }
+
+    /// Reads one event from a JSON value in the CloudEvents JSON format. No size check.
+    ///
+    /// `null` members count as absent, except `data: null`, which is an explicit null JSON
+    /// payload. Members other than the known attributes are extension attributes: their
+    /// names must be valid and their values strings, booleans or 32-bit integers.
+    pub fn from_json_value(value: Value) -> Result<Event, EnvelopeError> {
+        let Value::Object(mut map) = value else {
+            return Err(EnvelopeError::NotAnObject {
+                found: kind(&value),
+            });
+        };
+        match take(&mut map, "specversion") {
+            None => {
+                return Err(EnvelopeError::MissingAttribute {
+                    attribute: "specversion",
+                });
+            }
+            Some(Value::String(v)) if v == SPEC_VERSION => {}
+            Some(Value::String(v)) => {
+                return Err(EnvelopeError::UnsupportedSpecVersion { found: v });
+            }
+            Some(other) => return Err(wrong_type("specversion", "a string", &other)),
+        }
+        let id = EventId::new(required_string(&mut map, "id")?)?;
+        let source = Source::new(required_string(&mut map, "source")?)?;
+        let event_type = EventType::new(required_string(&mut map, "type")?)?;
+        let time = optional_string(&mut map, "time")?
+            .map(|s| parse_time(&s))
+            .transpose()?;
+        let subject = optional_string(&mut map, "subject")?;
+        let data_content_type = optional_string(&mut map, "datacontenttype")?;
+        let data_schema = optional_string(&mut map, "dataschema")?;
+        let correlation_id = optional_string(&mut map, "correlationid")?;
+        let causation_id = optional_string(&mut map, "causationid")?
+            .map(|id| {
+                EventId::new(id).map_err(|_| {
+                    EnvelopeError::invalid("causationid", "must not be empty when present")
+                })
+            })
+            .transpose()?;
+        let traceparent = optional_string(&mut map, "traceparent")?
+            .map(|s| TraceParent::parse(&s))
+            .transpose()?;
+        let schema_version = match take(&mut map, "schemaversion") {
+            None => None,
+            Some(Value::Number(n)) => Some(
+                n.as_u64()
+                    .and_then(|v| u32::try_from(v).ok())
+                    .ok_or_else(|| {
+                        EnvelopeError::invalid(
+                            "schemaversion",
+                            format!(
+                                "must be a positive integer no larger than {}, got {n}",
+                                SchemaVersion::MAX
+                            ),
+                        )
+                    })
+                    .and_then(SchemaVersion::new)?,
+            ),
+            Some(other) => return Err(wrong_type("schemaversion", "an integer", &other)),
+        };
+        let partition_key = optional_string(&mut map, "partitionkey")?;
+        let data = read_data(&mut map, data_content_type.as_deref())?;
+        let mut extensions = std::collections::BTreeMap::new();
+        for (name, value) in map {
+            validate_extension_name(&name)?;
+            if let Some(value) = extension_value(&name, value)? {
+                extensions.insert(name, value);
+            }
+        }
+        Event {
+            id,
+            source,
+            event_type,
+            time,
+            subject,
+            data_content_type,
+            data_schema,
+            data,
+            correlation_id,
+            causation_id,
+            traceparent,
+            schema_version,
+            partition_key,
+            extensions,
+        }
+        .validate()
+    }
+
+    /// Events in the CloudEvents JSON batch format (`application/cloudevents-batch+json`):
+    /// a JSON array of events.
+    pub fn to_json_batch(events: &[Event]) -> String {
+        Value::Array(events.iter().map(Event::to_json_value).collect()).to_string()
+    }
+
+    /// Reads a JSON batch with the default [`Limits`]. An empty array is a valid batch.
+    pub fn from_json_batch(input: &[u8]) -> Result<Vec<Event>, EnvelopeError> {
+        Self::from_json_batch_with_limits(input, &Limits::default())
+    }
+
+    /// Reads a JSON batch, checking each event against `limits`. The first invalid event
+    /// fails the whole batch with [`EnvelopeError::InBatch`] naming its position.
+    pub fn from_json_batch_with_limits(
+        input: &[u8],
+        limits: &Limits,
+    ) -> Result<Vec<Event>, EnvelopeError> {
+        let items = match parse(input)? {
+            Value::Array(items) => items,
+            other => {
+                return Err(EnvelopeError::NotAnArray {
+                    found: kind(&other),
+                });
+            }
+        };
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(index, item)| {
+                Self::from_json_value(item)
+                    .and_then(|event| event.check_size(limits).map(|()| event))
+                    .map_err(|source| EnvelopeError::InBatch {
+                        index,
+                        source: Box::new(source),
+                    })
+            })
+            .collect()
+    }
+}
+
+impl Serialize for Event {
+    /// Serializes as the CloudEvents JSON format object.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_json_value().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Event {
+    /// Deserializes from the CloudEvents JSON format object, with every check of
+    /// [`Event::from_json_value`] (no size limit).
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        Event::from_json_value(value).map_err(serde::de::Error::custom)
+    }
+}
+
+pub(crate) fn format_time(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+fn parse_time(s: &str) -> Result<DateTime<Utc>, EnvelopeError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| {
+            EnvelopeError::invalid(
+                "time",
+                format!("expected an RFC 3339 timestamp such as `2018-04-05T17:31:00Z`, got `{s}`"),
+            )
+        })
+}
+
+fn parse(input: &[u8]) -> Result<Value, EnvelopeError> {
+    serde_json::from_slice(input).map_err(|e| EnvelopeError::MalformedJson {
+        reason: e.to_string(),
+    })
+}
+
+/// Removes a member, treating `null` as absent.
+fn take(map: &mut Map<String, Value>, name: &str) -> Option<Value> {
+    map.remove(name).filter(|v| !v.is_null())
+}
+
+fn required_string(
+    map: &mut Map<String, Value>,
+    name: &'static str,
+) -> Result<String, EnvelopeError> {
+    match take(map, name) {
+        None => Err(EnvelopeError::MissingAttribute { attribute: name }),
+        Some(Value::String(s)) => Ok(s),
+        Some(other) => Err(wrong_type(name, "a string", &other)),
+    }
+}
+
+fn optional_string(
+    map: &mut Map<String, Value>,
+    name: &str,
+) -> Result<Option<String>, EnvelopeError> {
+    match take(map, name) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(wrong_type(name, "a string", &other)),
+    }
+}
+
+fn read_data(
+    map: &mut Map<String, Value>,
+    content_type: Option<&str>,
+) -> Result<Data, EnvelopeError> {
+    // `data: null` is an explicit null payload; `data_base64: null` is absent.
+    let data = map.remove("data");
+    let base64 = take(map, "data_base64");
+    match (data, base64) {
+        (Some(_), Some(_)) => Err(EnvelopeError::DataConflict),
+        (None, None) => Ok(Data::None),
+        (None, Some(Value::String(encoded))) => BASE64
+            .decode(encoded.as_bytes())
+            .map(|bytes| Data::Binary(bytes.into()))
+            .map_err(|e| {
+                EnvelopeError::invalid("data_base64", format!("expected standard base64: {e}"))
+            }),
+        (None, Some(other)) => Err(wrong_type("data_base64", "a base64 string", &other)),
+        (Some(value), None) => match content_type {
+            Some(ct) if !is_json_content_type(ct) => match value {
+                Value::String(text) => Ok(Data::Text(text)),
+                other => Err(wrong_type(
+                    "data",
+                    "a string (`datacontenttype` is not a JSON media type)",
+                    &other,
+                )),
+            },
+            _ => Ok(Data::Json(value)),
+        },
+    }
+}
+
+fn extension_value(name: &str, value: Value) -> Result<Option<ExtensionValue>, EnvelopeError> {
+    const EXPECTED: &str = "a string, a boolean or an integer";
+    match value {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(ExtensionValue::String(s))),
+        Value::Bool(b) => Ok(Some(ExtensionValue::Boolean(b))),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => i32::try_from(i)
+                .map(|i| Some(ExtensionValue::Integer(i)))
+                .map_err(|_| out_of_range(name, &n)),
+            (None, Some(_)) => Err(out_of_range(name, &n)),
+            (None, None) => Err(EnvelopeError::WrongType {
+                attribute: name.to_owned(),
+                expected: EXPECTED,
+                found: "a number with a fraction or exponent",
+            }),
+        },
+        other => Err(wrong_type(name, EXPECTED, &other)),
+    }
+}
+
+fn out_of_range(name: &str, n: &serde_json::Number) -> EnvelopeError {
+    EnvelopeError::invalid(
+        name,
+        format!(
+            "a CloudEvents Integer must be in {} ..= {}, got {n}",
+            i32::MIN,
+            i32::MAX
+        ),
+    )
+}
+
+fn wrong_type(attribute: &str, expected: &'static str, found: &Value) -> EnvelopeError {
+    EnvelopeError::WrongType {
+        attribute: attribute.to_owned(),
+        expected,
+        found: kind(found),
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}

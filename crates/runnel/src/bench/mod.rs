@@ -1,0 +1,64 @@
+//! `runnel bench`: measurements of Runnel on this machine, printed as a table for people or as
+//! JSON (one object per run) for scripts. Results go in `docs/BENCHMARKS.md` with the command.
+
+mod log;
+
+use clap::{Subcommand, ValueEnum};
+use runnel_log::FsyncPolicy;
+use serde::Serialize;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchTarget {
+    /// The partition log alone: appends under each fsync policy, replay, recovery, memory.
+    Log(log::LogBenchArgs),
+}
+
+pub fn run(target: BenchTarget) -> anyhow::Result<()> {
+    match target {
+        BenchTarget::Log(args) => log::run(args),
+    }
+}
+
+/// An fsync policy as a flag value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncArg {
+    /// fdatasync before every append returns.
+    Always,
+    /// Group commit: concurrent appends share one write and one fdatasync.
+    Group,
+    /// No fdatasync; acknowledged once written to the operating system.
+    Os,
+}
+
+impl FsyncArg {
+    pub fn policy(self) -> FsyncPolicy {
+        match self {
+            FsyncArg::Always => FsyncPolicy::Always,
+            FsyncArg::Group => FsyncPolicy::group(),
+            FsyncArg::Os => FsyncPolicy::Os,
+        }
+    }
+}
+
+/// Prints rows as an aligned table.
+pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:>w$}", w = widths[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    println!("{}", line(headers.iter().map(|h| h.to_string()).collect()));
+    for row in rows {
+        println!("{}", line(row.clone()));
+    }
+}
