@@ -5,7 +5,14 @@ use std::process::Command;
 #[test]
 fn bench_log_quick_prints_one_json_object_per_run() {
     let output = Command::new(env!("CARGO_BIN_EXE_runnel"))
-        .args(["bench", "log", "--quick", "--json", "--only", "replay,recovery"])
+        .args([
+            "bench",
+            "log",
+            "--quick",
+            "--json",
+            "--only",
+            "replay,recovery",
+        ])
         .output()
         .expect("run runnel bench log");
     assert!(
@@ -18,7 +25,10 @@ fn bench_log_quick_prints_one_json_object_per_run() {
         .lines()
         .map(|line| serde_json::from_str(line).expect("each line is JSON"))
         .collect();
-    let workloads: Vec<&str> = runs.iter().map(|r| r["workload"].as_str().unwrap()).collect();
+    let workloads: Vec<&str> = runs
+        .iter()
+        .map(|r| r["workload"].as_str().unwrap())
+        .collect();
     assert_eq!(workloads, ["replay", "recovery"]);
     for run in &runs {
         for field in ["records_per_sec", "mb_per_sec", "seconds", "records"] {

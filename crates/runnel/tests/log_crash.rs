@@ -42,7 +42,9 @@ fn every_acknowledged_record_survives_sigkill_over_many_cycles() {
                 }
             }
         });
-        let ready = lines_rx.recv_timeout(Duration::from_secs(30)).expect("ready line");
+        let ready = lines_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("ready line");
         assert!(ready.starts_with("ready"), "{ready}");
         std::thread::sleep(Duration::from_millis(rng.random_range(5..120)));
         child.kill().expect("SIGKILL");
@@ -90,7 +92,12 @@ fn every_acknowledged_record_survives_sigkill_over_many_cycles() {
                 expected_offset += 1;
                 if let Some((len, crc)) = acked.get(&record.offset) {
                     assert_eq!(record.value.len(), *len, "offset {}", record.offset);
-                    assert_eq!(crc32c::crc32c(&record.value), *crc, "offset {}", record.offset);
+                    assert_eq!(
+                        crc32c::crc32c(&record.value),
+                        *crc,
+                        "offset {}",
+                        record.offset
+                    );
                 }
             }
         }
@@ -98,6 +105,13 @@ fn every_acknowledged_record_survives_sigkill_over_many_cycles() {
         // Acknowledged records from earlier cycles are never rewritten: a later writer only
         // appends after the high watermark it found.
     }
-    assert!(acked.len() > 100, "only {} records acknowledged", acked.len());
-    assert!(kills_mid_stream >= CYCLES / 2, "{kills_mid_stream} kills landed mid-stream");
+    assert!(
+        acked.len() > 100,
+        "only {} records acknowledged",
+        acked.len()
+    );
+    assert!(
+        kills_mid_stream >= CYCLES / 2,
+        "{kills_mid_stream} kills landed mid-stream"
+    );
 }
