@@ -29,7 +29,7 @@ fn bench_log_quick_prints_one_json_object_per_run() {
         .iter()
         .map(|r| r["workload"].as_str().unwrap())
         .collect();
-    assert_eq!(workloads, ["replay", "recovery"]);
+    assert_eq!(workloads, ["replay", "recovery", "recovery-rebuild"]);
     for run in &runs {
         for field in ["records_per_sec", "mb_per_sec", "seconds", "records"] {
             assert!(run[field].as_f64().unwrap() > 0.0, "{field} in {run}");

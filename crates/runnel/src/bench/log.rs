@@ -59,6 +59,9 @@ struct RunResult {
     peak_rss_mib: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     log_bytes: Option<u64>,
+    /// Growth of resident memory over the run (the memory workload).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rss_growth_mib: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     syncs: Option<u64>,
 }
@@ -132,7 +135,9 @@ pub fn run(args: LogBenchArgs) -> anyhow::Result<()> {
     }
     if wants(Workload::Recovery) {
         let bytes = if args.quick { 128 << 20 } else { 1 << 30 };
-        emit(recovery_run(&root.join("recovery"), bytes)?);
+        for result in recovery_run(&root.join("recovery"), bytes)? {
+            emit(result);
+        }
         std::fs::remove_dir_all(root.join("recovery")).ok();
     }
     if wants(Workload::Memory) && !args.quick {
@@ -247,6 +252,7 @@ async fn append_run(
         p99_us: Some(histogram.value_at_quantile(0.99) as f64 / 1e3),
         peak_rss_mib: peak_rss_bytes().map(mib),
         log_bytes: Some(log.size_bytes()),
+        rss_growth_mib: None,
         syncs: Some(syncs),
     })
 }
@@ -297,13 +303,14 @@ fn replay_run(dir: &Path, count: u64) -> anyhow::Result<RunResult> {
         p99_us: None,
         peak_rss_mib: peak_rss_bytes().map(mib),
         log_bytes: Some(log.size_bytes()),
+        rss_growth_mib: None,
         syncs: None,
     })
 }
 
 /// Writes `bytes` of 1 KiB records in a child process, kills it with SIGKILL while it keeps
-/// appending, and times reopening the log.
-fn recovery_run(dir: &Path, bytes: u64) -> anyhow::Result<RunResult> {
+/// appending, and times reopening the log; then times it again with every index removed.
+fn recovery_run(dir: &Path, bytes: u64) -> anyhow::Result<[RunResult; 2]> {
     let exe = std::env::current_exe().context("locating the runnel binary")?;
     let mut child = Command::new(exe)
         .args(["__log-writer", "--fsync", "os", "--max-value", "1024"])
@@ -332,6 +339,19 @@ fn recovery_run(dir: &Path, bytes: u64) -> anyhow::Result<RunResult> {
     child.kill().context("killing the writer")?;
     child.wait()?;
     let log_bytes = dir_bytes(dir);
+    let after_kill = timed_open(dir, "recovery", log_bytes)?;
+    // The worst case: every index lost, so every segment is scanned and its indexes rebuilt.
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "index" || e == "timeindex") {
+            std::fs::remove_file(path)?;
+        }
+    }
+    let rebuild = timed_open(dir, "recovery-rebuild", log_bytes)?;
+    Ok([after_kill, rebuild])
+}
+
+fn timed_open(dir: &Path, workload: &'static str, log_bytes: u64) -> anyhow::Result<RunResult> {
     reset_peak_rss();
     let started = Instant::now();
     let (log, report) = PartitionLog::open(dir, LogConfig::default())?;
@@ -339,7 +359,7 @@ fn recovery_run(dir: &Path, bytes: u64) -> anyhow::Result<RunResult> {
     let records = log.high_watermark() - log.start_offset();
     tracing::info!(?report, "recovered");
     Ok(RunResult {
-        workload: "recovery",
+        workload,
         record_bytes: 1024,
         fsync: FsyncArg::Os,
         batch: 0,
@@ -352,6 +372,7 @@ fn recovery_run(dir: &Path, bytes: u64) -> anyhow::Result<RunResult> {
         p99_us: None,
         peak_rss_mib: peak_rss_bytes().map(mib),
         log_bytes: Some(log_bytes),
+        rss_growth_mib: None,
         syncs: None,
     })
 }
@@ -397,8 +418,9 @@ fn memory_run(dir: &Path, bytes: u64) -> anyhow::Result<RunResult> {
         mb_per_sec: written as f64 / elapsed / 1e6,
         p50_us: None,
         p99_us: None,
-        peak_rss_mib: Some(mib(peak.saturating_sub(before))),
+        peak_rss_mib: Some(mib(peak)),
         log_bytes: Some(written),
+        rss_growth_mib: Some(mib(peak.saturating_sub(before))),
         syncs: None,
     })
 }
