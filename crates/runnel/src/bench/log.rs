@@ -104,10 +104,11 @@ pub fn run(args: LogBenchArgs) -> anyhow::Result<()> {
     if wants(Workload::Append) {
         for record_bytes in [100, 1024] {
             for fsync in [FsyncArg::Os, FsyncArg::Always, FsyncArg::Group] {
-                let writer_counts: &[usize] = if fsync == FsyncArg::Group {
-                    &[1, 8, 64]
-                } else {
-                    &[1]
+                // `always` with 64 writers shows what group commit saves under concurrency.
+                let writer_counts: &[usize] = match fsync {
+                    FsyncArg::Group => &[1, 8, 64],
+                    FsyncArg::Always => &[1, 64],
+                    FsyncArg::Os => &[1],
                 };
                 for &writers in writer_counts {
                     for batch in [1, 100, 1000] {
