@@ -103,7 +103,9 @@ pub enum ReadFrom {
     Time(Micros),
 }
 
-/// A revision of a key-value entry or committed offset; increases with every write.
+/// A revision of a key-value entry or committed offset; increases with every write. Within a
+/// key-value bucket a revision is never given twice, even after a delete or a restart, so a
+/// stale compare-and-set can never match a key that was deleted and written again.
 pub type Revision = u64;
 
 /// The condition a key-value write or offset commit requires.
@@ -135,6 +137,8 @@ pub struct CommittedOffset {
 }
 
 /// Storage for Runnel's runtime. Object safe: the runtime holds an `Arc<dyn Backend>`.
+///
+/// An empty group name, bucket or key is [`BackendError::Invalid`].
 #[async_trait]
 pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// A short name for messages and metrics (`embedded`, `jetstream`).
@@ -159,8 +163,10 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<AppendAck>;
 
     /// Reads up to `max_records` records (stopping once `max_bytes` are read) from a position.
-    /// Reading at the high watermark returns nothing; below the start offset is
-    /// [`BackendError::OffsetOutOfRange`].
+    /// Reading at the high watermark returns nothing; below the start offset or above the high
+    /// watermark is [`BackendError::OffsetOutOfRange`]. When a record is there and
+    /// `max_bytes > 0`, at least one is returned even if it is larger than `max_bytes`, so a
+    /// reader never stalls on a big record.
     async fn read(
         &self,
         stream: &StreamName,
@@ -205,7 +211,8 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Option<CommittedOffset>>;
 
     /// Commits `offset` (the next offset to process) for `group` if `expect` holds; durable
-    /// before it returns. Returns the new revision.
+    /// before it returns. Returns the new revision. The stream and partition must exist
+    /// ([`BackendError::UnknownStream`], [`BackendError::UnknownPartition`]).
     async fn commit_offset(
         &self,
         group: &str,
@@ -229,7 +236,8 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         ttl: Option<Duration>,
     ) -> Result<Revision>;
 
-    /// Deletes a key if `expect` holds. Deleting an absent key with [`Expect::Any`] succeeds.
+    /// Deletes a key if `expect` holds. Deleting an absent (or expired) key with
+    /// [`Expect::Any`] or [`Expect::Absent`] succeeds and changes nothing.
     async fn kv_delete(&self, bucket: &str, key: &str, expect: Expect) -> Result<()>;
 
     /// Live entries whose key starts with `prefix`, in key order, after `start_after` if

@@ -2,6 +2,7 @@
 //! handed to the module that does the work.
 
 mod bench;
+mod consumer_child;
 mod log_writer;
 mod measure;
 
@@ -34,6 +35,9 @@ enum Command {
     /// Appends to a log until killed, printing each acknowledged offset (crash-test harness).
     #[command(name = "__log-writer", hide = true)]
     LogWriter(log_writer::LogWriterArgs),
+    /// Runs a consumer group until killed (crash-test harness).
+    #[command(name = "__consumer-child", hide = true)]
+    ConsumerChild(consumer_child::ConsumerChildArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Bench { target } => bench::run(target),
         Command::LogWriter(args) => log_writer::run(args),
+        Command::ConsumerChild(args) => consumer_child::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -344,7 +344,10 @@ fn recovery_run(dir: &Path, bytes: u64) -> anyhow::Result<[RunResult; 2]> {
     // The worst case: every index lost, so every segment is scanned and its indexes rebuilt.
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "index" || e == "timeindex") {
+        if path
+            .extension()
+            .is_some_and(|e| e == "index" || e == "timeindex")
+        {
             std::fs::remove_file(path)?;
         }
     }

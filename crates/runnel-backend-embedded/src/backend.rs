@@ -1,0 +1,579 @@
+//! [`EmbeddedBackend`]: the [`Backend`] trait over partition logs and the metadata store.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use runnel_backend::{
+    AppendAck, Backend, BackendError, CommittedOffset, Expect, KvEntry, Partition, PartitionInfo,
+    ReadFrom, Record, Result, Revision, StoredRecord, StreamConfig, StreamInfo, StreamName,
+};
+use runnel_clock::Micros;
+use runnel_log::{LogConfig, PartitionLog, Retention};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::EmbeddedConfig;
+use crate::error::from_log;
+use crate::meta::{Meta, StoredStream};
+
+/// Most partitions a stream may have here: each partition is a directory with open files and,
+/// under group commit, a sync thread of its own.
+pub const MAX_PARTITIONS: u32 = 1024;
+
+/// Most expired key-value entries one maintenance pass removes (one transaction).
+const EXPIRED_PER_PASS: usize = 10_000;
+
+/// What one maintenance pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    /// Sealed segments removed by retention, over all partitions.
+    pub removed_segments: usize,
+    /// Their bytes.
+    pub removed_bytes: u64,
+    /// Expired key-value entries removed from storage (they already read as absent).
+    pub expired_kv_entries: usize,
+}
+
+/// The single-node backend: one [`PartitionLog`] per partition for records, `meta.redb` for
+/// everything else. See the crate documentation for the layout and invariants.
+pub struct EmbeddedBackend {
+    data_dir: PathBuf,
+    /// Taken out by [`Backend::close`]; every call after that fails with `Closed`.
+    shared: RwLock<Option<Arc<Shared>>>,
+    /// Tells the maintenance task to stop (also when this is dropped).
+    stop: watch::Sender<bool>,
+    maintenance: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Everything an open backend holds.
+struct Shared {
+    config: EmbeddedConfig,
+    meta: Meta,
+    streams: RwLock<BTreeMap<StreamName, Arc<Stream>>>,
+    /// Serialises stream creation so two creators cannot open the same directories.
+    creating: tokio::sync::Mutex<()>,
+}
+
+struct Stream {
+    name: StreamName,
+    stored: StoredStream,
+    partitions: Vec<PartitionLog>,
+}
+
+impl std::fmt::Debug for EmbeddedBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let open = read(&self.shared).is_some();
+        f.debug_struct("EmbeddedBackend")
+            .field("data_dir", &self.data_dir)
+            .field("open", &open)
+            .finish()
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    // The guarded maps are replaced whole or extended by one insert; a panic elsewhere
+    // cannot leave them half-updated.
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs blocking storage work off the async runtime's threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| BackendError::Engine(format!("a storage task failed: {e}")))?
+}
+
+fn streams_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("streams")
+}
+
+fn partition_dir(data_dir: &Path, stream: &StreamName, partition: Partition) -> PathBuf {
+    streams_dir(data_dir)
+        .join(stream.as_str())
+        .join(partition.to_string())
+}
+
+fn non_empty(what: &str, value: &str) -> Result<()> {
+    if value.is_empty() {
+        return Err(BackendError::Invalid(format!("{what} must not be empty")));
+    }
+    Ok(())
+}
+
+impl Shared {
+    fn log_config(&self, stream: &StoredStream) -> LogConfig {
+        let retention = stream.config.retention;
+        LogConfig {
+            segment_bytes: self.config.segment_bytes,
+            fsync: self.config.fsync,
+            retention: Retention {
+                max_age: retention.max_age,
+                max_bytes: retention.max_bytes_per_partition,
+            },
+            clock: self.config.clock.clone(),
+            ..LogConfig::default()
+        }
+    }
+
+    /// Opens (creating if needed) every partition log of a stream. Blocking.
+    fn open_stream(&self, name: &StreamName, stored: StoredStream) -> Result<Stream> {
+        let cfg = self.log_config(&stored);
+        let mut partitions = Vec::with_capacity(stored.config.partitions as usize);
+        for partition in 0..stored.config.partitions {
+            let dir = partition_dir(&self.config.data_dir, name, partition);
+            let (log, report) =
+                PartitionLog::open(&dir, cfg.clone()).map_err(|e| from_log(name, partition, e))?;
+            if report.truncated_bytes > 0 || !report.rebuilt_indexes.is_empty() {
+                tracing::warn!(
+                    stream = %name,
+                    partition,
+                    truncated_bytes = report.truncated_bytes,
+                    reason = report.truncation_reason.as_deref().unwrap_or(""),
+                    rebuilt_indexes = report.rebuilt_indexes.len(),
+                    "recovered a partition log"
+                );
+            }
+            for (file, position) in &report.corrupt_segments {
+                tracing::error!(
+                    stream = %name,
+                    partition,
+                    file = %file.display(),
+                    position,
+                    "a sealed segment holds a corrupt record; reads reaching it will fail"
+                );
+            }
+            partitions.push(log);
+        }
+        Ok(Stream {
+            name: name.clone(),
+            stored,
+            partitions,
+        })
+    }
+
+    fn stream(&self, name: &StreamName) -> Result<Arc<Stream>> {
+        read(&self.streams)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| BackendError::UnknownStream(name.clone()))
+    }
+
+    fn log(&self, name: &StreamName, partition: Partition) -> Result<PartitionLog> {
+        self.stream(name)?.log(partition).cloned()
+    }
+
+    /// Applies retention to every partition and removes expired key-value entries. Blocking.
+    fn maintain(&self) -> Result<MaintenanceReport> {
+        let mut report = MaintenanceReport::default();
+        let streams: Vec<Arc<Stream>> = read(&self.streams).values().cloned().collect();
+        for stream in streams {
+            for (partition, log) in stream.partitions.iter().enumerate() {
+                let removed = log
+                    .enforce_retention()
+                    .map_err(|e| from_log(&stream.name, partition as Partition, e))?;
+                report.removed_segments += removed.removed_segments;
+                report.removed_bytes += removed.removed_bytes;
+            }
+        }
+        let now = self.config.clock.now_micros();
+        report.expired_kv_entries = self.meta.remove_expired(now, EXPIRED_PER_PASS)?;
+        Ok(report)
+    }
+}
+
+impl Stream {
+    fn log(&self, partition: Partition) -> Result<&PartitionLog> {
+        self.partitions
+            .get(partition as usize)
+            .ok_or_else(|| BackendError::UnknownPartition {
+                stream: self.name.clone(),
+                partition,
+                partitions: self.stored.config.partitions,
+            })
+    }
+
+    fn info(&self) -> StreamInfo {
+        StreamInfo {
+            name: self.name.clone(),
+            config: self.stored.config.clone(),
+            created_at: self.stored.created_at,
+            partitions: self
+                .partitions
+                .iter()
+                .enumerate()
+                .map(|(partition, log)| partition_info(partition as Partition, log))
+                .collect(),
+        }
+    }
+}
+
+fn partition_info(partition: Partition, log: &PartitionLog) -> PartitionInfo {
+    PartitionInfo {
+        partition,
+        start_offset: log.start_offset(),
+        high_watermark: log.high_watermark(),
+        bytes: Some(log.size_bytes()),
+    }
+}
+
+impl EmbeddedBackend {
+    /// Opens the backend in `config.data_dir`, recovering every partition log of every stored
+    /// stream, and starts the maintenance task (retention, expired key removal). Must be
+    /// called inside a Tokio runtime.
+    pub async fn open(config: EmbeddedConfig) -> Result<Self> {
+        let data_dir = config.data_dir.clone();
+        let interval = config.maintenance_interval;
+        let shared = blocking(move || {
+            let dir = &config.data_dir;
+            std::fs::create_dir_all(streams_dir(dir)).map_err(|e| {
+                BackendError::Engine(format!("creating {}: {e}", streams_dir(dir).display()))
+            })?;
+            let meta = Meta::open(&dir.join("meta.redb"))?;
+            let stored = meta.streams()?;
+            let shared = Shared {
+                config,
+                meta,
+                streams: RwLock::new(BTreeMap::new()),
+                creating: tokio::sync::Mutex::new(()),
+            };
+            let mut streams = BTreeMap::new();
+            for (name, stream) in stored {
+                let stream = shared.open_stream(&name, stream)?;
+                streams.insert(name, Arc::new(stream));
+            }
+            *write(&shared.streams) = streams;
+            Ok(Arc::new(shared))
+        })
+        .await?;
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(maintenance_loop(Arc::downgrade(&shared), interval, stopped));
+        Ok(Self {
+            data_dir,
+            shared: RwLock::new(Some(shared)),
+            stop,
+            maintenance: Mutex::new(Some(task)),
+        })
+    }
+
+    /// The directory this backend stores in.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Runs one maintenance pass now: retention on every partition, then removal of expired
+    /// key-value entries. The background task does the same every `maintenance_interval`.
+    pub async fn enforce_retention_now(&self) -> Result<MaintenanceReport> {
+        let shared = self.shared()?;
+        blocking(move || shared.maintain()).await
+    }
+
+    fn shared(&self) -> Result<Arc<Shared>> {
+        read(&self.shared).clone().ok_or(BackendError::Closed)
+    }
+}
+
+async fn maintenance_loop(
+    shared: Weak<Shared>,
+    interval: Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            // A stop, or the backend dropped.
+            _ = stopped.changed() => return,
+        }
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        match blocking(move || shared.maintain()).await {
+            Ok(report) if report != MaintenanceReport::default() => {
+                tracing::debug!(?report, "maintenance pass");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "maintenance pass failed"),
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for EmbeddedBackend {
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn create_stream(&self, name: &StreamName, config: StreamConfig) -> Result<StreamInfo> {
+        if config.partitions == 0 || config.partitions > MAX_PARTITIONS {
+            return Err(BackendError::Invalid(format!(
+                "stream `{name}`: partitions must be between 1 and {MAX_PARTITIONS}, got {}",
+                config.partitions
+            )));
+        }
+        let shared = self.shared()?;
+        let _creating = shared.creating.lock().await;
+        if let Ok(existing) = shared.stream(name) {
+            let existing_partitions = existing.stored.config.partitions;
+            if existing_partitions != config.partitions {
+                return Err(BackendError::StreamExists {
+                    name: name.clone(),
+                    existing: existing_partitions,
+                    requested: config.partitions,
+                });
+            }
+            return Ok(existing.info());
+        }
+        let stored = StoredStream {
+            config,
+            created_at: shared.config.clock.now_micros(),
+        };
+        let stream = {
+            let shared = shared.clone();
+            let name = name.clone();
+            // Directories first, definition second: a crash in between leaves only empty
+            // partition directories that no stream names.
+            blocking(move || {
+                let stream = shared.open_stream(&name, stored)?;
+                shared.meta.insert_stream(&name, &stream.stored)?;
+                Ok(Arc::new(stream))
+            })
+            .await?
+        };
+        let info = stream.info();
+        write(&shared.streams).insert(name.clone(), stream);
+        Ok(info)
+    }
+
+    async fn list_streams(&self) -> Result<Vec<StreamInfo>> {
+        let shared = self.shared()?;
+        let streams = read(&shared.streams);
+        Ok(streams.values().map(|stream| stream.info()).collect())
+    }
+
+    async fn describe_stream(&self, name: &StreamName) -> Result<StreamInfo> {
+        Ok(self.shared()?.stream(name)?.info())
+    }
+
+    async fn append(
+        &self,
+        stream: &StreamName,
+        partition: Partition,
+        records: Vec<Record>,
+    ) -> Result<AppendAck> {
+        let log = self.shared()?.log(stream, partition)?;
+        // The log's async append never blocks this thread on a sync: group commit hands the
+        // batch to the partition's sync thread, `always` syncs on the blocking pool.
+        let appended = log
+            .append(records)
+            .await
+            .map_err(|e| from_log(stream, partition, e))?;
+        Ok(AppendAck {
+            partition,
+            base_offset: appended.base_offset,
+            count: appended.count,
+            timestamp: appended.timestamp,
+        })
+    }
+
+    async fn read(
+        &self,
+        stream: &StreamName,
+        partition: Partition,
+        from: ReadFrom,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredRecord>> {
+        let log = self.shared()?.log(stream, partition)?;
+        let name = stream.clone();
+        blocking(move || {
+            let offset = match from {
+                ReadFrom::Offset(offset) => Ok(offset),
+                ReadFrom::Time(timestamp) => log.offset_for_time(timestamp),
+            };
+            let records = offset
+                .and_then(|offset| log.reader(offset))
+                .and_then(|mut reader| reader.read(max_records, max_bytes));
+            records.map_err(|e| from_log(&name, partition, e))
+        })
+        .await
+    }
+
+    async fn offset_for_time(
+        &self,
+        stream: &StreamName,
+        partition: Partition,
+        timestamp: Micros,
+    ) -> Result<u64> {
+        let log = self.shared()?.log(stream, partition)?;
+        let name = stream.clone();
+        blocking(move || {
+            log.offset_for_time(timestamp)
+                .map_err(|e| from_log(&name, partition, e))
+        })
+        .await
+    }
+
+    async fn partition_info(
+        &self,
+        stream: &StreamName,
+        partition: Partition,
+    ) -> Result<PartitionInfo> {
+        let log = self.shared()?.log(stream, partition)?;
+        Ok(partition_info(partition, &log))
+    }
+
+    async fn wait_for_data(
+        &self,
+        stream: &StreamName,
+        partition: Partition,
+        offset: u64,
+        timeout: Duration,
+    ) -> Result<u64> {
+        // Hold only the watch while waiting, not the log: closing is not held up by waiters.
+        let mut watermark = self
+            .shared()?
+            .log(stream, partition)?
+            .high_watermark_watch();
+        match tokio::time::timeout(timeout, watermark.wait_beyond(offset)).await {
+            Ok(woken) => woken.map_err(|e| from_log(stream, partition, e)),
+            Err(_elapsed) => Ok(watermark.get()),
+        }
+    }
+
+    async fn committed_offset(
+        &self,
+        group: &str,
+        stream: &StreamName,
+        partition: Partition,
+    ) -> Result<Option<CommittedOffset>> {
+        non_empty("a group name", group)?;
+        let shared = self.shared()?;
+        shared.stream(stream)?.log(partition)?;
+        let (group, stream) = (group.to_string(), stream.clone());
+        blocking(move || shared.meta.committed_offset(&group, &stream, partition)).await
+    }
+
+    async fn commit_offset(
+        &self,
+        group: &str,
+        stream: &StreamName,
+        partition: Partition,
+        offset: u64,
+        expect: Expect,
+    ) -> Result<Revision> {
+        non_empty("a group name", group)?;
+        let shared = self.shared()?;
+        shared.stream(stream)?.log(partition)?;
+        let (group, stream) = (group.to_string(), stream.clone());
+        blocking(move || {
+            shared
+                .meta
+                .commit_offset(&group, &stream, partition, offset, expect)
+        })
+        .await
+    }
+
+    async fn kv_get(&self, bucket: &str, key: &str) -> Result<Option<KvEntry>> {
+        non_empty("a bucket name", bucket)?;
+        non_empty("a key", key)?;
+        let shared = self.shared()?;
+        let (bucket, key) = (bucket.to_string(), key.to_string());
+        blocking(move || {
+            let now = shared.config.clock.now_micros();
+            shared.meta.kv_get(&bucket, &key, now)
+        })
+        .await
+    }
+
+    async fn kv_put(
+        &self,
+        bucket: &str,
+        key: &str,
+        value: Bytes,
+        expect: Expect,
+        ttl: Option<Duration>,
+    ) -> Result<Revision> {
+        non_empty("a bucket name", bucket)?;
+        non_empty("a key", key)?;
+        let shared = self.shared()?;
+        let (bucket, key) = (bucket.to_string(), key.to_string());
+        blocking(move || {
+            // "Now" is read inside the transaction's task so that expiry and the conditions
+            // are judged at the same instant.
+            let now = shared.config.clock.now_micros();
+            let expires_at =
+                ttl.map(|ttl| now.saturating_add(ttl.as_micros().min(u64::MAX as u128) as u64));
+            shared
+                .meta
+                .kv_put(&bucket, &key, &value, expect, expires_at, now)
+        })
+        .await
+    }
+
+    async fn kv_delete(&self, bucket: &str, key: &str, expect: Expect) -> Result<()> {
+        non_empty("a bucket name", bucket)?;
+        non_empty("a key", key)?;
+        let shared = self.shared()?;
+        let (bucket, key) = (bucket.to_string(), key.to_string());
+        blocking(move || {
+            let now = shared.config.clock.now_micros();
+            shared.meta.kv_delete(&bucket, &key, expect, now)
+        })
+        .await
+    }
+
+    async fn kv_scan(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KvEntry>> {
+        non_empty("a bucket name", bucket)?;
+        let shared = self.shared()?;
+        let (bucket, prefix) = (bucket.to_string(), prefix.to_string());
+        let start_after = start_after.map(str::to_string);
+        blocking(move || {
+            let now = shared.config.clock.now_micros();
+            shared
+                .meta
+                .kv_scan(&bucket, &prefix, start_after.as_deref(), limit, now)
+        })
+        .await
+    }
+
+    /// Stops the maintenance task (waiting for a pass in progress), then closes every
+    /// partition log and the metadata store. Every acknowledged write is already durable by
+    /// its policy, so nothing is left to flush. Calls still running when `close` is called
+    /// finish on the handles they hold; their files are released when they return.
+    async fn close(&self) -> Result<()> {
+        let shared = write(&self.shared).take().ok_or(BackendError::Closed)?;
+        self.stop.send_replace(true);
+        let task = self
+            .maintenance
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(task) = task {
+            // A panicked or cancelled task has nothing left to stop.
+            let _ = task.await;
+        }
+        // Dropping the logs joins their sync threads: do it off the runtime.
+        blocking(move || {
+            drop(shared);
+            Ok(())
+        })
+        .await
+    }
+}

@@ -1,0 +1,720 @@
+//! The metadata store: one redb file (`meta.redb`) holding stream definitions, committed group
+//! offsets and the key-value store. Every write is one redb transaction committed with
+//! immediate durability, so it survives a crash once the call returns.
+//!
+//! Tables (keys sort as tuples, element by element, strings bytewise):
+//!
+//! | table | key | value |
+//! | --- | --- | --- |
+//! | `meta` | `&str` name | `u64` (`format_version` = [`FORMAT_VERSION`]) |
+//! | `streams` | `&str` stream name | `&[u8]` JSON of [`StoredStream`] |
+//! | `group_offsets` | `(group, stream, partition)`: `(&str, &str, u32)` | `(offset, revision)`: `(u64, u64)` |
+//! | `kv` | `(bucket, key)`: `(&str, &str)` | `(revision, expires_at, value)`: `(u64, Option<u64>, &[u8])` |
+//! | `kv_revisions` | `&str` bucket | `u64` last revision given in the bucket |
+//! | `kv_expiry` | `(expires_at, bucket, key)`: `(u64, &str, &str)` | `()` |
+//!
+//! Invariants kept by every transaction here:
+//! - A committed offset's revision starts at 1 and grows by one with each commit of that key.
+//! - A bucket's revisions come from `kv_revisions`, which only grows, so a key that is deleted
+//!   and written again never gets back a revision a stale compare-and-set could match.
+//! - `kv_expiry` holds exactly one row for each `kv` entry with an expiry, so removing expired
+//!   entries reads only what has expired.
+//! - An entry whose `expires_at` is at or before "now" is treated as absent by every read and
+//!   every condition, whether or not it has been removed yet.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use runnel_backend::{
+    BackendError, CommittedOffset, Expect, KvEntry, Partition, Result, Revision, StreamConfig,
+    StreamName,
+};
+use runnel_clock::Micros;
+use serde::{Deserialize, Serialize};
+
+use crate::error::from_meta;
+
+/// Version of the table layout above; a store written by another layout is refused.
+pub(crate) const FORMAT_VERSION: u64 = 1;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
+const GROUP_OFFSETS: TableDefinition<(&str, &str, u32), (u64, u64)> =
+    TableDefinition::new("group_offsets");
+/// `kv` key: (bucket, key).
+type KvKey = (&'static str, &'static str);
+/// `kv` value: (revision, expires_at, value).
+type KvValue = (u64, Option<u64>, &'static [u8]);
+const KV: TableDefinition<KvKey, KvValue> = TableDefinition::new("kv");
+const KV_REVISIONS: TableDefinition<&str, u64> = TableDefinition::new("kv_revisions");
+const KV_EXPIRY: TableDefinition<(u64, &str, &str), ()> = TableDefinition::new("kv_expiry");
+
+/// A stream's definition as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StoredStream {
+    pub config: StreamConfig,
+    pub created_at: Micros,
+}
+
+/// The open metadata store.
+pub(crate) struct Meta {
+    db: Database,
+    path: PathBuf,
+}
+
+/// The state a compare-and-set is judged against: a live entry's revision, or an expired
+/// entry still stored.
+#[derive(Debug, Clone, Copy)]
+enum Current {
+    Absent,
+    Live(Revision),
+    Expired(Revision),
+}
+
+impl Current {
+    fn of(stored: Option<(Revision, Option<Micros>)>, now: Micros) -> Self {
+        match stored {
+            None => Current::Absent,
+            Some((revision, Some(expires_at))) if expires_at <= now => Current::Expired(revision),
+            Some((revision, _)) => Current::Live(revision),
+        }
+    }
+
+    fn live(self) -> Option<Revision> {
+        match self {
+            Current::Live(revision) => Some(revision),
+            _ => None,
+        }
+    }
+
+    /// Whether `expect` holds; otherwise the conflict, naming `key`.
+    fn check(self, key: impl FnOnce() -> String, expect: Expect) -> Result<()> {
+        let holds = match expect {
+            Expect::Any => true,
+            Expect::Absent => self.live().is_none(),
+            Expect::Revision(wanted) => self.live() == Some(wanted),
+        };
+        if holds {
+            return Ok(());
+        }
+        let expected = match expect {
+            Expect::Any => "anything".to_string(),
+            Expect::Absent => "absent".to_string(),
+            Expect::Revision(wanted) => format!("revision {wanted}"),
+        };
+        let found = match self {
+            Current::Absent => "absent".to_string(),
+            Current::Live(revision) => format!("revision {revision}"),
+            Current::Expired(revision) => format!("absent (revision {revision} expired)"),
+        };
+        Err(BackendError::CasConflict {
+            key: key(),
+            expected,
+            found,
+            current: self.live(),
+        })
+    }
+}
+
+fn kv_name(bucket: &str, key: &str) -> String {
+    format!("{bucket}/{key}")
+}
+
+impl Meta {
+    /// Opens (or creates) the store at `path`, creating missing tables and checking the
+    /// format version.
+    pub fn open(path: &Path) -> Result<Self> {
+        let db = Database::create(path).map_err(|e| from_meta(path, "opening", e))?;
+        let meta = Meta {
+            db,
+            path: path.to_path_buf(),
+        };
+        let txn = meta.write("initialising tables")?;
+        {
+            let mut table = txn.open_table(META).map_err(meta.err("opening `meta`"))?;
+            let found = table
+                .get("format_version")
+                .map_err(meta.err("reading the format version"))?
+                .map(|v| v.value());
+            match found {
+                None => {
+                    table
+                        .insert("format_version", FORMAT_VERSION)
+                        .map_err(meta.err("writing the format version"))?;
+                }
+                Some(FORMAT_VERSION) => {}
+                Some(other) => {
+                    return Err(BackendError::Unavailable(format!(
+                        "{} has metadata format version {other}; this build reads version \
+                         {FORMAT_VERSION}",
+                        path.display()
+                    )));
+                }
+            }
+            txn.open_table(STREAMS)
+                .map_err(meta.err("opening `streams`"))?;
+            txn.open_table(GROUP_OFFSETS)
+                .map_err(meta.err("opening `group_offsets`"))?;
+            txn.open_table(KV).map_err(meta.err("opening `kv`"))?;
+            txn.open_table(KV_REVISIONS)
+                .map_err(meta.err("opening `kv_revisions`"))?;
+            txn.open_table(KV_EXPIRY)
+                .map_err(meta.err("opening `kv_expiry`"))?;
+        }
+        txn.commit().map_err(meta.err("initialising tables"))?;
+        Ok(meta)
+    }
+
+    fn err<E: Into<redb::Error>>(&self, what: &'static str) -> impl FnOnce(E) -> BackendError {
+        let path = self.path.clone();
+        move |e| from_meta(&path, what, e)
+    }
+
+    fn write(&self, what: &'static str) -> Result<redb::WriteTransaction> {
+        self.db.begin_write().map_err(self.err(what))
+    }
+
+    fn read(&self, what: &'static str) -> Result<redb::ReadTransaction> {
+        self.db.begin_read().map_err(self.err(what))
+    }
+
+    /// Every stored stream, by name.
+    pub fn streams(&self) -> Result<Vec<(StreamName, StoredStream)>> {
+        let txn = self.read("listing streams")?;
+        let table = txn
+            .open_table(STREAMS)
+            .map_err(self.err("opening `streams`"))?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(self.err("listing streams"))? {
+            let (name, json) = row.map_err(self.err("listing streams"))?;
+            let name = name.value();
+            let stream = StreamName::new(name).map_err(|e| {
+                BackendError::Corrupt(format!(
+                    "{} holds a stream with an invalid name: {e}",
+                    self.path.display()
+                ))
+            })?;
+            let stored: StoredStream = serde_json::from_slice(json.value()).map_err(|e| {
+                BackendError::Corrupt(format!(
+                    "{}: the definition of stream `{name}` is unreadable: {e}",
+                    self.path.display()
+                ))
+            })?;
+            out.push((stream, stored));
+        }
+        Ok(out)
+    }
+
+    /// Records a new stream.
+    pub fn insert_stream(&self, name: &StreamName, stream: &StoredStream) -> Result<()> {
+        let json = serde_json::to_vec(stream)
+            .map_err(|e| BackendError::Engine(format!("encoding stream `{name}`: {e}")))?;
+        let txn = self.write("creating a stream")?;
+        {
+            let mut table = txn
+                .open_table(STREAMS)
+                .map_err(self.err("opening `streams`"))?;
+            table
+                .insert(name.as_str(), json.as_slice())
+                .map_err(self.err("creating a stream"))?;
+        }
+        txn.commit().map_err(self.err("creating a stream"))
+    }
+
+    pub fn committed_offset(
+        &self,
+        group: &str,
+        stream: &StreamName,
+        partition: Partition,
+    ) -> Result<Option<CommittedOffset>> {
+        let txn = self.read("reading a committed offset")?;
+        let table = txn
+            .open_table(GROUP_OFFSETS)
+            .map_err(self.err("opening `group_offsets`"))?;
+        let found = table
+            .get((group, stream.as_str(), partition))
+            .map_err(self.err("reading a committed offset"))?;
+        Ok(found.map(|guard| {
+            let (offset, revision) = guard.value();
+            CommittedOffset { offset, revision }
+        }))
+    }
+
+    pub fn commit_offset(
+        &self,
+        group: &str,
+        stream: &StreamName,
+        partition: Partition,
+        offset: u64,
+        expect: Expect,
+    ) -> Result<Revision> {
+        let txn = self.write("committing an offset")?;
+        let revision = {
+            let mut table = txn
+                .open_table(GROUP_OFFSETS)
+                .map_err(self.err("opening `group_offsets`"))?;
+            let key = (group, stream.as_str(), partition);
+            let current = table
+                .get(key)
+                .map_err(self.err("reading a committed offset"))?
+                .map(|guard| guard.value().1);
+            let state = current.map_or(Current::Absent, Current::Live);
+            state.check(
+                || format!("offset of group `{group}` on {stream}/{partition}"),
+                expect,
+            )?;
+            let revision = current.unwrap_or(0) + 1;
+            table
+                .insert(key, (offset, revision))
+                .map_err(self.err("committing an offset"))?;
+            revision
+        };
+        txn.commit().map_err(self.err("committing an offset"))?;
+        Ok(revision)
+    }
+
+    pub fn kv_get(&self, bucket: &str, key: &str, now: Micros) -> Result<Option<KvEntry>> {
+        let txn = self.read("reading a key")?;
+        let table = txn.open_table(KV).map_err(self.err("opening `kv`"))?;
+        let found = table
+            .get((bucket, key))
+            .map_err(self.err("reading a key"))?;
+        Ok(found.and_then(|guard| {
+            let (revision, expires_at, value) = guard.value();
+            live_entry(key, revision, expires_at, value, now)
+        }))
+    }
+
+    pub fn kv_put(
+        &self,
+        bucket: &str,
+        key: &str,
+        value: &[u8],
+        expect: Expect,
+        expires_at: Option<Micros>,
+        now: Micros,
+    ) -> Result<Revision> {
+        let txn = self.write("writing a key")?;
+        let revision = {
+            let mut kv = txn.open_table(KV).map_err(self.err("opening `kv`"))?;
+            let mut expiry = txn
+                .open_table(KV_EXPIRY)
+                .map_err(self.err("opening `kv_expiry`"))?;
+            let mut revisions = txn
+                .open_table(KV_REVISIONS)
+                .map_err(self.err("opening `kv_revisions`"))?;
+            let stored = kv
+                .get((bucket, key))
+                .map_err(self.err("reading a key"))?
+                .map(|guard| {
+                    let (revision, expires_at, _) = guard.value();
+                    (revision, expires_at)
+                });
+            Current::of(stored, now).check(|| kv_name(bucket, key), expect)?;
+            if let Some((_, Some(old_expiry))) = stored {
+                expiry
+                    .remove((old_expiry, bucket, key))
+                    .map_err(self.err("updating `kv_expiry`"))?;
+            }
+            let last = revisions
+                .get(bucket)
+                .map_err(self.err("reading a bucket's revision"))?
+                .map_or(0, |guard| guard.value());
+            let revision = last + 1;
+            revisions
+                .insert(bucket, revision)
+                .map_err(self.err("writing a bucket's revision"))?;
+            kv.insert((bucket, key), (revision, expires_at, value))
+                .map_err(self.err("writing a key"))?;
+            if let Some(expires_at) = expires_at {
+                expiry
+                    .insert((expires_at, bucket, key), ())
+                    .map_err(self.err("updating `kv_expiry`"))?;
+            }
+            revision
+        };
+        txn.commit().map_err(self.err("writing a key"))?;
+        Ok(revision)
+    }
+
+    pub fn kv_delete(&self, bucket: &str, key: &str, expect: Expect, now: Micros) -> Result<()> {
+        let txn = self.write("deleting a key")?;
+        {
+            let mut kv = txn.open_table(KV).map_err(self.err("opening `kv`"))?;
+            let mut expiry = txn
+                .open_table(KV_EXPIRY)
+                .map_err(self.err("opening `kv_expiry`"))?;
+            let stored = kv
+                .get((bucket, key))
+                .map_err(self.err("reading a key"))?
+                .map(|guard| {
+                    let (revision, expires_at, _) = guard.value();
+                    (revision, expires_at)
+                });
+            Current::of(stored, now).check(|| kv_name(bucket, key), expect)?;
+            let Some((_, old_expiry)) = stored else {
+                // Nothing stored: nothing to commit.
+                return Ok(());
+            };
+            kv.remove((bucket, key))
+                .map_err(self.err("deleting a key"))?;
+            if let Some(old_expiry) = old_expiry {
+                expiry
+                    .remove((old_expiry, bucket, key))
+                    .map_err(self.err("updating `kv_expiry`"))?;
+            }
+        }
+        txn.commit().map_err(self.err("deleting a key"))
+    }
+
+    pub fn kv_scan(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        now: Micros,
+    ) -> Result<Vec<KvEntry>> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        let txn = self.read("scanning keys")?;
+        let table = txn.open_table(KV).map_err(self.err("opening `kv`"))?;
+        let start = match start_after {
+            Some(after) if after >= prefix => std::ops::Bound::Excluded((bucket, after)),
+            _ => std::ops::Bound::Included((bucket, prefix)),
+        };
+        let rows = table
+            .range::<(&str, &str)>((start, std::ops::Bound::Unbounded))
+            .map_err(self.err("scanning keys"))?;
+        for row in rows {
+            let (stored_key, stored) = row.map_err(self.err("scanning keys"))?;
+            let (row_bucket, key) = stored_key.value();
+            if row_bucket != bucket || !key.starts_with(prefix) {
+                break;
+            }
+            let (revision, expires_at, value) = stored.value();
+            if let Some(entry) = live_entry(key, revision, expires_at, value, now) {
+                out.push(entry);
+                if out.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes up to `max` entries that expired at or before `now`; returns how many.
+    pub fn remove_expired(&self, now: Micros, max: usize) -> Result<usize> {
+        // Look first in a read transaction so a pass with nothing to do writes nothing.
+        let expired: Vec<(Micros, String, String)> = {
+            let txn = self.read("finding expired keys")?;
+            let table = txn
+                .open_table(KV_EXPIRY)
+                .map_err(self.err("opening `kv_expiry`"))?;
+            let end = (now.saturating_add(1), "", "");
+            let mut found = Vec::new();
+            for row in table
+                .range::<(u64, &str, &str)>(..end)
+                .map_err(self.err("finding expired keys"))?
+                .take(max)
+            {
+                let (key, _) = row.map_err(self.err("finding expired keys"))?;
+                let (expires_at, bucket, key) = key.value();
+                found.push((expires_at, bucket.to_string(), key.to_string()));
+            }
+            found
+        };
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        let txn = self.write("removing expired keys")?;
+        let mut removed = 0;
+        {
+            let mut kv = txn.open_table(KV).map_err(self.err("opening `kv`"))?;
+            let mut expiry = txn
+                .open_table(KV_EXPIRY)
+                .map_err(self.err("opening `kv_expiry`"))?;
+            for (expires_at, bucket, key) in &expired {
+                let index_row = (*expires_at, bucket.as_str(), key.as_str());
+                // A write since the look may have replaced the entry (and its index row).
+                let still_indexed = expiry
+                    .remove(index_row)
+                    .map_err(self.err("updating `kv_expiry`"))?
+                    .is_some();
+                if !still_indexed {
+                    continue;
+                }
+                let stored_expiry = kv
+                    .get((bucket.as_str(), key.as_str()))
+                    .map_err(self.err("reading a key"))?
+                    .and_then(|guard| guard.value().1);
+                if stored_expiry == Some(*expires_at) {
+                    kv.remove((bucket.as_str(), key.as_str()))
+                        .map_err(self.err("removing an expired key"))?;
+                    removed += 1;
+                }
+            }
+        }
+        txn.commit().map_err(self.err("removing expired keys"))?;
+        Ok(removed)
+    }
+}
+
+fn live_entry(
+    key: &str,
+    revision: Revision,
+    expires_at: Option<Micros>,
+    value: &[u8],
+    now: Micros,
+) -> Option<KvEntry> {
+    if expires_at.is_some_and(|at| at <= now) {
+        return None;
+    }
+    Some(KvEntry {
+        key: key.to_string(),
+        value: Bytes::copy_from_slice(value),
+        revision,
+        expires_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The key-value store against a model: a `BTreeMap` with the documented rules for
+    //! conditions, revisions and expiry.
+
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const BUCKETS: [&str; 2] = ["leases", "dedup"];
+    const KEYS: [&str; 4] = ["a", "a1", "a2", "b1"];
+    const PREFIXES: [&str; 4] = ["", "a", "a1", "b"];
+
+    #[derive(Debug, Clone)]
+    enum Condition {
+        Any,
+        Absent,
+        /// The key's current revision in the model (or 1 when it has none).
+        Current,
+        /// A revision that may or may not be current.
+        Guess(u64),
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Put {
+            bucket: usize,
+            key: usize,
+            value: u8,
+            condition: Condition,
+            ttl_secs: Option<u64>,
+        },
+        Delete {
+            bucket: usize,
+            key: usize,
+            condition: Condition,
+        },
+        Advance(u64),
+        RemoveExpired,
+        Scan {
+            bucket: usize,
+            prefix: usize,
+            start_after: Option<usize>,
+            limit: usize,
+        },
+    }
+
+    fn condition() -> impl Strategy<Value = Condition> {
+        prop_oneof![
+            Just(Condition::Any),
+            Just(Condition::Absent),
+            Just(Condition::Current),
+            (1u64..12).prop_map(Condition::Guess),
+        ]
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0..2usize, 0..4usize, any::<u8>(), condition(), prop::option::of(1u64..4))
+                .prop_map(|(bucket, key, value, condition, ttl_secs)| Op::Put {
+                    bucket, key, value, condition, ttl_secs
+                }),
+            2 => (0..2usize, 0..4usize, condition())
+                .prop_map(|(bucket, key, condition)| Op::Delete { bucket, key, condition }),
+            1 => (0u64..3).prop_map(Op::Advance),
+            1 => Just(Op::RemoveExpired),
+            2 => (0..2usize, 0..4usize, prop::option::of(0..4usize), 1..4usize)
+                .prop_map(|(bucket, prefix, start_after, limit)| Op::Scan {
+                    bucket, prefix, start_after, limit
+                }),
+        ]
+    }
+
+    /// (revision, expires_at, value) of a modelled entry.
+    type Stored = (u64, Option<u64>, Vec<u8>);
+
+    #[derive(Default)]
+    struct Model {
+        /// (bucket, key) → entry
+        entries: BTreeMap<(String, String), Stored>,
+        last_revision: BTreeMap<String, u64>,
+    }
+
+    impl Model {
+        fn live(&self, bucket: &str, key: &str, now: u64) -> Option<u64> {
+            self.entries
+                .get(&(bucket.to_string(), key.to_string()))
+                .filter(|(_, expires_at, _)| expires_at.is_none_or(|at| at > now))
+                .map(|(revision, _, _)| *revision)
+        }
+
+        fn expect(&self, bucket: &str, key: &str, condition: &Condition, now: u64) -> Expect {
+            match condition {
+                Condition::Any => Expect::Any,
+                Condition::Absent => Expect::Absent,
+                Condition::Current => Expect::Revision(self.live(bucket, key, now).unwrap_or(1)),
+                Condition::Guess(revision) => Expect::Revision(*revision),
+            }
+        }
+
+        fn holds(&self, bucket: &str, key: &str, expect: Expect, now: u64) -> bool {
+            let live = self.live(bucket, key, now);
+            match expect {
+                Expect::Any => true,
+                Expect::Absent => live.is_none(),
+                Expect::Revision(revision) => live == Some(revision),
+            }
+        }
+    }
+
+    fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+        let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let meta = Meta::open(&dir.path().join("meta.redb"))
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let mut model = Model::default();
+        let mut now: u64 = 1_000_000_000;
+        for op in ops {
+            match op {
+                Op::Put {
+                    bucket,
+                    key,
+                    value,
+                    condition,
+                    ttl_secs,
+                } => {
+                    let (bucket, key) = (BUCKETS[bucket], KEYS[key]);
+                    let expect = model.expect(bucket, key, &condition, now);
+                    let expires_at = ttl_secs.map(|s| now + s * 1_000_000);
+                    let result = meta.kv_put(bucket, key, &[value], expect, expires_at, now);
+                    if model.holds(bucket, key, expect, now) {
+                        let revision = result.map_err(|e| TestCaseError::fail(e.to_string()))?;
+                        let last = model.last_revision.entry(bucket.to_string()).or_default();
+                        prop_assert_eq!(revision, *last + 1, "revisions count per bucket");
+                        *last = revision;
+                        model.entries.insert(
+                            (bucket.to_string(), key.to_string()),
+                            (revision, expires_at, vec![value]),
+                        );
+                    } else {
+                        match result {
+                            Err(BackendError::CasConflict { current, .. }) => {
+                                prop_assert_eq!(current, model.live(bucket, key, now));
+                            }
+                            other => prop_assert!(false, "expected a conflict, got {other:?}"),
+                        }
+                    }
+                }
+                Op::Delete {
+                    bucket,
+                    key,
+                    condition,
+                } => {
+                    let (bucket, key) = (BUCKETS[bucket], KEYS[key]);
+                    let expect = model.expect(bucket, key, &condition, now);
+                    let result = meta.kv_delete(bucket, key, expect, now);
+                    if model.holds(bucket, key, expect, now) {
+                        result.map_err(|e| TestCaseError::fail(e.to_string()))?;
+                        model.entries.remove(&(bucket.to_string(), key.to_string()));
+                    } else {
+                        match result {
+                            Err(BackendError::CasConflict { current, .. }) => {
+                                prop_assert_eq!(current, model.live(bucket, key, now));
+                            }
+                            other => prop_assert!(false, "expected a conflict, got {other:?}"),
+                        }
+                    }
+                }
+                Op::Advance(secs) => now += secs * 1_000_000,
+                Op::RemoveExpired => {
+                    let removed = meta
+                        .remove_expired(now, usize::MAX)
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    let before = model.entries.len();
+                    model
+                        .entries
+                        .retain(|_, (_, expires_at, _)| expires_at.is_none_or(|at| at > now));
+                    prop_assert_eq!(removed, before - model.entries.len());
+                }
+                Op::Scan {
+                    bucket,
+                    prefix,
+                    start_after,
+                    limit,
+                } => {
+                    let (bucket, prefix) = (BUCKETS[bucket], PREFIXES[prefix]);
+                    let start_after = start_after.map(|i| KEYS[i]);
+                    let got: Vec<(String, u64, Vec<u8>)> = meta
+                        .kv_scan(bucket, prefix, start_after, limit, now)
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?
+                        .into_iter()
+                        .map(|e| (e.key, e.revision, e.value.to_vec()))
+                        .collect();
+                    let expected: Vec<(String, u64, Vec<u8>)> = model
+                        .entries
+                        .iter()
+                        .filter(|((b, k), (_, expires_at, _))| {
+                            b == bucket
+                                && k.starts_with(prefix)
+                                && start_after.is_none_or(|after| k.as_str() > after)
+                                && expires_at.is_none_or(|at| at > now)
+                        })
+                        .take(limit)
+                        .map(|((_, k), (revision, _, value))| (k.clone(), *revision, value.clone()))
+                        .collect();
+                    prop_assert_eq!(got, expected);
+                }
+            }
+            // Every key reads as the model says after every step.
+            for bucket in BUCKETS {
+                for key in KEYS {
+                    let got = meta
+                        .kv_get(bucket, key, now)
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?
+                        .map(|e| (e.revision, e.expires_at, e.value.to_vec()));
+                    let expected = model
+                        .entries
+                        .get(&(bucket.to_string(), key.to_string()))
+                        .filter(|(_, expires_at, _)| expires_at.is_none_or(|at| at > now))
+                        .cloned();
+                    prop_assert_eq!(got, expected, "{}/{}", bucket, key);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        #[test]
+        fn kv_store_behaves_like_the_model(ops in prop::collection::vec(op(), 1..40)) {
+            run(ops)?;
+        }
+    }
+}

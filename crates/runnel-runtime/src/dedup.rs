@@ -1,0 +1,169 @@
+//! Publish-side deduplication: a bounded window of recently published event ids per stream.
+//!
+//! The log is the source of truth: every record carries its event id in a header, so after a
+//! restart the window is rebuilt by reading the records appended within it. No extra write is
+//! made per publish. Ids are kept as 128-bit hashes (xxh3): about 56 bytes per id with the map
+//! and the expiry queue.
+
+use std::collections::{HashMap, VecDeque};
+
+use runnel_backend::Partition;
+use runnel_clock::Micros;
+use tokio::sync::watch;
+
+/// The outcome of a batch append, shared with publishes of the same ids that wait for it:
+/// `Ok(base offsets per partition)` or the failure's message.
+pub(crate) type BatchOutcome = Option<Result<(), String>>;
+
+/// A reference to where an id was or will be appended.
+#[derive(Debug, Clone)]
+pub(crate) enum Seen {
+    /// Appended at this position.
+    Done { partition: Partition, offset: u64 },
+    /// Being appended by another publish; wait on its outcome, then look again.
+    Pending(watch::Receiver<BatchOutcome>),
+}
+
+#[derive(Debug)]
+enum Entry {
+    Done {
+        partition: Partition,
+        offset: u64,
+        at: Micros,
+    },
+    Pending(watch::Receiver<BatchOutcome>),
+}
+
+/// The remembered ids of one stream.
+#[derive(Debug)]
+pub(crate) struct DedupWindow {
+    window: Micros,
+    capacity: usize,
+    ids: HashMap<u128, Entry>,
+    /// Completed ids in the order they were appended, for expiry.
+    order: VecDeque<(u128, Micros)>,
+}
+
+pub(crate) fn id_hash(id: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(id.as_bytes())
+}
+
+impl DedupWindow {
+    pub fn new(window: Micros, capacity: usize) -> Self {
+        Self {
+            window,
+            capacity: capacity.max(1),
+            ids: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// What is known of `id` at time `now`.
+    pub fn lookup(&mut self, id: u128, now: Micros) -> Option<Seen> {
+        self.expire(now);
+        match self.ids.get(&id)? {
+            Entry::Done {
+                partition, offset, ..
+            } => Some(Seen::Done {
+                partition: *partition,
+                offset: *offset,
+            }),
+            Entry::Pending(outcome) => Some(Seen::Pending(outcome.clone())),
+        }
+    }
+
+    /// Marks `id` as being appended by a publish whose outcome `outcome` will carry.
+    pub fn reserve(&mut self, id: u128, outcome: watch::Receiver<BatchOutcome>) {
+        self.ids.insert(id, Entry::Pending(outcome));
+    }
+
+    /// Records that `id` was appended at a position at time `at`.
+    pub fn complete(&mut self, id: u128, partition: Partition, offset: u64, at: Micros) {
+        self.ids.insert(
+            id,
+            Entry::Done {
+                partition,
+                offset,
+                at,
+            },
+        );
+        self.order.push_back((id, at));
+        while self.order.len() > self.capacity {
+            self.evict_oldest();
+        }
+    }
+
+    /// Forgets a reservation whose append failed.
+    pub fn release(&mut self, id: u128) {
+        if matches!(self.ids.get(&id), Some(Entry::Pending(_))) {
+            self.ids.remove(&id);
+        }
+    }
+
+    /// Number of ids remembered.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    fn expire(&mut self, now: Micros) {
+        while let Some((_, at)) = self.order.front() {
+            if now.saturating_sub(*at) <= self.window {
+                break;
+            }
+            self.evict_oldest();
+        }
+    }
+
+    fn evict_oldest(&mut self) {
+        if let Some((id, at)) = self.order.pop_front()
+            && matches!(self.ids.get(&id), Some(Entry::Done { at: stored, .. }) if *stored == at)
+        {
+            self.ids.remove(&id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_remembered_within_the_window_and_forgotten_after() {
+        let mut window = DedupWindow::new(1_000, 10);
+        window.complete(id_hash("a"), 2, 7, 100);
+        assert!(matches!(
+            window.lookup(id_hash("a"), 1_100),
+            Some(Seen::Done {
+                partition: 2,
+                offset: 7
+            })
+        ));
+        assert!(window.lookup(id_hash("a"), 1_101).is_none());
+        assert_eq!(window.len(), 0);
+    }
+
+    #[test]
+    fn capacity_bounds_memory_by_forgetting_the_oldest() {
+        let mut window = DedupWindow::new(u64::MAX, 3);
+        for (i, id) in ["a", "b", "c", "d"].iter().enumerate() {
+            window.complete(id_hash(id), 0, i as u64, i as u64);
+        }
+        assert_eq!(window.len(), 3);
+        assert!(window.lookup(id_hash("a"), 10).is_none());
+        assert!(window.lookup(id_hash("d"), 10).is_some());
+    }
+
+    #[test]
+    fn a_failed_reservation_is_released() {
+        let mut window = DedupWindow::new(1_000, 10);
+        let (_tx, rx) = watch::channel(None);
+        window.reserve(id_hash("a"), rx);
+        assert!(matches!(
+            window.lookup(id_hash("a"), 0),
+            Some(Seen::Pending(_))
+        ));
+        window.release(id_hash("a"));
+        assert!(window.lookup(id_hash("a"), 0).is_none());
+    }
+}

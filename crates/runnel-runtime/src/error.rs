@@ -1,0 +1,81 @@
+//! Errors of the runtime, one enum: each variant says what was wrong, for people and for the
+//! HTTP layer, which maps [`RuntimeError::code`] to a stable problem code.
+
+use runnel_backend::{BackendError, InvalidName};
+use runnel_envelope::EnvelopeError;
+
+use crate::pattern::InvalidPattern;
+
+/// An error from the runtime's API.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The event itself is invalid (attribute, size, format).
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+
+    /// An event in a batch is invalid; nothing of the batch was appended.
+    #[error("event {index} of the batch: {source}")]
+    InBatch {
+        index: usize,
+        #[source]
+        source: Box<RuntimeError>,
+    },
+
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+
+    #[error(transparent)]
+    Pattern(#[from] InvalidPattern),
+
+    #[error(transparent)]
+    Name(#[from] InvalidName),
+
+    #[error("unknown consumer group `{0}`")]
+    UnknownGroup(String),
+
+    #[error("invalid group configuration: {0}")]
+    GroupConfig(String),
+
+    /// A typed event could not be turned into JSON.
+    #[error("could not serialise the event data: {0}")]
+    Serialize(String),
+
+    /// The duplicate of this event was in flight and its first publish failed; retry.
+    #[error("the first publish of event `{id}` failed: {reason}")]
+    FirstPublishFailed { id: String, reason: String },
+
+    #[error("the runtime is shut down")]
+    Closed,
+}
+
+impl RuntimeError {
+    /// A stable, machine-readable code for this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RuntimeError::Envelope(e) => e.code(),
+            RuntimeError::InBatch { source, .. } => source.code(),
+            RuntimeError::Backend(e) => match e {
+                BackendError::UnknownStream(_) => "stream.unknown",
+                BackendError::UnknownPartition { .. } => "stream.unknown_partition",
+                BackendError::StreamExists { .. } => "stream.exists",
+                BackendError::OffsetOutOfRange { .. } => "stream.offset_out_of_range",
+                BackendError::CasConflict { .. } => "backend.conflict",
+                BackendError::Invalid(_) => "backend.invalid",
+                BackendError::StorageFull(_) => "backend.storage_full",
+                BackendError::Corrupt(_) => "backend.corrupt",
+                BackendError::Closed => "backend.closed",
+                BackendError::Unavailable(_) => "backend.unavailable",
+                BackendError::Engine(_) => "backend.error",
+            },
+            RuntimeError::Pattern(_) => "group.invalid_pattern",
+            RuntimeError::Name(_) => "name.invalid",
+            RuntimeError::UnknownGroup(_) => "group.unknown",
+            RuntimeError::GroupConfig(_) => "group.invalid_config",
+            RuntimeError::Serialize(_) => "event.serialize",
+            RuntimeError::FirstPublishFailed { .. } => "publish.retry",
+            RuntimeError::Closed => "runtime.closed",
+        }
+    }
+}
+
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;

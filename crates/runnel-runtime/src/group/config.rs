@@ -1,0 +1,170 @@
+//! A consumer group's settings, named as NATS JetStream users know them.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, RuntimeError};
+use crate::pattern::TypePattern;
+
+/// Whether events of one partition key are processed strictly one after another.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ordering {
+    /// Same key: one at a time, in offset order. Different keys: concurrently. (Default.)
+    #[default]
+    Key,
+    /// No ordering: any event may run alongside any other.
+    None,
+}
+
+/// Where a group that never committed starts reading.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartFrom {
+    /// The oldest event still held. (Default.)
+    #[default]
+    Earliest,
+    /// Only events published after the group first reads the partition.
+    Latest,
+}
+
+/// Settings of a consumer group. Every group gets every matching event (fan-out); the
+/// instances of one group share the partitions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    /// The group's name: 1–64 characters of `a-z`, `0-9`, `_`, `-`.
+    pub name: String,
+    /// Which event types the group receives (`order.*`, `*.*`, `billing.>`).
+    pub filter: TypePattern,
+    /// An event not acknowledged this long after delivery is delivered again. Default 30 s.
+    #[serde(with = "millis", default = "defaults::ack_wait")]
+    pub ack_wait: Duration,
+    /// Deliveries of one event before it is given up on. Default 5.
+    #[serde(default = "defaults::max_deliver")]
+    pub max_deliver: u32,
+    /// Events read but not yet done, per partition; reading pauses at this many. Default 1000.
+    #[serde(default = "defaults::max_ack_pending")]
+    pub max_ack_pending: usize,
+    /// Handlers running at once in one consumer instance. Default 64.
+    #[serde(default = "defaults::max_in_flight")]
+    pub max_in_flight: usize,
+    #[serde(default)]
+    pub ordering: Ordering,
+    #[serde(default)]
+    pub start: StartFrom,
+    /// Record processed event ids so a redelivery after a crash is skipped. Default on.
+    #[serde(default = "defaults::yes")]
+    pub processed_ids: bool,
+    /// How long a processed id is remembered. Default 24 h.
+    #[serde(with = "millis", default = "defaults::processed_id_ttl")]
+    pub processed_id_ttl: Duration,
+    /// A partition lease lapses this long after its owner's last heartbeat. Default 15 s.
+    #[serde(with = "millis", default = "defaults::lease_ttl")]
+    pub lease_ttl: Duration,
+}
+
+mod defaults {
+    use std::time::Duration;
+
+    pub fn ack_wait() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn max_deliver() -> u32 {
+        5
+    }
+    pub fn max_ack_pending() -> usize {
+        1000
+    }
+    pub fn max_in_flight() -> usize {
+        64
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn processed_id_ttl() -> Duration {
+        Duration::from_secs(24 * 3600)
+    }
+    pub fn lease_ttl() -> Duration {
+        Duration::from_secs(15)
+    }
+}
+
+impl GroupConfig {
+    /// A group with the default settings.
+    pub fn new(name: impl Into<String>, filter: TypePattern) -> Self {
+        Self {
+            name: name.into(),
+            filter,
+            ack_wait: defaults::ack_wait(),
+            max_deliver: defaults::max_deliver(),
+            max_ack_pending: defaults::max_ack_pending(),
+            max_in_flight: defaults::max_in_flight(),
+            ordering: Ordering::default(),
+            start: StartFrom::default(),
+            processed_ids: true,
+            processed_id_ttl: defaults::processed_id_ttl(),
+            lease_ttl: defaults::lease_ttl(),
+        }
+    }
+
+    /// Checks every field, naming the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        validate_group_name(&self.name)?;
+        let bad = |what: String| Err(RuntimeError::GroupConfig(what));
+        if self.max_deliver == 0 {
+            return bad("max_deliver must be at least 1".into());
+        }
+        if self.max_ack_pending == 0 {
+            return bad("max_ack_pending must be at least 1".into());
+        }
+        if self.max_in_flight == 0 {
+            return bad("max_in_flight must be at least 1".into());
+        }
+        if self.ack_wait < Duration::from_millis(10) {
+            return bad(format!(
+                "ack_wait must be at least 10 ms, got {:?}",
+                self.ack_wait
+            ));
+        }
+        if self.lease_ttl < Duration::from_millis(100) {
+            return bad(format!(
+                "lease_ttl must be at least 100 ms, got {:?}",
+                self.lease_ttl
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Group names become key-value keys and metric labels.
+pub fn validate_group_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(RuntimeError::GroupConfig(format!(
+            "group name `{name}` must be 1–64 characters of a-z, 0-9, `_` and `-`, starting with a letter or digit"
+        )))
+    }
+}
+
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(value.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}

@@ -1,0 +1,119 @@
+//! What a handler receives, and how its outcome goes back to the partition worker.
+
+use std::fmt;
+
+use runnel_backend::{Partition, StreamName};
+use runnel_envelope::Event;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+/// How a failure should be treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureClass {
+    /// A blip (a lost connection, a lock timeout): retry at once.
+    Transient,
+    /// A dependency is unhealthy (HTTP 503, rate limited): retry with backoff.
+    Service,
+    /// Retrying cannot help (invalid data, a bug): dead-letter at once.
+    Permanent,
+}
+
+impl FailureClass {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FailureClass::Transient => "transient",
+            FailureClass::Service => "service",
+            FailureClass::Permanent => "permanent",
+        }
+    }
+}
+
+impl fmt::Display for FailureClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A handler's failure: its class decides what happens next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandlerError {
+    pub class: FailureClass,
+    pub reason: String,
+}
+
+impl HandlerError {
+    pub fn transient(reason: impl Into<String>) -> Self {
+        Self {
+            class: FailureClass::Transient,
+            reason: reason.into(),
+        }
+    }
+    pub fn service(reason: impl Into<String>) -> Self {
+        Self {
+            class: FailureClass::Service,
+            reason: reason.into(),
+        }
+    }
+    pub fn permanent(reason: impl Into<String>) -> Self {
+        Self {
+            class: FailureClass::Permanent,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} failure: {}", self.class, self.reason)
+    }
+}
+
+impl std::error::Error for HandlerError {}
+
+/// A message from a consumer back to the worker that delivered an event.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    Done,
+    Failed(HandlerError),
+}
+
+#[derive(Debug)]
+pub(crate) struct Settlement {
+    pub offset: u64,
+    pub attempt: u32,
+    pub outcome: Outcome,
+}
+
+/// One delivery of one event to one consumer of a group. Settle it with [`Delivery::ack`] or
+/// [`Delivery::nack`]; one left unsettled is delivered again after `ack_wait`.
+#[derive(Debug)]
+pub struct Delivery {
+    pub event: Event,
+    pub stream: StreamName,
+    pub partition: Partition,
+    pub offset: u64,
+    /// 1 on the first delivery, then 2, 3, …
+    pub attempt: u32,
+    pub(crate) settle: mpsc::UnboundedSender<Settlement>,
+}
+
+impl Delivery {
+    /// The event was processed.
+    pub fn ack(self) {
+        let _ = self.settle.send(Settlement {
+            offset: self.offset,
+            attempt: self.attempt,
+            outcome: Outcome::Done,
+        });
+    }
+
+    /// Processing failed; `error.class` decides whether and when it is retried.
+    pub fn nack(self, error: HandlerError) {
+        let _ = self.settle.send(Settlement {
+            offset: self.offset,
+            attempt: self.attempt,
+            outcome: Outcome::Failed(error),
+        });
+    }
+}

@@ -1,0 +1,29 @@
+//! Key-value buckets and keys the consumer groups use. Keys use only `a-z0-9_-/.` so every
+//! backend's key-value store accepts them.
+
+use runnel_backend::{Partition, StreamName};
+
+use crate::dedup::id_hash;
+
+/// Group configurations, by group name.
+pub const GROUPS: &str = "runnel_groups";
+/// Partition leases: `group/stream/partition` → owning instance.
+pub const LEASES: &str = "runnel_leases";
+/// Live consumer instances: `group/instance`, kept alive by heartbeats.
+pub const MEMBERS: &str = "runnel_members";
+/// Per-partition delivery cursor: how far events may have been delivered.
+pub const CURSORS: &str = "runnel_cursors";
+/// Processed event ids: `group/<xxh3-128 of the id>`.
+pub const PROCESSED: &str = "runnel_processed";
+
+pub fn partition_key(group: &str, stream: &StreamName, partition: Partition) -> String {
+    format!("{group}/{stream}/{partition}")
+}
+
+pub fn member_key(group: &str, instance: &str) -> String {
+    format!("{group}/{instance}")
+}
+
+pub fn processed_key(group: &str, event_id: &str) -> String {
+    format!("{group}/{:032x}", id_hash(event_id))
+}

@@ -1,0 +1,621 @@
+//! A consumer instance: joins its group, holds partition leases, runs a worker per owned
+//! partition, and (with [`GroupBuilder::run`]) runs the handler on what they deliver.
+//!
+//! Leases live in the backend's key-value store with a TTL and are renewed by heartbeat every
+//! third of the TTL. Partitions are assigned deterministically: sorted partitions to sorted
+//! live members, round robin, so every instance computes the same answer and hands over
+//! without negotiation. An instance that stops heartbeating loses its membership and its
+//! leases when the TTL passes (judged by the backend's clock), and the others take over.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use runnel_backend::{BackendError, Expect, Partition, Revision, StreamName};
+use runnel_envelope::Event;
+use tokio::sync::{Mutex, Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::config::GroupConfig;
+use super::delivery::{Delivery, HandlerError};
+use super::keys;
+use super::stats::{GroupCounts, GroupStats};
+use super::worker::{self, WorkerCtx, WorkerExit};
+use crate::error::{Result, RuntimeError};
+use crate::pattern::TypePattern;
+use crate::runtime::{Runnel, Shared};
+
+/// What a handler sees of a delivery.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub event: Event,
+    pub stream: StreamName,
+    pub partition: Partition,
+    pub offset: u64,
+    /// 1 on the first delivery.
+    pub attempt: u32,
+}
+
+/// Joins a consumer group: `runnel.group("payments").subscribe("order.*").run(handler)`.
+pub struct GroupBuilder {
+    runnel: Runnel,
+    name: String,
+    filter: Option<String>,
+    config: Option<GroupConfig>,
+    instance: Option<String>,
+}
+
+impl Runnel {
+    /// Starts joining the consumer group `name`.
+    pub fn group(&self, name: impl Into<String>) -> GroupBuilder {
+        GroupBuilder {
+            runnel: self.clone(),
+            name: name.into(),
+            filter: None,
+            config: None,
+            instance: None,
+        }
+    }
+
+    /// Creates or replaces a group's configuration.
+    pub async fn put_group(&self, config: GroupConfig) -> Result<()> {
+        config.validate()?;
+        let value =
+            serde_json::to_vec(&config).map_err(|e| RuntimeError::Serialize(e.to_string()))?;
+        self.shared
+            .backend
+            .kv_put(keys::GROUPS, &config.name, value.into(), Expect::Any, None)
+            .await?;
+        Ok(())
+    }
+
+    /// A group's configuration.
+    pub async fn group_config(&self, name: &str) -> Result<GroupConfig> {
+        let entry = self
+            .shared
+            .backend
+            .kv_get(keys::GROUPS, name)
+            .await?
+            .ok_or_else(|| RuntimeError::UnknownGroup(name.to_string()))?;
+        serde_json::from_slice(&entry.value).map_err(|e| {
+            RuntimeError::GroupConfig(format!(
+                "stored configuration of `{name}` is unreadable: {e}"
+            ))
+        })
+    }
+
+    /// Every group's configuration, by name.
+    pub async fn list_groups(&self) -> Result<Vec<GroupConfig>> {
+        let entries = self
+            .shared
+            .backend
+            .kv_scan(keys::GROUPS, "", None, 100_000)
+            .await?;
+        Ok(entries
+            .iter()
+            .filter_map(|e| serde_json::from_slice(&e.value).ok())
+            .collect())
+    }
+}
+
+impl GroupBuilder {
+    /// Receive events whose type matches `pattern` (stored as the group's filter).
+    pub fn subscribe(mut self, pattern: impl Into<String>) -> Self {
+        self.filter = Some(pattern.into());
+        self
+    }
+
+    /// Use (and store) this full configuration.
+    pub fn config(mut self, config: GroupConfig) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// Name this instance (default: a random id). Names must be unique within the group.
+    pub fn instance_id(mut self, id: impl Into<String>) -> Self {
+        self.instance = Some(id.into());
+        self
+    }
+
+    /// Joins the group and returns a stream of deliveries to settle by hand.
+    pub async fn start(self) -> Result<Consumer> {
+        let runnel = self.runnel;
+        let config = match (self.config, self.filter) {
+            (Some(mut config), filter) => {
+                if let Some(filter) = filter {
+                    config.filter = TypePattern::new(filter)?;
+                }
+                config.name = self.name.clone();
+                runnel.put_group(config.clone()).await?;
+                config
+            }
+            (None, Some(filter)) => {
+                let filter = TypePattern::new(filter)?;
+                let config = match runnel.group_config(&self.name).await {
+                    Ok(mut existing) => {
+                        existing.filter = filter;
+                        existing
+                    }
+                    Err(RuntimeError::UnknownGroup(_)) => GroupConfig::new(&self.name, filter),
+                    Err(e) => return Err(e),
+                };
+                runnel.put_group(config.clone()).await?;
+                config
+            }
+            (None, None) => runnel.group_config(&self.name).await?,
+        };
+        let instance = self
+            .instance
+            .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
+        Consumer::start(runnel.shared.clone(), Arc::new(config), instance).await
+    }
+
+    /// Joins the group and runs `handler` on every delivery, up to `max_in_flight` at once.
+    /// `Ok(outputs)` publishes the outputs (with ids derived from the input's, so a retry
+    /// cannot publish them twice) and acknowledges; `Err` settles by the error's class; a
+    /// panic counts as a `service` failure and the consumer keeps going.
+    pub async fn run<H, Fut>(self, handler: H) -> Result<ConsumerHandle>
+    where
+        H: Fn(Message) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<Vec<Event>, HandlerError>> + Send + 'static,
+    {
+        let runnel = self.runnel.clone();
+        let consumer = self.start().await?;
+        let member = consumer.member.clone();
+        let (drain, drain_rx) = watch::channel(false);
+        let runner = tokio::spawn(run_handler(runnel, consumer, Arc::new(handler), drain_rx));
+        Ok(ConsumerHandle {
+            member,
+            runner: Some((runner, drain)),
+        })
+    }
+}
+
+/// Deliveries of one consumer instance.
+pub struct Consumer {
+    deliveries: mpsc::Receiver<Delivery>,
+    member: Arc<Member>,
+    heartbeat: Option<JoinHandle<()>>,
+}
+
+impl Consumer {
+    async fn start(shared: Arc<Shared>, group: Arc<GroupConfig>, instance: String) -> Result<Self> {
+        let (tx, rx) = mpsc::channel(group.max_in_flight);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let member = Arc::new(Member {
+            shared,
+            group,
+            instance,
+            stats: Arc::new(GroupStats::default()),
+            deliveries: tx,
+            owned: Mutex::new(HashMap::new()),
+            heartbeat_paused: AtomicBool::new(false),
+            stop: stop_tx,
+        });
+        member.rebalance().await?;
+        let heartbeat = tokio::spawn(heartbeat_loop(member.clone(), stop_rx));
+        Ok(Self {
+            deliveries: rx,
+            member,
+            heartbeat: Some(heartbeat),
+        })
+    }
+
+    /// The next delivery; `None` once the consumer is stopped.
+    pub async fn next(&mut self) -> Option<Delivery> {
+        self.deliveries.recv().await
+    }
+
+    /// The group's configuration.
+    pub fn group(&self) -> &GroupConfig {
+        &self.member.group
+    }
+
+    /// Control of this instance (leases, stats, stop).
+    pub fn handle(&self) -> ConsumerHandle {
+        ConsumerHandle {
+            member: self.member.clone(),
+            runner: None,
+        }
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        let _ = self.member.stop.send(true);
+        if let Some(heartbeat) = self.heartbeat.take() {
+            heartbeat.abort();
+        }
+    }
+}
+
+/// Controls a running consumer instance.
+pub struct ConsumerHandle {
+    member: Arc<Member>,
+    /// The handler loop and the signal that tells it to finish what is running and stop.
+    runner: Option<(JoinHandle<()>, watch::Sender<bool>)>,
+}
+
+impl ConsumerHandle {
+    /// Partitions this instance holds, sorted.
+    pub async fn owned_partitions(&self) -> Vec<(StreamName, Partition)> {
+        let mut owned: Vec<_> = self.member.owned.lock().await.keys().cloned().collect();
+        owned.sort();
+        owned
+    }
+
+    /// Renews membership and leases and rebalances now (it also happens every third of the
+    /// lease TTL).
+    pub async fn rebalance_now(&self) -> Result<()> {
+        self.member.rebalance().await
+    }
+
+    /// Stops renewing membership and leases, as a hung process would (for failover tests).
+    pub fn pause_heartbeat(&self) {
+        self.member.heartbeat_paused.store(true, Ordering::SeqCst);
+    }
+
+    /// This instance's counters.
+    pub fn stats(&self) -> GroupCounts {
+        self.member.stats.snapshot()
+    }
+
+    /// This instance's id.
+    pub fn instance_id(&self) -> &str {
+        &self.member.instance
+    }
+
+    /// Stops gracefully: no new deliveries are taken, running handlers finish (for up to
+    /// `ack_wait`), then workers commit what is done and release their leases.
+    pub async fn stop(mut self) -> Result<()> {
+        if let Some((mut runner, drain)) = self.runner.take() {
+            let _ = drain.send(true);
+            if tokio::time::timeout(self.member.group.ack_wait, &mut runner)
+                .await
+                .is_err()
+            {
+                tracing::warn!(group = %self.member.group.name, "handlers still running after ack_wait; stopping anyway");
+                runner.abort();
+            }
+        }
+        let _ = self.member.stop.send(true);
+        self.member.release_all().await
+    }
+}
+
+struct OwnedPartition {
+    lease_revision: Revision,
+    stop: watch::Sender<bool>,
+    worker: JoinHandle<Result<WorkerExit>>,
+}
+
+pub(crate) struct Member {
+    shared: Arc<Shared>,
+    group: Arc<GroupConfig>,
+    instance: String,
+    stats: Arc<GroupStats>,
+    deliveries: mpsc::Sender<Delivery>,
+    owned: Mutex<HashMap<(StreamName, Partition), OwnedPartition>>,
+    heartbeat_paused: AtomicBool,
+    stop: watch::Sender<bool>,
+}
+
+async fn heartbeat_loop(member: Arc<Member>, mut stop: watch::Receiver<bool>) {
+    let every = member.group.lease_ttl / 3;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        if let Err(error) = member.rebalance().await {
+            tracing::warn!(group = %member.group.name, %error, "rebalance failed; retrying at the next heartbeat");
+        }
+    }
+}
+
+impl Member {
+    /// Renews membership, computes this instance's share, renews, takes and releases leases.
+    async fn rebalance(&self) -> Result<()> {
+        if self.heartbeat_paused.load(Ordering::SeqCst) || *self.stop.borrow() {
+            return Ok(());
+        }
+        let backend = &self.shared.backend;
+        let group = &self.group.name;
+        let ttl = Some(self.group.lease_ttl);
+        backend
+            .kv_put(
+                keys::MEMBERS,
+                &keys::member_key(group, &self.instance),
+                Bytes::from(self.instance.clone()),
+                Expect::Any,
+                ttl,
+            )
+            .await?;
+        let prefix = format!("{group}/");
+        let mut members: Vec<String> = backend
+            .kv_scan(keys::MEMBERS, &prefix, None, 100_000)
+            .await?
+            .into_iter()
+            .map(|e| e.key[prefix.len()..].to_string())
+            .collect();
+        members.sort();
+        let mut partitions = Vec::new();
+        for stream in backend.list_streams().await? {
+            if self.group.filter.matches_stream(stream.name.as_str()) {
+                for partition in 0..stream.config.partitions {
+                    partitions.push((stream.name.clone(), partition));
+                }
+            }
+        }
+        partitions.sort();
+
+        let mut owned = self.owned.lock().await;
+        // Workers that ended (fenced, or failed) are forgotten; their lease is re-adopted below.
+        let ended: Vec<_> = owned
+            .iter()
+            .filter(|(_, o)| o.worker.is_finished())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in ended {
+            if let Some(done) = owned.remove(&key) {
+                match done.worker.await {
+                    Ok(Ok(exit)) => {
+                        tracing::info!(group, stream = %key.0, partition = key.1, ?exit, "partition worker ended")
+                    }
+                    Ok(Err(error)) => {
+                        tracing::warn!(group, stream = %key.0, partition = key.1, %error, "partition worker failed")
+                    }
+                    Err(error) => {
+                        tracing::error!(group, stream = %key.0, partition = key.1, %error, "partition worker panicked")
+                    }
+                }
+            }
+        }
+        for (index, key) in partitions.iter().enumerate() {
+            let mine = !members.is_empty() && members[index % members.len()] == self.instance;
+            let lease_key = keys::partition_key(group, &key.0, key.1);
+            if mine {
+                if let Some(current) = owned.get_mut(key) {
+                    match self.renew(&lease_key, current.lease_revision).await {
+                        Ok(revision) => current.lease_revision = revision,
+                        Err(RuntimeError::Backend(BackendError::CasConflict { .. })) => {
+                            tracing::warn!(group, stream = %key.0, partition = key.1, "lease lost");
+                            if let Some(lost) = owned.remove(key) {
+                                let _ = lost.stop.send(true);
+                            }
+                        }
+                        Err(e) => return Err(e),
+                    }
+                } else if let Some(revision) = self.acquire(&lease_key).await? {
+                    owned.insert(key.clone(), self.start_worker(key.clone(), revision));
+                }
+            } else if let Some(giving_up) = owned.remove(key) {
+                release(&self.shared, &lease_key, giving_up).await?;
+            }
+        }
+        // Partitions of streams that no longer match (or exist) are released too.
+        let stale: Vec<_> = owned
+            .keys()
+            .filter(|k| !partitions.contains(k))
+            .cloned()
+            .collect();
+        for key in stale {
+            if let Some(giving_up) = owned.remove(&key) {
+                let lease_key = keys::partition_key(group, &key.0, key.1);
+                release(&self.shared, &lease_key, giving_up).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn renew(&self, lease_key: &str, revision: Revision) -> Result<Revision> {
+        Ok(self
+            .shared
+            .backend
+            .kv_put(
+                keys::LEASES,
+                lease_key,
+                Bytes::from(self.instance.clone()),
+                Expect::Revision(revision),
+                Some(self.group.lease_ttl),
+            )
+            .await?)
+    }
+
+    /// Takes a free lease, or re-adopts one this instance still holds.
+    async fn acquire(&self, lease_key: &str) -> Result<Option<Revision>> {
+        let backend = &self.shared.backend;
+        let expect = match backend.kv_get(keys::LEASES, lease_key).await? {
+            None => Expect::Absent,
+            Some(entry) if entry.value.as_ref() == self.instance.as_bytes() => {
+                Expect::Revision(entry.revision)
+            }
+            Some(_) => return Ok(None),
+        };
+        match backend
+            .kv_put(
+                keys::LEASES,
+                lease_key,
+                Bytes::from(self.instance.clone()),
+                expect,
+                Some(self.group.lease_ttl),
+            )
+            .await
+        {
+            Ok(revision) => Ok(Some(revision)),
+            Err(BackendError::CasConflict { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn start_worker(
+        &self,
+        key: (StreamName, Partition),
+        lease_revision: Revision,
+    ) -> OwnedPartition {
+        let (stop, stop_rx) = watch::channel(false);
+        let ctx = WorkerCtx {
+            shared: self.shared.clone(),
+            group: self.group.clone(),
+            stats: self.stats.clone(),
+            stream: key.0,
+            partition: key.1,
+            deliveries: self.deliveries.clone(),
+            stop: stop_rx,
+        };
+        OwnedPartition {
+            lease_revision,
+            stop,
+            worker: tokio::spawn(worker::run(ctx)),
+        }
+    }
+
+    async fn release_all(&self) -> Result<()> {
+        let mut owned = self.owned.lock().await;
+        let group = &self.group.name;
+        for (key, giving_up) in owned.drain() {
+            let lease_key = keys::partition_key(group, &key.0, key.1);
+            release(&self.shared, &lease_key, giving_up).await?;
+        }
+        let _ = self
+            .shared
+            .backend
+            .kv_delete(
+                keys::MEMBERS,
+                &keys::member_key(group, &self.instance),
+                Expect::Any,
+            )
+            .await;
+        Ok(())
+    }
+}
+
+/// Stops a worker (it commits what is done) and then gives up its lease.
+async fn release(shared: &Shared, lease_key: &str, owned: OwnedPartition) -> Result<()> {
+    let _ = owned.stop.send(true);
+    match owned.worker.await {
+        Ok(Err(error)) => {
+            tracing::warn!(%error, lease_key, "partition worker failed while stopping")
+        }
+        Err(error) => tracing::error!(%error, lease_key, "partition worker panicked"),
+        Ok(Ok(_)) => {}
+    }
+    match shared
+        .backend
+        .kv_delete(
+            keys::LEASES,
+            lease_key,
+            Expect::Revision(owned.lease_revision),
+        )
+        .await
+    {
+        Ok(()) | Err(BackendError::CasConflict { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Runs the handler on deliveries until told to drain; then waits for running handlers.
+async fn run_handler<H, Fut>(
+    runnel: Runnel,
+    mut consumer: Consumer,
+    handler: Arc<H>,
+    mut drain: watch::Receiver<bool>,
+) where
+    H: Fn(Message) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = std::result::Result<Vec<Event>, HandlerError>> + Send + 'static,
+{
+    let max_in_flight = consumer.group().max_in_flight;
+    let slots = Arc::new(Semaphore::new(max_in_flight));
+    let group = Arc::new(consumer.group().clone());
+    loop {
+        let delivery = tokio::select! {
+            delivery = consumer.next() => match delivery {
+                Some(delivery) => delivery,
+                None => break,
+            },
+            _ = drain.changed() => break,
+        };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let handler = handler.clone();
+        let runnel = runnel.clone();
+        let group = group.clone();
+        tokio::spawn(async move {
+            let message = Message {
+                event: delivery.event.clone(),
+                stream: delivery.stream.clone(),
+                partition: delivery.partition,
+                offset: delivery.offset,
+                attempt: delivery.attempt,
+            };
+            // A panic inside the handler ends only this task; it is seen as a JoinError.
+            let result = tokio::spawn(handler(message)).await;
+            match result {
+                Ok(Ok(outputs)) => {
+                    match complete(&runnel, &group, &delivery.event, outputs).await {
+                        Ok(()) => delivery.ack(),
+                        Err(error) => delivery.nack(HandlerError::service(format!(
+                            "publishing the handler's outputs failed: {error}"
+                        ))),
+                    }
+                }
+                Ok(Err(error)) => delivery.nack(error),
+                Err(join_error) => {
+                    let reason = match join_error.try_into_panic() {
+                        Ok(panic) => panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "non-string panic payload".into()),
+                        Err(_) => "handler task was cancelled".into(),
+                    };
+                    tracing::error!(id = %delivery.event.id().as_str(), %reason, "handler panicked");
+                    delivery.nack(HandlerError::service(format!("handler panicked: {reason}")));
+                }
+            }
+            drop(slot);
+        });
+    }
+    // Every slot back means every running handler has settled its delivery.
+    let _ = slots.acquire_many(max_in_flight as u32).await;
+    // Keep `consumer` (and so the workers' channel) alive until then.
+    drop(consumer);
+}
+
+/// Publishes a handler's outputs with ids derived from the input (so a redelivery republishes
+/// the same ids, which deduplication absorbs), then records the input as processed.
+async fn complete(
+    runnel: &Runnel,
+    group: &GroupConfig,
+    input: &Event,
+    outputs: Vec<Event>,
+) -> Result<()> {
+    if !outputs.is_empty() {
+        let mut derived = Vec::with_capacity(outputs.len());
+        for (index, output) in outputs.into_iter().enumerate() {
+            let id = Event::derived_id(input.id(), index);
+            derived.push(output.into_builder().id(id).caused_by(input).build()?);
+        }
+        runnel.publish_batch(derived).await?;
+    }
+    if group.processed_ids {
+        runnel
+            .shared
+            .backend
+            .kv_put(
+                keys::PROCESSED,
+                &keys::processed_key(&group.name, input.id().as_str()),
+                Bytes::new(),
+                Expect::Any,
+                Some(group.processed_id_ttl),
+            )
+            .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,88 @@
+//! Counters of one consumer group in this process, read by `describe` and the metrics.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+use super::delivery::FailureClass;
+
+#[derive(Debug, Default)]
+pub struct GroupStats {
+    delivered: AtomicU64,
+    redelivered: AtomicU64,
+    acked: AtomicU64,
+    skipped_duplicates: AtomicU64,
+    failed_transient: AtomicU64,
+    failed_service: AtomicU64,
+    failed_permanent: AtomicU64,
+    ack_timeouts: AtomicU64,
+    exhausted: AtomicU64,
+    undecodable: AtomicU64,
+}
+
+/// A snapshot of [`GroupStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct GroupCounts {
+    /// Deliveries, first attempts and retries.
+    pub delivered: u64,
+    /// Deliveries after the first.
+    pub redelivered: u64,
+    pub acked: u64,
+    /// Redeliveries skipped because the event id was already processed.
+    pub skipped_duplicates: u64,
+    pub failed_transient: u64,
+    pub failed_service: u64,
+    pub failed_permanent: u64,
+    pub ack_timeouts: u64,
+    /// Events that failed their last allowed delivery.
+    pub exhausted: u64,
+    pub undecodable: u64,
+}
+
+impl GroupStats {
+    pub(crate) fn record_delivered(&self, attempt: u32) {
+        self.delivered.fetch_add(1, Ordering::Relaxed);
+        if attempt > 1 {
+            self.redelivered.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    pub(crate) fn record_acked(&self) {
+        self.acked.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn record_skipped_duplicate(&self) {
+        self.skipped_duplicates.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn record_failed(&self, class: FailureClass) {
+        let counter = match class {
+            FailureClass::Transient => &self.failed_transient,
+            FailureClass::Service => &self.failed_service,
+            FailureClass::Permanent => &self.failed_permanent,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn record_ack_timeout(&self) {
+        self.ack_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn record_exhausted(&self) {
+        self.exhausted.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn record_undecodable(&self) {
+        self.undecodable.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> GroupCounts {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        GroupCounts {
+            delivered: get(&self.delivered),
+            redelivered: get(&self.redelivered),
+            acked: get(&self.acked),
+            skipped_duplicates: get(&self.skipped_duplicates),
+            failed_transient: get(&self.failed_transient),
+            failed_service: get(&self.failed_service),
+            failed_permanent: get(&self.failed_permanent),
+            ack_timeouts: get(&self.ack_timeouts),
+            exhausted: get(&self.exhausted),
+            undecodable: get(&self.undecodable),
+        }
+    }
+}

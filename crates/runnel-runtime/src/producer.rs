@@ -1,0 +1,268 @@
+//! Publishing: validate, route to a stream by the type's domain, choose a partition by the
+//! partition key, deduplicate by event id, append, and answer with the position.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::join_all;
+use runnel_backend::{AppendAck, Partition, Record, StreamName};
+use runnel_envelope::{Event, EventType, Source};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::dedup::{Seen, id_hash};
+use crate::error::{Result, RuntimeError};
+use crate::runtime::{Shared, StreamState};
+
+/// Record header carrying the event id, read to rebuild the dedup window without decoding.
+pub(crate) const ID_HEADER: &str = "id";
+/// Record header carrying the event type, so consumers can filter without decoding.
+pub(crate) const TYPE_HEADER: &str = "type";
+
+/// Where a published event is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PublishAck {
+    pub id: String,
+    pub stream: StreamName,
+    pub partition: Partition,
+    pub offset: u64,
+    /// True when the id was already published within the dedup window: nothing was appended
+    /// and the position is the first publish's.
+    pub duplicate: bool,
+}
+
+/// A Rust type that is the data of one event type at one schema version.
+pub trait TypedEvent: Serialize {
+    /// The event type, `domain.fact` (e.g. `order.placed`).
+    const EVENT_TYPE: &'static str;
+    /// The schema version of this shape. Default 1.
+    const SCHEMA_VERSION: u32 = 1;
+
+    /// The entity key events are ordered by (e.g. the order id). Default: none.
+    fn partition_key(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Builds the envelope of a typed event.
+pub(crate) fn typed_event<T: TypedEvent>(value: &T, source: &str) -> Result<Event> {
+    let event_type = EventType::new(T::EVENT_TYPE)?;
+    let source = Source::new(source)?;
+    let data = serde_json::to_value(value).map_err(|e| RuntimeError::Serialize(e.to_string()))?;
+    let mut builder = Event::builder(event_type, source)
+        .data_json(data)
+        .schema_version(T::SCHEMA_VERSION);
+    if let Some(key) = value.partition_key() {
+        builder = builder.partition_key(key);
+    }
+    Ok(builder.build()?)
+}
+
+/// The log record of an event: partition key as the record key, the binary envelope as the
+/// value, id and type as headers.
+pub(crate) fn event_record(event: &Event) -> Record {
+    let key = event
+        .partition_key()
+        .map(|k| Bytes::copy_from_slice(k.as_bytes()))
+        .unwrap_or_default();
+    Record::new(key, event.encode_binary())
+        .with_header(
+            ID_HEADER,
+            Bytes::copy_from_slice(event.id().as_str().as_bytes()),
+        )
+        .with_header(
+            TYPE_HEADER,
+            Bytes::copy_from_slice(event.event_type().as_str().as_bytes()),
+        )
+}
+
+pub(crate) fn stream_of(event: &Event) -> Result<StreamName> {
+    Ok(StreamName::new(event.event_type().domain())?)
+}
+
+/// The stable partition of a key: xxh3-64 of its bytes, modulo the partition count.
+pub fn partition_for_key(key: &str, partitions: u32) -> Partition {
+    (xxhash_rust::xxh3::xxh3_64(key.as_bytes()) % partitions.max(1) as u64) as Partition
+}
+
+enum Planned {
+    Fresh { partition: Partition, hash: u128 },
+    Duplicate(Seen),
+    SameAsEarlier(usize),
+}
+
+impl Shared {
+    /// Publishes a batch: every event is validated before anything is appended.
+    pub(crate) async fn publish_batch(&self, events: Vec<Event>) -> Result<Vec<PublishAck>> {
+        let mut by_stream: BTreeMap<StreamName, Vec<(usize, Event)>> = BTreeMap::new();
+        for (index, event) in events.into_iter().enumerate() {
+            let checked = event
+                .check_size(&self.cfg.limits)
+                .map_err(RuntimeError::from)
+                .and_then(|_| stream_of(&event));
+            match checked {
+                Ok(stream) => by_stream.entry(stream).or_default().push((index, event)),
+                Err(source) => {
+                    return Err(RuntimeError::InBatch {
+                        index,
+                        source: Box::new(source),
+                    });
+                }
+            }
+        }
+        let total = by_stream.values().map(Vec::len).sum();
+        let mut acks: Vec<Option<PublishAck>> = vec![None; total];
+        for (stream, items) in by_stream {
+            let state = self.stream_state(&stream).await?;
+            let indices: Vec<usize> = items.iter().map(|(i, _)| *i).collect();
+            let events: Vec<Event> = items.into_iter().map(|(_, e)| e).collect();
+            let stream_acks = self.publish_to_stream(&state, events).await?;
+            for (index, ack) in indices.into_iter().zip(stream_acks) {
+                acks[index] = Some(ack);
+            }
+        }
+        Ok(acks.into_iter().flatten().collect())
+    }
+
+    async fn publish_to_stream(
+        &self,
+        state: &Arc<StreamState>,
+        events: Vec<Event>,
+    ) -> Result<Vec<PublishAck>> {
+        let now = self.cfg.clock.now_micros();
+        let (outcome_tx, outcome_rx) = watch::channel(None);
+        let mut plan = Vec::with_capacity(events.len());
+        {
+            let mut window = state.lock_dedup();
+            let mut in_batch: HashMap<u128, usize> = HashMap::new();
+            for (i, event) in events.iter().enumerate() {
+                let hash = id_hash(event.id().as_str());
+                if let Some(seen) = window.lookup(hash, now) {
+                    plan.push(Planned::Duplicate(seen));
+                } else if let Some(first) = in_batch.get(&hash) {
+                    plan.push(Planned::SameAsEarlier(*first));
+                } else {
+                    let partition = state.choose_partition(event.partition_key());
+                    window.reserve(hash, outcome_rx.clone());
+                    in_batch.insert(hash, i);
+                    plan.push(Planned::Fresh { partition, hash });
+                }
+            }
+        }
+
+        let mut per_partition: BTreeMap<Partition, Vec<usize>> = BTreeMap::new();
+        for (i, planned) in plan.iter().enumerate() {
+            if let Planned::Fresh { partition, .. } = planned {
+                per_partition.entry(*partition).or_default().push(i);
+            }
+        }
+        let appends = per_partition.iter().map(|(partition, indices)| {
+            let records = indices.iter().map(|i| event_record(&events[*i])).collect();
+            self.backend.append(&state.name, *partition, records)
+        });
+        let results: Vec<_> = join_all(appends).await;
+
+        let mut positions: HashMap<usize, (Partition, u64)> = HashMap::new();
+        let mut failure = None;
+        {
+            let mut window = state.lock_dedup();
+            for ((partition, indices), result) in per_partition.iter().zip(results) {
+                match result {
+                    Ok(AppendAck {
+                        base_offset,
+                        timestamp,
+                        ..
+                    }) => {
+                        for (k, i) in indices.iter().enumerate() {
+                            let offset = base_offset + k as u64;
+                            if let Planned::Fresh { hash, .. } = plan[*i] {
+                                window.complete(hash, *partition, offset, timestamp);
+                            }
+                            positions.insert(*i, (*partition, offset));
+                        }
+                    }
+                    Err(error) => {
+                        for i in indices {
+                            if let Planned::Fresh { hash, .. } = plan[*i] {
+                                window.release(hash);
+                            }
+                        }
+                        failure.get_or_insert(error);
+                    }
+                }
+            }
+        }
+        let _ = outcome_tx.send(Some(match &failure {
+            None => Ok(()),
+            Some(error) => Err(error.to_string()),
+        }));
+        if let Some(error) = failure {
+            return Err(error.into());
+        }
+
+        let mut acks = Vec::with_capacity(events.len());
+        for (i, planned) in plan.into_iter().enumerate() {
+            let id = events[i].id().as_str().to_string();
+            let (partition, offset, duplicate) = match planned {
+                Planned::Fresh { .. } => {
+                    let (p, o) = positions[&i];
+                    (p, o, false)
+                }
+                Planned::SameAsEarlier(first) => {
+                    let (p, o) = positions[&first];
+                    (p, o, true)
+                }
+                Planned::Duplicate(seen) => {
+                    let (p, o) = self.resolve_duplicate(state, &id, seen).await?;
+                    (p, o, true)
+                }
+            };
+            acks.push(PublishAck {
+                id,
+                stream: state.name.clone(),
+                partition,
+                offset,
+                duplicate,
+            });
+        }
+        Ok(acks)
+    }
+
+    /// Waits for an in-flight first publish of the same id and returns its position.
+    async fn resolve_duplicate(
+        &self,
+        state: &StreamState,
+        id: &str,
+        mut seen: Seen,
+    ) -> Result<(Partition, u64)> {
+        loop {
+            match seen {
+                Seen::Done { partition, offset } => return Ok((partition, offset)),
+                Seen::Pending(mut outcome) => {
+                    let result = outcome
+                        .wait_for(Option::is_some)
+                        .await
+                        .map(|r| r.clone())
+                        .map_err(|_| RuntimeError::Closed)?;
+                    if let Some(Err(reason)) = result {
+                        return Err(RuntimeError::FirstPublishFailed {
+                            id: id.to_string(),
+                            reason,
+                        });
+                    }
+                    let now = self.cfg.clock.now_micros();
+                    match state.lock_dedup().lookup(id_hash(id), now) {
+                        Some(next) => seen = next,
+                        None => {
+                            return Err(RuntimeError::FirstPublishFailed {
+                                id: id.to_string(),
+                                reason: "its position left the dedup window".into(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

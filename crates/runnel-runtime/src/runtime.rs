@@ -1,0 +1,172 @@
+//! The runtime handle: owns the backend, the stream cache and the producer's dedup windows.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use runnel_backend::{Backend, Partition, ReadFrom, StreamConfig, StreamName};
+use runnel_envelope::Event;
+
+use crate::config::RuntimeConfig;
+use crate::dedup::{DedupWindow, id_hash};
+use crate::error::Result;
+use crate::producer::{ID_HEADER, PublishAck, TypedEvent, partition_for_key, typed_event};
+
+/// Runnel's runtime over one backend. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Runnel {
+    pub(crate) shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    pub backend: Arc<dyn Backend>,
+    pub cfg: RuntimeConfig,
+    streams: tokio::sync::Mutex<HashMap<StreamName, Arc<StreamState>>>,
+}
+
+/// What the producer keeps per stream.
+pub(crate) struct StreamState {
+    pub name: StreamName,
+    pub partitions: u32,
+    round_robin: AtomicU32,
+    dedup: Mutex<DedupWindow>,
+}
+
+impl StreamState {
+    pub fn lock_dedup(&self) -> MutexGuard<'_, DedupWindow> {
+        self.dedup.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Same key, same partition; no key, the next partition in turn.
+    pub fn choose_partition(&self, key: Option<&str>) -> Partition {
+        match key {
+            Some(key) => partition_for_key(key, self.partitions),
+            None => self.round_robin.fetch_add(1, Ordering::Relaxed) % self.partitions.max(1),
+        }
+    }
+}
+
+impl std::fmt::Debug for Runnel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runnel")
+            .field("backend", &self.shared.backend.kind())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runnel {
+    /// A runtime over `backend`.
+    pub fn open(cfg: RuntimeConfig, backend: Arc<dyn Backend>) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                backend,
+                cfg,
+                streams: tokio::sync::Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The backend underneath.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.shared.backend
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.shared.cfg
+    }
+
+    /// Publishes one event; returns once it is durable by the backend's setting.
+    pub async fn publish(&self, event: Event) -> Result<PublishAck> {
+        let mut acks = self.shared.publish_batch(vec![event]).await?;
+        acks.pop().ok_or(crate::RuntimeError::Closed)
+    }
+
+    /// Publishes a batch, validated whole before anything is appended. Acks are in input order.
+    pub async fn publish_batch(&self, events: Vec<Event>) -> Result<Vec<PublishAck>> {
+        self.shared.publish_batch(events).await
+    }
+
+    /// Publishes a typed value as an event of its type and schema version.
+    pub async fn publish_typed<T: TypedEvent>(&self, value: &T) -> Result<PublishAck> {
+        let event = typed_event(value, &self.shared.cfg.source)?;
+        self.publish(event).await
+    }
+
+    /// Creates a stream explicitly (streams are otherwise created on first publish).
+    pub async fn create_stream(&self, name: &StreamName, config: StreamConfig) -> Result<()> {
+        self.shared.backend.create_stream(name, config).await?;
+        Ok(())
+    }
+}
+
+impl Shared {
+    /// The producer state of a stream, creating the stream with the defaults on first use and
+    /// rebuilding its dedup window from the log.
+    pub(crate) async fn stream_state(&self, name: &StreamName) -> Result<Arc<StreamState>> {
+        let mut streams = self.streams.lock().await;
+        if let Some(state) = streams.get(name) {
+            return Ok(state.clone());
+        }
+        let info = self
+            .backend
+            .create_stream(
+                name,
+                StreamConfig {
+                    partitions: self.cfg.default_partitions,
+                    retention: self.cfg.default_retention,
+                },
+            )
+            .await?;
+        let window = self
+            .rebuild_dedup_window(name, info.config.partitions)
+            .await?;
+        let state = Arc::new(StreamState {
+            name: name.clone(),
+            partitions: info.config.partitions,
+            round_robin: AtomicU32::new(0),
+            dedup: Mutex::new(window),
+        });
+        streams.insert(name.clone(), state.clone());
+        Ok(state)
+    }
+
+    /// Reads the ids of records appended within the dedup window, from every partition.
+    async fn rebuild_dedup_window(
+        &self,
+        name: &StreamName,
+        partitions: u32,
+    ) -> Result<DedupWindow> {
+        let window_us = self.cfg.dedup_window.as_micros() as u64;
+        let mut window = DedupWindow::new(window_us, self.cfg.dedup_capacity);
+        let since = self.cfg.clock.now_micros().saturating_sub(window_us);
+        let mut found = Vec::new();
+        for partition in 0..partitions {
+            let mut offset = self.backend.offset_for_time(name, partition, since).await?;
+            loop {
+                let records = self
+                    .backend
+                    .read(name, partition, ReadFrom::Offset(offset), 10_000, 64 << 20)
+                    .await?;
+                let Some(last) = records.last() else { break };
+                offset = last.offset + 1;
+                for record in records {
+                    let id = record
+                        .headers
+                        .iter()
+                        .find(|h| h.name.as_ref() == ID_HEADER.as_bytes())
+                        .and_then(|h| std::str::from_utf8(&h.value).ok().map(id_hash));
+                    if let Some(hash) = id {
+                        found.push((record.timestamp, hash, partition, record.offset));
+                    }
+                }
+            }
+        }
+        // Oldest first, so capacity evicts the oldest.
+        found.sort_unstable_by_key(|(at, ..)| *at);
+        for (at, hash, partition, offset) in found {
+            window.complete(hash, partition, offset, at);
+        }
+        Ok(window)
+    }
+}

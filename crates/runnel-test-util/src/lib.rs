@@ -1,0 +1,78 @@
+//! Runnel's backend conformance suite, and the helpers Runnel's tests share.
+//!
+//! The behaviour the runtime relies on from storage is written once, here, as tests that take
+//! a [`BackendHarness`]: the embedded backend runs them, the JetStream backend runs the same
+//! ones, and a new backend is done when they pass. A backend's own crate expands them with
+//! [`conformance_tests!`], one `#[tokio::test]` per behaviour:
+//!
+//! ```text
+//! runnel_test_util::conformance_tests!(my_harness());
+//! ```
+//!
+//! Rules the suite follows, so every backend can run it:
+//! - Each test gets a fresh harness (fresh, empty storage) and uses only the [`runnel_backend::Backend`]
+//!   trait, [`BackendHarness::open`] (a restart over the same storage) and the harness's
+//!   [`runnel_clock::ManualClock`].
+//! - Time that the trait says is judged by the injected clock (key-value expiry) is moved with
+//!   the manual clock, never slept through. Append timestamps are only compared with each
+//!   other, since a backend may stamp them with its engine's time.
+//! - Revisions are compared for equality and order only, never for exact values.
+//! - Stream names, buckets and keys use only characters every engine accepts (lowercase
+//!   letters, digits, `-`, `_`, `.`, `/`).
+
+pub mod conformance;
+mod fixtures;
+mod harness;
+
+pub use fixtures::{
+    START, assert_cas_conflict, manual_clock, numbered_records, read_all, record, stream, temp_dir,
+};
+pub use harness::{BackendHarness, ReopeningHarness};
+
+/// Expands to one `#[tokio::test]` per conformance test, each calling the test with a fresh
+/// harness made by `$harness` (an expression evaluated once per test). The calling crate
+/// needs `tokio` with the `macros`, `rt` and `time` features as a (dev-)dependency.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($harness:expr) => {
+        $crate::__conformance_tests! { $harness;
+            append_returns_dense_offsets_and_reads_them_back,
+            reads_stop_at_max_records_and_max_bytes,
+            appending_an_empty_batch_is_invalid,
+            concurrent_appends_get_dense_disjoint_offsets,
+            read_from_time_starts_at_first_record_at_or_after,
+            reading_at_high_watermark_returns_nothing,
+            wait_for_data_wakes_on_append_and_times_out_otherwise,
+            create_stream_is_idempotent_and_refuses_a_different_partition_count,
+            unknown_stream_and_partition_are_typed_errors,
+            list_and_describe_report_partitions_and_watermarks,
+            commit_offset_cas_rejects_stale_revision,
+            committed_offsets_are_kept_per_group_stream_and_partition,
+            committed_offsets_survive_restart,
+            kv_put_absent_conflicts_when_present,
+            kv_cas_by_revision,
+            kv_ttl_expires_by_the_injected_clock,
+            kv_scan_by_prefix_in_key_order_with_pagination_skips_expired,
+            kv_delete_with_expectations,
+            kv_revisions_keep_growing_after_delete_and_restart,
+            records_and_kv_survive_restart,
+            headers_keys_and_values_round_trip_byte_for_byte,
+            empty_group_bucket_and_key_are_invalid,
+            calls_after_close_fail_with_closed,
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_tests {
+    ($harness:expr; $($test:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $test() {
+                let harness = $harness;
+                $crate::conformance::$test(&harness).await;
+            }
+        )*
+    };
+}

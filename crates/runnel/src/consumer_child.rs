@@ -1,0 +1,116 @@
+//! A consumer process for crash tests: runs one consumer group over the embedded backend in
+//! `--dir` until it is killed. `transform` publishes one `invoice.issued` per `order.placed`;
+//! `record` appends `b <id>` and `e <id>` lines around each handler run to `--out`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use runnel_backend_embedded::{EmbeddedBackend, EmbeddedConfig, FsyncPolicy};
+use runnel_envelope::{Event, EventType, Source};
+use runnel_runtime::{GroupConfig, HandlerError, Runnel, RuntimeConfig, TypePattern};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Mode {
+    Transform,
+    Record,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsumerChildArgs {
+    #[arg(long)]
+    pub dir: PathBuf,
+    #[arg(long, value_enum)]
+    pub mode: Mode,
+    /// Where `record` writes its lines.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Record processed ids (the idempotency store).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub processed_ids: bool,
+    #[arg(long, default_value_t = 8)]
+    pub max_in_flight: usize,
+}
+
+pub fn run(args: ConsumerChildArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: ConsumerChildArgs) -> anyhow::Result<()> {
+    let backend = EmbeddedBackend::open(EmbeddedConfig {
+        fsync: FsyncPolicy::group(),
+        ..EmbeddedConfig::new(&args.dir)
+    })
+    .await
+    .context("opening the embedded backend")?;
+    let runnel = Runnel::open(RuntimeConfig::default(), Arc::new(backend));
+    let (name, filter) = match args.mode {
+        Mode::Transform => ("transformer", "order.placed"),
+        Mode::Record => ("recorder", "order.placed"),
+    };
+    let config = GroupConfig {
+        max_in_flight: args.max_in_flight,
+        processed_ids: args.processed_ids,
+        ack_wait: Duration::from_secs(5),
+        lease_ttl: Duration::from_secs(1),
+        ..GroupConfig::new(name, TypePattern::new(filter)?)
+    };
+    let group = runnel.group(name).config(config);
+    let _handle = match args.mode {
+        Mode::Transform => {
+            group
+                .run(|message| async move {
+                    let data = message.event.data().as_json().cloned().unwrap_or_default();
+                    tokio::time::sleep(Duration::from_micros(300)).await;
+                    let output = Event::builder(
+                        EventType::new("invoice.issued")
+                            .map_err(|e| HandlerError::permanent(e.to_string()))?,
+                        Source::new("test://transformer")
+                            .map_err(|e| HandlerError::permanent(e.to_string()))?,
+                    )
+                    .data_json(data)
+                    .build()
+                    .map_err(|e| HandlerError::permanent(e.to_string()))?;
+                    Ok(vec![output])
+                })
+                .await?
+        }
+        Mode::Record => {
+            let path = args.out.context("--out is required with --mode record")?;
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            let file = Arc::new(Mutex::new(file));
+            group
+                .run(move |message| {
+                    let file = file.clone();
+                    async move {
+                        let id = message.event.id().as_str().to_string();
+                        let line = |tag: &str| {
+                            let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
+                            let _ = f.write_all(format!("{tag} {id}\n").as_bytes());
+                        };
+                        line("b");
+                        tokio::time::sleep(Duration::from_micros(500)).await;
+                        line("e");
+                        Ok(vec![])
+                    }
+                })
+                .await?
+        }
+    };
+    println!("ready");
+    std::io::stdout().flush()?;
+    // Run until killed.
+    std::future::pending::<()>().await;
+    Ok(())
+}
