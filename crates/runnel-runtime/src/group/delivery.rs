@@ -1,6 +1,7 @@
 //! What a handler receives, and how its outcome goes back to the partition worker.
 
 use std::fmt;
+use std::sync::Arc;
 
 use runnel_backend::{Partition, StreamName};
 use runnel_envelope::Event;
@@ -89,7 +90,7 @@ pub(crate) struct Settlement {
 /// [`Delivery::nack`]; one left unsettled is delivered again after `ack_wait`.
 #[derive(Debug)]
 pub struct Delivery {
-    pub event: Event,
+    pub event: Arc<Event>,
     pub stream: StreamName,
     pub partition: Partition,
     pub offset: u64,

@@ -9,10 +9,12 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
+use futures::FutureExt;
 use runnel_backend::{BackendError, Expect, Partition, Revision, StreamName};
 use runnel_envelope::Event;
 use tokio::sync::{Mutex, Semaphore, mpsc, watch};
@@ -30,7 +32,7 @@ use crate::runtime::{Runnel, Shared};
 /// What a handler sees of a delivery.
 #[derive(Debug, Clone)]
 pub struct Message {
-    pub event: Event,
+    pub event: Arc<Event>,
     pub stream: StreamName,
     pub partition: Partition,
     pub offset: u64,
@@ -554,8 +556,8 @@ async fn run_handler<H, Fut>(
                 offset: delivery.offset,
                 attempt: delivery.attempt,
             };
-            // A panic inside the handler ends only this task; it is seen as a JoinError.
-            let result = tokio::spawn(handler(message)).await;
+            // A panic inside the handler is caught here and becomes a `service` failure.
+            let result = AssertUnwindSafe(handler(message)).catch_unwind().await;
             match result {
                 Ok(Ok(outputs)) => {
                     match complete(&runnel, &group, &delivery.event, outputs).await {
@@ -566,15 +568,12 @@ async fn run_handler<H, Fut>(
                     }
                 }
                 Ok(Err(error)) => delivery.nack(error),
-                Err(join_error) => {
-                    let reason = match join_error.try_into_panic() {
-                        Ok(panic) => panic
-                            .downcast_ref::<&str>()
-                            .map(|s| s.to_string())
-                            .or_else(|| panic.downcast_ref::<String>().cloned())
-                            .unwrap_or_else(|| "non-string panic payload".into()),
-                        Err(_) => "handler task was cancelled".into(),
-                    };
+                Err(panic) => {
+                    let reason = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "non-string panic payload".into());
                     tracing::error!(id = %delivery.event.id().as_str(), %reason, "handler panicked");
                     delivery.nack(HandlerError::service(format!("handler panicked: {reason}")));
                 }

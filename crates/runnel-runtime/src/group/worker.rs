@@ -31,6 +31,9 @@ use crate::producer::TYPE_HEADER;
 use crate::runtime::Shared;
 
 const READ_BATCH: usize = 512;
+/// The delivery cursor is written this far ahead of what is read, so tail-following does not
+/// wait for a metadata write per batch; after a crash it only widens the re-check a little.
+const CURSOR_AHEAD: u64 = 8192;
 const COMMIT_EVERY: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -65,7 +68,7 @@ enum State {
 }
 
 struct PendingEvent {
-    event: Event,
+    event: Arc<Event>,
     key: Option<Bytes>,
     attempt: u32,
     state: State,
@@ -239,7 +242,7 @@ impl Worker {
         let through = last.offset + 1;
         // Make "these may be delivered" durable before any of them is.
         if through > self.cursor {
-            self.write_cursor(through).await?;
+            self.write_cursor(through + CURSOR_AHEAD).await?;
         }
         for record in records {
             self.next_read = record.offset + 1;
@@ -313,7 +316,7 @@ impl Worker {
         self.pending.insert(
             record.offset,
             PendingEvent {
-                event,
+                event: Arc::new(event),
                 key: key.clone(),
                 attempt: 0,
                 state: State::Queued,

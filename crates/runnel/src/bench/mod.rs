@@ -2,6 +2,7 @@
 //! JSON (one object per run) for scripts. Results go in `docs/BENCHMARKS.md` with the command.
 
 mod log;
+mod runtime;
 
 use clap::{Subcommand, ValueEnum};
 use runnel_log::FsyncPolicy;
@@ -11,11 +12,15 @@ use serde::Serialize;
 pub enum BenchTarget {
     /// The partition log alone: appends under each fsync policy, replay, recovery, memory.
     Log(log::LogBenchArgs),
+    /// The runtime over the embedded backend: consume throughput, publish→handler latency,
+    /// memory with many keys.
+    Runtime(runtime::RuntimeBenchArgs),
 }
 
 pub fn run(target: BenchTarget) -> anyhow::Result<()> {
     match target {
         BenchTarget::Log(args) => log::run(args),
+        BenchTarget::Runtime(args) => runtime::run(args),
     }
 }
 
