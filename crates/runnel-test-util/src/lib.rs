@@ -23,6 +23,7 @@
 pub mod conformance;
 mod fixtures;
 mod harness;
+pub mod runtime;
 
 pub use fixtures::{
     START, assert_cas_conflict, manual_clock, numbered_records, read_all, record, stream, temp_dir,
@@ -72,6 +73,38 @@ macro_rules! __conformance_tests {
             async fn $test() {
                 let harness = $harness;
                 $crate::conformance::$test(&harness).await;
+            }
+        )*
+    };
+}
+
+/// Expands to one `#[tokio::test]` (multi-threaded) per runtime conformance test: the
+/// runtime's behaviour (publish, dedup, fan-out, key order, lag, leases) over the backend the
+/// harness opens.
+#[macro_export]
+macro_rules! runtime_conformance_tests {
+    ($harness:expr) => {
+        $crate::__runtime_conformance_tests! { $harness;
+            four_groups_with_different_patterns_each_see_exactly_the_matching_events,
+            lag_counts_events_and_age_after_partial_consumption,
+            a_duplicate_publish_returns_the_first_position_even_after_a_restart,
+            a_batch_is_validated_whole_and_dedups_within_itself,
+            same_key_events_run_in_order_and_different_keys_overlap,
+            two_instances_split_partitions_and_a_silent_one_loses_them_after_the_ttl,
+            a_stopped_instance_hands_its_partitions_over_with_its_progress,
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __runtime_conformance_tests {
+    ($harness:expr; $($test:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                let harness = $harness;
+                $crate::runtime::$test(&harness).await;
             }
         )*
     };

@@ -1,0 +1,478 @@
+//! The runtime's behaviour as conformance tests over any backend: publishing, deduplication,
+//! fan-out, key order, lag and leases. Expanded per backend by [`crate::runtime_conformance_tests!`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use runnel_backend::{StreamConfig, StreamName};
+use runnel_clock::{Clock, ManualClock};
+use runnel_envelope::{Event, EventType, Source};
+use runnel_runtime::{GroupConfig, HandlerError, Runnel, RuntimeConfig, RuntimeError, TypePattern};
+
+use crate::BackendHarness;
+
+async fn runtime(h: &impl BackendHarness) -> Runnel {
+    let backend = h.open().await;
+    Runnel::open(
+        RuntimeConfig {
+            clock: h.clock().shared(),
+            ..RuntimeConfig::default()
+        },
+        backend,
+    )
+}
+
+/// An event with a partition key and `{"n": n}` as data, stamped with the clock's time.
+pub fn numbered_event(clock: &ManualClock, event_type: &str, key: &str, n: u64) -> Event {
+    let time = chrono::DateTime::from_timestamp_micros(clock.now_micros() as i64)
+        .expect("the manual clock reads a representable time");
+    Event::builder(
+        EventType::new(event_type).expect("valid event type"),
+        Source::new("test://conformance").expect("valid source"),
+    )
+    .partition_key(key)
+    .time(time)
+    .data_json(serde_json::json!({ "n": n }))
+    .build()
+    .expect("valid event")
+}
+
+/// The `n` of a [`numbered_event`].
+pub fn number(event: &Event) -> u64 {
+    event
+        .data()
+        .as_json()
+        .and_then(|d| d["n"].as_u64())
+        .expect("a numbered event")
+}
+
+/// Waits (at most 20 s) for a condition that other tasks make true, checking every 10 ms.
+pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn pattern(p: &str) -> TypePattern {
+    TypePattern::new(p).expect("valid pattern")
+}
+
+pub async fn four_groups_with_different_patterns_each_see_exactly_the_matching_events(
+    h: &impl BackendHarness,
+) {
+    let clock = h.clock();
+    let runnel = runtime(h).await;
+    let types = [
+        "order.placed",
+        "order.cancelled",
+        "payment.charged",
+        "email.sent",
+    ];
+    let mut published: Vec<(String, String)> = Vec::new();
+    for n in 0..200u64 {
+        let event_type = types[(n % 4) as usize];
+        let event = numbered_event(&clock, event_type, &format!("k{}", n % 7), n);
+        let ack = runnel.publish(event).await.expect("publish");
+        published.push((event_type.to_string(), ack.id));
+    }
+    let groups = [
+        ("orders", "order.*"),
+        ("payments", "payment.*"),
+        ("everything", "*.*"),
+        ("cancellations", "order.cancelled"),
+    ];
+    let mut seen: HashMap<&str, Arc<Mutex<Vec<String>>>> = HashMap::new();
+    let mut handles = Vec::new();
+    for (group, filter) in groups {
+        let sink = Arc::new(Mutex::new(Vec::new()));
+        seen.insert(group, sink.clone());
+        let handle = runnel
+            .group(group)
+            .subscribe(filter)
+            .run(move |message| {
+                let sink = sink.clone();
+                async move {
+                    sink.lock()
+                        .expect("sink")
+                        .push(message.event.id().as_str().to_string());
+                    Ok(vec![])
+                }
+            })
+            .await
+            .expect("run group");
+        handles.push(handle);
+    }
+    for (group, filter) in groups {
+        let filter = pattern(filter);
+        let mut want: Vec<String> = published
+            .iter()
+            .filter(|(t, _)| filter.matches(t))
+            .map(|(_, id)| id.clone())
+            .collect();
+        want.sort();
+        let sink = seen[group].clone();
+        eventually(group, || sink.lock().expect("sink").len() >= want.len()).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut got = sink.lock().expect("sink").clone();
+        got.sort();
+        assert_eq!(got, want, "group {group}");
+    }
+    for handle in handles {
+        handle.stop().await.expect("stop");
+    }
+    for (group, _) in groups {
+        let lag = runnel.lag(group).await.expect("lag");
+        assert_eq!(lag.total_events, 0, "{group}: {lag:?}");
+    }
+}
+
+pub async fn lag_counts_events_and_age_after_partial_consumption(h: &impl BackendHarness) {
+    let clock = h.clock();
+    let runnel = runtime(h).await;
+    // One key: one partition, strictly ordered.
+    for n in 0..10u64 {
+        let event = numbered_event(&clock, "order.placed", "only", n);
+        runnel.publish(event).await.expect("publish");
+    }
+    let handle = runnel
+        .group("half")
+        .subscribe("order.*")
+        .run(|message| async move {
+            if number(&message.event) >= 6 {
+                // Stuck: the event stays in flight, so the committed offset stops before it.
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+            Ok::<_, HandlerError>(vec![])
+        })
+        .await
+        .expect("run group");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let lag = runnel.lag("half").await.expect("lag");
+        if lag.total_events == 4 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "lag stuck at {lag:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    clock.advance(Duration::from_secs(90));
+    let lag = runnel.lag("half").await.expect("lag");
+    assert_eq!(lag.total_events, 4);
+    assert_eq!(lag.max_seconds, 90.0, "{lag:?}");
+    let busy: Vec<_> = lag.partitions.iter().filter(|p| p.events > 0).collect();
+    assert_eq!(busy.len(), 1);
+    assert_eq!(busy[0].high_watermark - busy[0].committed, 4);
+    // Not `stop`: that would wait up to ack_wait for the stuck handlers.
+    drop(handle);
+}
+
+pub async fn a_duplicate_publish_returns_the_first_position_even_after_a_restart(
+    h: &impl BackendHarness,
+) {
+    let clock = h.clock();
+    let original = numbered_event(&clock, "order.placed", "k", 1);
+    let runnel = runtime(h).await;
+    let first = runnel.publish(original.clone()).await.expect("publish");
+    assert!(!first.duplicate);
+    let again = runnel.publish(original.clone()).await.expect("publish");
+    assert!(again.duplicate);
+    assert_eq!(
+        (again.partition, again.offset),
+        (first.partition, first.offset)
+    );
+
+    clock.advance(Duration::from_secs(60));
+    let runnel = runtime(h).await; // a restart
+    let after_restart = runnel.publish(original.clone()).await.expect("publish");
+    assert!(after_restart.duplicate, "{after_restart:?}");
+    assert_eq!(
+        (after_restart.partition, after_restart.offset),
+        (first.partition, first.offset)
+    );
+    let info = runnel
+        .backend()
+        .partition_info(&first.stream, first.partition)
+        .await
+        .expect("partition info");
+    assert_eq!(info.high_watermark, 1, "nothing appended twice");
+
+    // Past the window it is a new publish.
+    clock.advance(Duration::from_secs(121));
+    let runnel = runtime(h).await;
+    let later = runnel.publish(original).await.expect("publish");
+    assert!(!later.duplicate);
+    assert_eq!(later.offset, 1);
+}
+
+pub async fn a_batch_is_validated_whole_and_dedups_within_itself(h: &impl BackendHarness) {
+    let clock = h.clock();
+    let runnel = runtime(h).await;
+    let e = numbered_event(&clock, "order.placed", "k", 1);
+    let acks = runnel
+        .publish_batch(vec![
+            e.clone(),
+            e.clone(),
+            numbered_event(&clock, "order.placed", "k", 2),
+        ])
+        .await
+        .expect("publish");
+    assert_eq!(acks.len(), 3);
+    assert!(!acks[0].duplicate && acks[1].duplicate && !acks[2].duplicate);
+    assert_eq!(acks[0].offset, acks[1].offset);
+    let huge = Event::builder(
+        EventType::new("order.placed").expect("type"),
+        Source::new("t").expect("source"),
+    )
+    .data_binary(vec![0u8; 2 << 20], "application/octet-stream")
+    .build()
+    .expect("event");
+    let err = runnel
+        .publish_batch(vec![numbered_event(&clock, "order.placed", "k", 3), huge])
+        .await
+        .expect_err("an oversize event fails the batch");
+    assert!(
+        matches!(err, RuntimeError::InBatch { index: 1, .. }),
+        "{err}"
+    );
+    let total: u64 = runnel
+        .backend()
+        .describe_stream(&acks[0].stream)
+        .await
+        .expect("describe")
+        .partitions
+        .iter()
+        .map(|p| p.high_watermark)
+        .sum();
+    assert_eq!(total, 2, "the rejected batch appended nothing");
+}
+
+/// Random keys, random handler delays, 64 handlers at once: per key the handler sees offsets
+/// strictly increasing and never two at a time; different keys overlap.
+pub async fn same_key_events_run_in_order_and_different_keys_overlap(h: &impl BackendHarness) {
+    let clock = h.clock();
+    let runnel = runtime(h).await;
+    for case in 0..4u64 {
+        let seed = rand::rng().random::<u64>();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let keys = rng.random_range(2..40u64);
+        let events = rng.random_range(100..400u64);
+        let domain = format!("keyorder{case}");
+        let batch: Vec<Event> = (0..events)
+            .map(|n| {
+                let key = format!("key-{}", rng.random_range(0..keys));
+                numbered_event(&clock, &format!("{domain}.happened"), &key, n)
+            })
+            .collect();
+        runnel.publish_batch(batch).await.expect("publish");
+        let delays: Arc<Vec<u64>> = Arc::new((0..events).map(|_| rng.random_range(0..4)).collect());
+        let log: Arc<Mutex<Vec<Step>>> = Arc::default();
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let (sink, now_running, max_running) = (log.clone(), running.clone(), most.clone());
+        let group = format!("order{case}");
+        let handle = runnel
+            .group(&group)
+            .config(GroupConfig {
+                max_in_flight: 64,
+                ..GroupConfig::new(&group, pattern(&format!("{domain}.*")))
+            })
+            .run(move |message| {
+                let (sink, now_running, max_running, delays) = (
+                    sink.clone(),
+                    now_running.clone(),
+                    max_running.clone(),
+                    delays.clone(),
+                );
+                async move {
+                    let key = message
+                        .event
+                        .partition_key()
+                        .unwrap_or_default()
+                        .to_string();
+                    let n = number(&message.event);
+                    sink.lock()
+                        .expect("log")
+                        .push((key.clone(), message.offset, n, true));
+                    let now = now_running.fetch_add(1, Ordering::SeqCst) + 1;
+                    max_running.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(delays[n as usize])).await;
+                    now_running.fetch_sub(1, Ordering::SeqCst);
+                    sink.lock()
+                        .expect("log")
+                        .push((key, message.offset, n, false));
+                    Ok(vec![])
+                }
+            })
+            .await
+            .expect("run group");
+        eventually("every event handled", || {
+            log.lock().expect("log").len() as u64 >= 2 * events
+        })
+        .await;
+        handle.stop().await.expect("stop");
+        let log = log.lock().expect("log").clone();
+        let mut open: HashMap<String, u64> = HashMap::new();
+        let mut last: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for (key, offset, n, start) in log {
+            if start {
+                assert!(
+                    !open.contains_key(&key),
+                    "seed {seed}: two events of {key} at once"
+                );
+                if let Some((prev_offset, prev_n)) = last.get(&key) {
+                    assert!(
+                        offset > *prev_offset,
+                        "seed {seed}: {key} offset {offset} after {prev_offset}"
+                    );
+                    assert!(n > *prev_n, "seed {seed}: {key} event {n} after {prev_n}");
+                }
+                open.insert(key, n);
+            } else {
+                open.remove(&key);
+                last.insert(key, (offset, n));
+            }
+        }
+        assert!(
+            most.load(Ordering::SeqCst) > 1,
+            "seed {seed}: different keys never overlapped"
+        );
+    }
+}
+
+/// One step of a handler run: (partition key, offset, event number, started or finished).
+type Step = (String, u64, u64, bool);
+
+fn lease_config(name: &str) -> GroupConfig {
+    GroupConfig {
+        // Long enough that no background heartbeat runs during the test: it drives
+        // rebalancing with `rebalance_now` and moves time with the manual clock.
+        lease_ttl: Duration::from_secs(600),
+        ..GroupConfig::new(name, pattern("order.*"))
+    }
+}
+
+pub async fn two_instances_split_partitions_and_a_silent_one_loses_them_after_the_ttl(
+    h: &impl BackendHarness,
+) {
+    let clock = h.clock();
+    let runnel = runtime(h).await;
+    let stream = StreamName::new("order").expect("name");
+    runnel
+        .create_stream(
+            &stream,
+            StreamConfig {
+                partitions: 6,
+                ..StreamConfig::default()
+            },
+        )
+        .await
+        .expect("create stream");
+    let handler = |_m| async { Ok::<_, HandlerError>(vec![]) };
+    let config = lease_config("shared");
+    let a = runnel
+        .group("shared")
+        .config(config.clone())
+        .instance_id("a")
+        .run(handler)
+        .await
+        .expect("a");
+    assert_eq!(
+        a.owned_partitions().await.len(),
+        6,
+        "alone, a owns everything"
+    );
+
+    let b = runnel
+        .group("shared")
+        .config(config)
+        .instance_id("b")
+        .run(handler)
+        .await
+        .expect("b");
+    // a hands over b's share at its next heartbeat, then b takes it at its own.
+    a.rebalance_now().await.expect("rebalance a");
+    b.rebalance_now().await.expect("rebalance b");
+    let (owned_a, owned_b) = (a.owned_partitions().await, b.owned_partitions().await);
+    assert_eq!(
+        (owned_a.len(), owned_b.len()),
+        (3, 3),
+        "{owned_a:?} / {owned_b:?}"
+    );
+    assert!(owned_a.iter().all(|p| !owned_b.contains(p)), "disjoint");
+
+    // a goes silent. Before the TTL passes, b cannot take a's partitions...
+    a.pause_heartbeat();
+    clock.advance(Duration::from_secs(599));
+    b.rebalance_now().await.expect("rebalance b");
+    assert_eq!(b.owned_partitions().await.len(), 3);
+    // ...after it, b owns them all.
+    clock.advance(Duration::from_secs(2));
+    b.rebalance_now().await.expect("rebalance b");
+    assert_eq!(b.owned_partitions().await.len(), 6);
+    b.stop().await.expect("stop b");
+    drop(a);
+}
+
+pub async fn a_stopped_instance_hands_its_partitions_over_with_its_progress(
+    h: &impl BackendHarness,
+) {
+    let clock = h.clock();
+    let runnel = runtime(h).await;
+    for n in 0..100 {
+        let event = numbered_event(&clock, "order.placed", &format!("k{n}"), n);
+        runnel.publish(event).await.expect("publish");
+    }
+    let run = |instance: &'static str, sink: Arc<Mutex<Vec<u64>>>| {
+        runnel
+            .group("shared")
+            .config(lease_config("shared"))
+            .instance_id(instance)
+            .run(move |m| {
+                let sink = sink.clone();
+                async move {
+                    sink.lock().expect("sink").push(number(&m.event));
+                    Ok::<_, HandlerError>(vec![])
+                }
+            })
+    };
+    let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let a = run("a", seen.clone()).await.expect("a");
+    eventually("a handled everything", || {
+        seen.lock().expect("sink").len() == 100
+    })
+    .await;
+    a.stop().await.expect("stop a");
+    let lag = runnel.lag("shared").await.expect("lag");
+    assert_eq!(
+        lag.total_events, 0,
+        "stopping commits what is done: {lag:?}"
+    );
+
+    let again: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let b = run("b", again.clone()).await.expect("b");
+    assert_eq!(b.owned_partitions().await.len(), 4);
+    let late = numbered_event(&clock, "order.placed", "late", 100);
+    runnel.publish(late).await.expect("publish");
+    eventually("b handled the new event", || {
+        !again.lock().expect("sink").is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        *again.lock().expect("sink"),
+        vec![100],
+        "b starts where a stopped"
+    );
+    b.stop().await.expect("stop b");
+}
