@@ -1,6 +1,8 @@
 //! Validated names. A stream name becomes a directory, a subject token and a metrics label,
 //! so it holds only lowercase letters, digits, `_` and `-`.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 /// A rejected name, with why.
@@ -14,9 +16,10 @@ pub struct InvalidName {
 
 /// A stream name: 1–64 characters, a lowercase letter first, then lowercase letters, digits,
 /// `_` or `-`. An event type's domain (`order` of `order.placed`) is always a valid one.
+/// Cloning is cheap (a shared string): names travel with every delivery.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct StreamName(String);
+pub struct StreamName(Arc<str>);
 
 impl StreamName {
     pub fn new(name: impl Into<String>) -> Result<Self, InvalidName> {
@@ -40,7 +43,7 @@ impl StreamName {
                 "may hold only lowercase letters, digits, `_` and `-`",
             ));
         }
-        Ok(Self(name))
+        Ok(Self(name.into()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -63,7 +66,7 @@ impl TryFrom<String> for StreamName {
 
 impl From<StreamName> for String {
     fn from(value: StreamName) -> Self {
-        value.0
+        value.0.to_string()
     }
 }
 
