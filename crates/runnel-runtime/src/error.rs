@@ -33,6 +33,9 @@ pub enum RuntimeError {
     #[error("unknown consumer group `{0}`")]
     UnknownGroup(String),
 
+    #[error("no dead-letter entry `{id}` in group `{group}`")]
+    UnknownDlqEntry { group: String, id: String },
+
     #[error("invalid group configuration: {0}")]
     GroupConfig(String),
 
@@ -70,6 +73,7 @@ impl RuntimeError {
             RuntimeError::Pattern(_) => "group.invalid_pattern",
             RuntimeError::Name(_) => "name.invalid",
             RuntimeError::UnknownGroup(_) => "group.unknown",
+            RuntimeError::UnknownDlqEntry { .. } => "dlq.unknown_entry",
             RuntimeError::GroupConfig(_) => "group.invalid_config",
             RuntimeError::Serialize(_) => "event.serialize",
             RuntimeError::FirstPublishFailed { .. } => "publish.retry",

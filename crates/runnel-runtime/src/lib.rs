@@ -22,8 +22,9 @@ mod runtime;
 pub use config::RuntimeConfig;
 pub use error::{Result, RuntimeError};
 pub use group::{
-    Consumer, ConsumerHandle, Delivery, FailureClass, GroupBuilder, GroupConfig, GroupCounts,
-    GroupLag, HandlerError, Message, Ordering, PartitionLag, StartFrom, validate_group_name,
+    Consumer, ConsumerHandle, Delivery, DlqDepth, DlqEntry, DlqFilter, DlqPage, DlqSelector,
+    FailureClass, GroupBuilder, GroupConfig, GroupCounts, GroupLag, HandlerError, Message,
+    Ordering, PartitionLag, ReplayReport, StartFrom, replay_stream, validate_group_name,
 };
 pub use pattern::{InvalidPattern, TypePattern};
 pub use producer::{PublishAck, TypedEvent, partition_for_key};

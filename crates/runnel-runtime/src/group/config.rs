@@ -34,7 +34,7 @@ pub enum StartFrom {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupConfig {
-    /// The group's name: 1–64 characters of `a-z`, `0-9`, `_`, `-`.
+    /// The group's name: 1–56 characters of `a-z`, `0-9`, `_`, `-`.
     pub name: String,
     /// Which event types the group receives (`order.*`, `*.*`, `billing.>`).
     pub filter: TypePattern,
@@ -63,6 +63,22 @@ pub struct GroupConfig {
     /// A partition lease lapses this long after its owner's last heartbeat. Default 15 s.
     #[serde(with = "millis", default = "defaults::lease_ttl")]
     pub lease_ttl: Duration,
+    /// `transient` failures retried at once before they are treated as `service`. Default 3.
+    #[serde(default = "defaults::transient_retries")]
+    pub transient_retries: u32,
+    /// Delays before the 1st, 2nd, … retry of a `service` failure, each with full jitter
+    /// (a uniformly random wait between 0 and the delay); the last repeats. Default 1, 2, 4,
+    /// 8, 16 s.
+    #[serde(with = "millis_list", default = "defaults::backoff")]
+    pub backoff: Vec<Duration>,
+    /// A delivery that crashed the consumer process this many times is quarantined to the
+    /// dead-letter queue with reason `crash_loop`. Default 3.
+    #[serde(default = "defaults::max_crashes")]
+    pub max_crashes: u32,
+    /// Dead-letter queue depth at which a warning is logged and the alert flag raised.
+    /// Default: none.
+    #[serde(default)]
+    pub dlq_alert_threshold: Option<u64>,
 }
 
 mod defaults {
@@ -89,6 +105,15 @@ mod defaults {
     pub fn lease_ttl() -> Duration {
         Duration::from_secs(15)
     }
+    pub fn transient_retries() -> u32 {
+        3
+    }
+    pub fn backoff() -> Vec<Duration> {
+        [1, 2, 4, 8, 16].map(Duration::from_secs).to_vec()
+    }
+    pub fn max_crashes() -> u32 {
+        3
+    }
 }
 
 impl GroupConfig {
@@ -106,6 +131,10 @@ impl GroupConfig {
             processed_ids: true,
             processed_id_ttl: defaults::processed_id_ttl(),
             lease_ttl: defaults::lease_ttl(),
+            transient_retries: defaults::transient_retries(),
+            backoff: defaults::backoff(),
+            max_crashes: defaults::max_crashes(),
+            dlq_alert_threshold: None,
         }
     }
 
@@ -128,6 +157,12 @@ impl GroupConfig {
                 self.ack_wait
             ));
         }
+        if self.backoff.is_empty() {
+            return bad("backoff needs at least one delay".into());
+        }
+        if self.max_crashes == 0 {
+            return bad("max_crashes must be at least 1".into());
+        }
         if self.lease_ttl < Duration::from_millis(100) {
             return bad(format!(
                 "lease_ttl must be at least 100 ms, got {:?}",
@@ -138,10 +173,11 @@ impl GroupConfig {
     }
 }
 
-/// Group names become key-value keys and metric labels.
+/// Group names become key-value keys, metric labels and the name of the group's replay
+/// stream (`replay-<group>`), hence at most 56 characters.
 pub fn validate_group_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
-        && name.len() <= 64
+        && name.len() <= 56
         && name.as_bytes()[0].is_ascii_alphanumeric()
         && name
             .bytes()
@@ -150,7 +186,7 @@ pub fn validate_group_name(name: &str) -> Result<()> {
         Ok(())
     } else {
         Err(RuntimeError::GroupConfig(format!(
-            "group name `{name}` must be 1–64 characters of a-z, 0-9, `_` and `-`, starting with a letter or digit"
+            "group name `{name}` must be 1–56 characters of a-z, 0-9, `_` and `-`, starting with a letter or digit"
         )))
     }
 }
@@ -166,5 +202,22 @@ mod millis {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+mod millis_list {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(value.iter().map(|d| d.as_millis() as u64))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        Ok(Vec::<u64>::deserialize(d)?
+            .into_iter()
+            .map(Duration::from_millis)
+            .collect())
     }
 }

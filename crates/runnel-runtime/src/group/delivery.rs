@@ -96,6 +96,8 @@ pub struct Delivery {
     pub offset: u64,
     /// 1 on the first delivery, then 2, 3, …
     pub attempt: u32,
+    /// Delivered again from the group's dead-letter queue (a replay).
+    pub from_dlq: bool,
     pub(crate) settle: mpsc::UnboundedSender<Settlement>,
 }
 

@@ -13,6 +13,13 @@ pub const LEASES: &str = "runnel_leases";
 pub const MEMBERS: &str = "runnel_members";
 /// Per-partition delivery cursor: how far events may have been delivered.
 pub const CURSORS: &str = "runnel_cursors";
+/// Dead-letter entries: `group/stream-partition-offset`.
+pub const DLQ: &str = "runnel_dlq";
+/// Scheduled retries and crash counts: `group/stream/partition/offset`.
+pub const RETRIES: &str = "runnel_retries";
+/// Per-partition list of deliveries in flight (with their attempt numbers), written before
+/// they are handed out: after a crash these are the suspects.
+pub const INFLIGHT: &str = "runnel_inflight";
 /// Processed event ids: `group/<xxh3-128 of the id>`.
 pub const PROCESSED: &str = "runnel_processed";
 
@@ -26,4 +33,12 @@ pub fn member_key(group: &str, instance: &str) -> String {
 
 pub fn processed_key(group: &str, event_id: &str) -> String {
     format!("{group}/{:032x}", id_hash(event_id))
+}
+
+pub fn retry_key(group: &str, stream: &StreamName, partition: Partition, offset: u64) -> String {
+    format!("{group}/{stream}/{partition}/{offset:020}")
+}
+
+pub fn retry_prefix(group: &str, stream: &StreamName, partition: Partition) -> String {
+    format!("{group}/{stream}/{partition}/")
 }

@@ -39,7 +39,7 @@ impl Runnel {
         let now = self.shared.cfg.clock.now_micros();
         let mut partitions = Vec::new();
         for stream in backend.list_streams().await? {
-            if !config.filter.matches_stream(stream.name.as_str()) {
+            if !super::dlq::group_reads_stream(&config, &stream.name) {
                 continue;
             }
             for info in &stream.partitions {

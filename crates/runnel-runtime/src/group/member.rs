@@ -38,6 +38,8 @@ pub struct Message {
     pub offset: u64,
     /// 1 on the first delivery.
     pub attempt: u32,
+    /// Replayed from the group's dead-letter queue.
+    pub from_dlq: bool,
 }
 
 /// Joins a consumer group: `runnel.group("payments").subscribe("order.*").run(handler)`.
@@ -348,7 +350,7 @@ impl Member {
         members.sort();
         let mut partitions = Vec::new();
         for stream in backend.list_streams().await? {
-            if self.group.filter.matches_stream(stream.name.as_str()) {
+            if super::dlq::group_reads_stream(&self.group, &stream.name) {
                 for partition in 0..stream.config.partitions {
                     partitions.push((stream.name.clone(), partition));
                 }
@@ -555,6 +557,7 @@ async fn run_handler<H, Fut>(
                 partition: delivery.partition,
                 offset: delivery.offset,
                 attempt: delivery.attempt,
+                from_dlq: delivery.from_dlq,
             };
             // A panic inside the handler is caught here and becomes a `service` failure.
             let result = AssertUnwindSafe(handler(message)).catch_unwind().await;

@@ -2,6 +2,7 @@
 
 mod config;
 mod delivery;
+mod dlq;
 pub(crate) mod keys;
 mod lag;
 mod member;
@@ -10,6 +11,7 @@ mod worker;
 
 pub use config::{GroupConfig, Ordering, StartFrom, validate_group_name};
 pub use delivery::{Delivery, FailureClass, HandlerError};
+pub use dlq::{DlqDepth, DlqEntry, DlqFilter, DlqPage, DlqSelector, ReplayReport, replay_stream};
 pub use lag::{GroupLag, PartitionLag};
 pub use member::{Consumer, ConsumerHandle, GroupBuilder, Message};
 pub use stats::GroupCounts;

@@ -18,6 +18,10 @@ pub struct GroupStats {
     ack_timeouts: AtomicU64,
     exhausted: AtomicU64,
     undecodable: AtomicU64,
+    retries_scheduled: AtomicU64,
+    dead_lettered: AtomicU64,
+    quarantined: AtomicU64,
+    dlq_alert: std::sync::atomic::AtomicBool,
 }
 
 /// A snapshot of [`GroupStats`].
@@ -37,6 +41,13 @@ pub struct GroupCounts {
     /// Events that failed their last allowed delivery.
     pub exhausted: u64,
     pub undecodable: u64,
+    /// Failures given a later retry (immediate or after backoff).
+    pub retries_scheduled: u64,
+    pub dead_lettered: u64,
+    /// Dead-lettered as poison pills (crash loops).
+    pub quarantined: u64,
+    /// The dead-letter queue reached its alert threshold.
+    pub dlq_alert: bool,
 }
 
 impl GroupStats {
@@ -69,6 +80,18 @@ impl GroupStats {
     pub(crate) fn record_undecodable(&self) {
         self.undecodable.fetch_add(1, Ordering::Relaxed);
     }
+    pub(crate) fn record_retry_scheduled(&self) {
+        self.retries_scheduled.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn record_dead_lettered(&self, quarantined: bool) {
+        self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        if quarantined {
+            self.quarantined.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    pub(crate) fn set_dlq_alert(&self, on: bool) {
+        self.dlq_alert.store(on, Ordering::Relaxed);
+    }
 
     pub fn snapshot(&self) -> GroupCounts {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -83,6 +106,10 @@ impl GroupStats {
             ack_timeouts: get(&self.ack_timeouts),
             exhausted: get(&self.exhausted),
             undecodable: get(&self.undecodable),
+            retries_scheduled: get(&self.retries_scheduled),
+            dead_lettered: get(&self.dead_lettered),
+            quarantined: get(&self.quarantined),
+            dlq_alert: self.dlq_alert.load(Ordering::Relaxed),
         }
     }
 }

@@ -2,44 +2,79 @@
 //!
 //! It reads records from the committed offset, skips those the group's filter does not match,
 //! hands events out with key-ordered concurrency (one event per partition key in flight,
-//! different keys at once), takes back acks and nacks, redelivers what is not settled within
-//! `ack_wait`, and commits the lowest offset not yet done.
+//! different keys at once), takes back acks and nacks, and commits the lowest offset not yet
+//! done. Failures are settled by class: `transient` is retried at once (a few times),
+//! `service` after a jittered backoff, `permanent` (and anything past `max_deliver`) is
+//! dead-lettered. While an event waits for its retry, later events of its key wait behind it.
 //!
-//! Before an event is delivered for the first time the delivery cursor (the offset below which
-//! events may have been delivered) is made durable, so after a crash the worker knows which
-//! events could have been processed already and checks only those against the processed ids.
+//! What must survive a crash is written before it matters:
+//! - a scheduled retry (attempts, due time, failure history) before the event is set aside;
+//! - the list of deliveries in flight, with their attempt numbers, before they are handed out.
+//!   After a crash those are the suspects: each gets a crash counted, is delivered alone (so
+//!   an innocent neighbour is never blamed), and one that has crashed the process
+//!   `max_crashes` times is quarantined to the dead-letter queue as `crash_loop`;
+//! - the delivery cursor (events below it may have been delivered), so after a crash only
+//!   those are checked against the processed ids.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use rand::{Rng, SeedableRng};
 use runnel_backend::{
     BackendError, Expect, Partition, ReadFrom, Revision, StoredRecord, StreamName,
 };
+use runnel_clock::Micros;
 use runnel_envelope::Event;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::config::{GroupConfig, Ordering, StartFrom};
-use super::delivery::{Delivery, Outcome, Settlement};
+use super::delivery::{Delivery, FailureClass, Outcome, Settlement};
+use super::dlq::{self, DLQ_ENTRY_HEADER, DlqEntry};
 use super::keys;
 use super::stats::GroupStats;
 use crate::error::{Result, RuntimeError};
-use crate::producer::TYPE_HEADER;
-use crate::runtime::Shared;
+use crate::producer::{ID_HEADER, TYPE_HEADER};
+use crate::runtime::{Runnel, Shared};
 
 const READ_BATCH: usize = 512;
+const COMMIT_EVERY: Duration = Duration::from_millis(100);
+/// How often due retries and `ack_wait` deadlines are checked.
+const TIMER_EVERY: Duration = Duration::from_millis(20);
 /// The delivery cursor is written this far ahead of what is read, so tail-following does not
 /// wait for a metadata write per batch; after a crash it only widens the re-check a little.
 const CURSOR_AHEAD: u64 = 8192;
-const COMMIT_EVERY: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Cursor {
     /// Events below this offset may have been delivered before.
     delivered_to: u64,
+}
+
+/// The durable failure history of one event.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct RetryRecord {
+    /// Deliveries made so far.
+    pub attempts: u32,
+    pub transient_retries: u32,
+    pub service_retries: u32,
+    /// Times the consumer process died while it was in flight.
+    pub crashes: u32,
+    /// Not to be delivered before this time (µs since the epoch).
+    pub due_at: Micros,
+    pub class: Option<FailureClass>,
+    pub reason: String,
+    pub first_failure_at: Micros,
+    pub last_failure_at: Micros,
+}
+
+/// Deliveries in flight on one partition: offset → attempt number.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct InFlightList {
+    deliveries: BTreeMap<u64, u32>,
 }
 
 pub(crate) struct WorkerCtx {
@@ -65,17 +100,28 @@ pub(crate) enum WorkerExit {
 enum State {
     Queued,
     InFlight { deadline: Instant },
+    Waiting { due: Micros },
 }
 
 struct PendingEvent {
     event: Arc<Event>,
+    /// The record value exactly as stored, for the dead-letter queue.
+    raw: Bytes,
     key: Option<Bytes>,
     attempt: u32,
+    history: RetryRecord,
+    /// A retry record exists in the store and must be removed when the event is done.
+    stored_history: bool,
     state: State,
+    /// The dead-letter entry this replayed event came from.
+    replay_of: Option<String>,
 }
 
 struct Worker {
     ctx: WorkerCtx,
+    runnel: Runnel,
+    /// This partition is the group's replay stream: no filter, entries leave the DLQ.
+    replay: bool,
     settle_tx: mpsc::UnboundedSender<Settlement>,
     next_read: u64,
     caught_up: bool,
@@ -84,19 +130,25 @@ struct Worker {
     cursor: u64,
     /// Offsets below this were possibly delivered before this worker started.
     recheck_below: u64,
+    /// Failure histories loaded at start, taken as their events are read again.
+    histories: HashMap<u64, RetryRecord>,
     pending: BTreeMap<u64, PendingEvent>,
-    /// Per partition key, the offsets waiting behind the one in flight (ordering = key).
+    /// Per partition key, the offsets in line, the one in front first (ordering = key).
     key_queues: HashMap<Bytes, VecDeque<u64>>,
     ready: VecDeque<u64>,
+    in_flight: BTreeMap<u64, u32>,
+    /// A suspect of a crash is in flight: nothing else is delivered until it settles.
+    isolating: Option<u64>,
+    rng: rand::rngs::StdRng,
 }
 
 pub(crate) async fn run(ctx: WorkerCtx) -> Result<WorkerExit> {
     let (settle_tx, settle_rx) = mpsc::unbounded_channel();
     let shared = ctx.shared.clone();
     let backend = &shared.backend;
-    let group = &ctx.group.name;
+    let group = ctx.group.name.clone();
     let committed = backend
-        .committed_offset(group, &ctx.stream, ctx.partition)
+        .committed_offset(&group, &ctx.stream, ctx.partition)
         .await?;
     let info = backend.partition_info(&ctx.stream, ctx.partition).await?;
     let (start, commit_revision) = match committed {
@@ -106,14 +158,19 @@ pub(crate) async fn run(ctx: WorkerCtx) -> Result<WorkerExit> {
             StartFrom::Latest => (info.high_watermark, None),
         },
     };
-    let cursor_key = keys::partition_key(group, &ctx.stream, ctx.partition);
-    let cursor = match backend.kv_get(keys::CURSORS, &cursor_key).await? {
+    let partition_key = keys::partition_key(&group, &ctx.stream, ctx.partition);
+    let cursor = match backend.kv_get(keys::CURSORS, &partition_key).await? {
         Some(entry) => serde_json::from_slice::<Cursor>(&entry.value)
             .map(|c| c.delivered_to)
             .unwrap_or(u64::MAX),
         None => 0,
     };
+    let replay = dlq::replay_stream(&group).is_ok_and(|s| s == ctx.stream);
     let mut worker = Worker {
+        runnel: Runnel {
+            shared: shared.clone(),
+        },
+        replay,
         settle_tx,
         next_read: start,
         caught_up: false,
@@ -121,23 +178,114 @@ pub(crate) async fn run(ctx: WorkerCtx) -> Result<WorkerExit> {
         commit_revision,
         cursor: cursor.max(start),
         recheck_below: cursor,
+        histories: HashMap::new(),
         pending: BTreeMap::new(),
         key_queues: HashMap::new(),
         ready: VecDeque::new(),
+        in_flight: BTreeMap::new(),
+        isolating: None,
+        rng: rand::rngs::StdRng::from_os_rng(),
         ctx,
     };
+    worker.load_histories(start).await?;
     worker.run(settle_rx).await
 }
 
 impl Worker {
+    fn now(&self) -> Micros {
+        self.ctx.shared.cfg.clock.now_micros()
+    }
+
+    /// Loads scheduled retries, and counts a crash against every delivery that was in flight
+    /// when the previous owner died.
+    async fn load_histories(&mut self, start: u64) -> Result<()> {
+        let backend = self.ctx.shared.backend.clone();
+        let group = &self.ctx.group.name;
+        let prefix = keys::retry_prefix(group, &self.ctx.stream, self.ctx.partition);
+        let mut after: Option<String> = None;
+        loop {
+            let page = backend
+                .kv_scan(keys::RETRIES, &prefix, after.as_deref(), 1_000)
+                .await?;
+            for entry in &page {
+                let offset = entry.key[prefix.len()..].parse::<u64>().ok();
+                let record = serde_json::from_slice::<RetryRecord>(&entry.value).ok();
+                if let (Some(offset), Some(record)) = (offset, record) {
+                    self.histories.insert(offset, record);
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == 1_000 => after = Some(last.key.clone()),
+                _ => break,
+            }
+        }
+        let list_key = keys::partition_key(group, &self.ctx.stream, self.ctx.partition);
+        let Some(entry) = backend.kv_get(keys::INFLIGHT, &list_key).await? else {
+            return Ok(());
+        };
+        let in_flight: InFlightList = serde_json::from_slice(&entry.value).unwrap_or_default();
+        for (offset, attempt) in in_flight.deliveries {
+            if offset < start {
+                continue; // finished and committed after all
+            }
+            let mut history = self.histories.remove(&offset).unwrap_or_default();
+            history.crashes += 1;
+            history.attempts = history.attempts.max(attempt);
+            self.store_history(offset, &history).await?;
+            tracing::warn!(
+                group = %self.ctx.group.name,
+                stream = %self.ctx.stream,
+                partition = self.ctx.partition,
+                offset,
+                crashes = history.crashes,
+                "a delivery was in flight when the consumer died"
+            );
+            self.histories.insert(offset, history);
+        }
+        backend
+            .kv_delete(keys::INFLIGHT, &list_key, Expect::Any)
+            .await?;
+        Ok(())
+    }
+
+    async fn store_history(&self, offset: u64, history: &RetryRecord) -> Result<()> {
+        let key = keys::retry_key(
+            &self.ctx.group.name,
+            &self.ctx.stream,
+            self.ctx.partition,
+            offset,
+        );
+        let value =
+            serde_json::to_vec(history).map_err(|e| RuntimeError::Serialize(e.to_string()))?;
+        self.ctx
+            .shared
+            .backend
+            .kv_put(keys::RETRIES, &key, value.into(), Expect::Any, None)
+            .await?;
+        Ok(())
+    }
+
+    async fn forget_history(&self, offset: u64) -> Result<()> {
+        let key = keys::retry_key(
+            &self.ctx.group.name,
+            &self.ctx.stream,
+            self.ctx.partition,
+            offset,
+        );
+        self.ctx
+            .shared
+            .backend
+            .kv_delete(keys::RETRIES, &key, Expect::Any)
+            .await?;
+        Ok(())
+    }
+
     async fn run(
         &mut self,
         mut settle_rx: mpsc::UnboundedReceiver<Settlement>,
     ) -> Result<WorkerExit> {
         let mut commit_tick = tokio::time::interval(COMMIT_EVERY);
-        let expiry_every =
-            (self.ctx.group.ack_wait / 4).clamp(Duration::from_millis(5), Duration::from_secs(1));
-        let mut expiry_tick = tokio::time::interval(expiry_every);
+        let mut timer_tick = tokio::time::interval(TIMER_EVERY);
         let mut stop = self.ctx.stop.clone();
         let exit = loop {
             if *stop.borrow() {
@@ -151,27 +299,27 @@ impl Worker {
             if room > 0 && !self.caught_up {
                 self.read_more(room).await?;
             }
-            match self.deliver_ready() {
-                Ok(()) => {}
-                Err(exit) => break exit,
+            if let Err(exit) = self.deliver_ready().await? {
+                break exit;
             }
             let waiting_for_data = room > 0 && self.caught_up;
             let backend = self.ctx.shared.backend.clone();
             let deliveries = self.ctx.deliveries.clone();
+            let can_deliver = !self.ready.is_empty() && self.isolating.is_none();
             tokio::select! {
                 settlement = settle_rx.recv() => {
                     // `settle_tx` lives in `self`, so the channel never closes here.
                     if let Some(settlement) = settlement {
-                        self.settle(settlement);
+                        self.settle(settlement).await?;
                         while let Ok(more) = settle_rx.try_recv() {
-                            self.settle(more);
+                            self.settle(more).await?;
                         }
                     }
                 }
-                permit = deliveries.reserve(), if !self.ready.is_empty() => {
-                    match permit {
-                        Ok(permit) => self.deliver_one(permit),
-                        Err(_) => break WorkerExit::ConsumerGone,
+                permit = deliveries.reserve(), if can_deliver => {
+                    // Room again: the loop delivers (after recording the deliveries).
+                    if permit.is_err() {
+                        break WorkerExit::ConsumerGone;
                     }
                 }
                 high = backend.wait_for_data(
@@ -189,16 +337,29 @@ impl Worker {
                         break WorkerExit::Fenced;
                     }
                 }
-                _ = expiry_tick.tick() => self.redeliver_expired(),
+                _ = timer_tick.tick() => {
+                    self.release_due();
+                    self.expire_unacknowledged().await?;
+                }
                 _ = stop.changed() => {}
             }
         };
         if matches!(exit, WorkerExit::Stopped | WorkerExit::ConsumerGone) {
-            // Hand over cleanly: settle what already came back, commit whatever is done.
+            // Hand over cleanly: settle what already came back, commit whatever is done, and
+            // say nothing is in flight, so the next owner suspects nothing.
             while let Ok(settlement) = settle_rx.try_recv() {
-                self.settle(settlement);
+                self.settle(settlement).await?;
             }
             self.commit().await?;
+            if self.in_flight.is_empty() {
+                let key =
+                    keys::partition_key(&self.ctx.group.name, &self.ctx.stream, self.ctx.partition);
+                self.ctx
+                    .shared
+                    .backend
+                    .kv_delete(keys::INFLIGHT, &key, Expect::Any)
+                    .await?;
+            }
         }
         Ok(exit)
     }
@@ -265,47 +426,79 @@ impl Worker {
     }
 
     /// Takes a record in: skipped when the filter does not match or it was processed before,
-    /// otherwise queued behind its key.
+    /// quarantined when it cannot be decoded or keeps crashing the consumer, otherwise
+    /// queued behind its key (or set aside until its retry is due).
     async fn admit(&mut self, record: StoredRecord) -> Result<()> {
-        let filter = &self.ctx.group.filter;
-        let type_header = record
-            .headers
-            .iter()
-            .find(|h| h.name.as_ref() == TYPE_HEADER.as_bytes())
-            .and_then(|h| std::str::from_utf8(&h.value).ok());
-        if type_header.is_some_and(|t| !filter.matches(t)) {
+        let header = |name: &str| {
+            record
+                .headers
+                .iter()
+                .find(|h| h.name.as_ref() == name.as_bytes())
+                .and_then(|h| std::str::from_utf8(&h.value).ok())
+                .map(str::to_string)
+        };
+        let replay_of = if self.replay {
+            header(DLQ_ENTRY_HEADER)
+        } else {
+            None
+        };
+        let type_header = header(TYPE_HEADER);
+        if !self.replay
+            && type_header
+                .as_deref()
+                .is_some_and(|t| !self.ctx.group.filter.matches(t))
+        {
             return Ok(());
         }
+        let history = self.histories.remove(&record.offset);
         let event = match Event::decode_binary(&record.value) {
             Ok(event) => event,
             Err(error) => {
                 self.ctx.stats.record_undecodable();
-                tracing::error!(
-                    group = %self.ctx.group.name,
-                    stream = %self.ctx.stream,
-                    partition = self.ctx.partition,
-                    offset = record.offset,
-                    %error,
-                    "undecodable record"
-                );
+                let entry = DlqEntry {
+                    id: dlq::entry_id(&self.ctx.stream, self.ctx.partition, record.offset),
+                    group: self.ctx.group.name.clone(),
+                    event_id: header(ID_HEADER).unwrap_or_default(),
+                    event_type: type_header.unwrap_or_default(),
+                    class: FailureClass::Permanent,
+                    reason: format!("undecodable: {error}"),
+                    attempts: 0,
+                    first_failure_at: self.now(),
+                    last_failure_at: self.now(),
+                    dead_lettered_at: self.now(),
+                    stream: self.ctx.stream.clone(),
+                    partition: self.ctx.partition,
+                    offset: record.offset,
+                    replays: 0,
+                    replay_pending: false,
+                    original: record.value.clone(),
+                };
+                self.write_dead_letter(entry, replay_of.as_deref(), true)
+                    .await?;
+                if history.is_some() {
+                    self.forget_history(record.offset).await?;
+                }
                 return Ok(());
             }
         };
-        if !filter.matches(event.event_type().as_str()) {
+        if !self.replay && !self.ctx.group.filter.matches(event.event_type().as_str()) {
             return Ok(());
         }
-        if self.ctx.group.processed_ids && record.offset < self.recheck_below {
+        if self.ctx.group.processed_ids && record.offset < self.recheck_below && !self.replay {
             let key = keys::processed_key(&self.ctx.group.name, event.id().as_str());
-            if self
+            let processed = self
                 .ctx
                 .shared
                 .backend
                 .kv_get(keys::PROCESSED, &key)
                 .await?
-                .is_some()
-            {
+                .is_some();
+            if processed {
                 self.ctx.stats.record_skipped_duplicate();
                 tracing::debug!(id = %event.id().as_str(), offset = record.offset, "already processed; skipped");
+                if history.is_some() {
+                    self.forget_history(record.offset).await?;
+                }
                 return Ok(());
             }
         }
@@ -313,45 +506,140 @@ impl Worker {
             Ordering::Key if !record.key.is_empty() => Some(record.key.clone()),
             _ => None,
         };
+        let stored_history = history.is_some();
+        let history = history.unwrap_or_default();
+        let state = if history.due_at > self.now() {
+            State::Waiting {
+                due: history.due_at,
+            }
+        } else {
+            State::Queued
+        };
+        let offset = record.offset;
         self.pending.insert(
-            record.offset,
+            offset,
             PendingEvent {
                 event: Arc::new(event),
+                raw: record.value,
                 key: key.clone(),
-                attempt: 0,
-                state: State::Queued,
+                attempt: history.attempts,
+                history,
+                stored_history,
+                state,
+                replay_of,
             },
         );
-        match key {
+        if self
+            .pending
+            .get(&offset)
+            .is_some_and(|p| p.history.crashes >= self.ctx.group.max_crashes)
+        {
+            let crashes = self.pending.get(&offset).map_or(0, |p| p.history.crashes);
+            let reason =
+                format!("crash_loop: the consumer process died {crashes} times while handling it");
+            self.dead_letter(offset, FailureClass::Permanent, reason, true)
+                .await?;
+            return Ok(());
+        }
+        let eligible = match key {
             Some(key) => {
                 let queue = self.key_queues.entry(key).or_default();
-                queue.push_back(record.offset);
-                if queue.len() == 1 {
-                    self.ready.push_back(record.offset);
+                queue.push_back(offset);
+                queue.len() == 1
+            }
+            None => true,
+        };
+        if eligible {
+            self.make_ready(offset);
+        }
+        Ok(())
+    }
+
+    /// Puts an event that is first of its key in line for delivery, unless it waits for a
+    /// retry (the timer releases it when due).
+    fn make_ready(&mut self, offset: u64) {
+        if let Some(pending) = self.pending.get(&offset)
+            && matches!(pending.state, State::Queued)
+        {
+            self.ready.push_back(offset);
+        }
+    }
+
+    /// Hands out ready events while the consumer has room, recording them as in flight first.
+    /// A crash suspect goes out alone.
+    async fn deliver_ready(&mut self) -> Result<Result<(), WorkerExit>> {
+        if self.isolating.is_some() {
+            return Ok(Ok(()));
+        }
+        let room = self.ctx.deliveries.capacity();
+        let mut batch = Vec::new();
+        while batch.len() < room {
+            let Some(&offset) = self.ready.front() else {
+                break;
+            };
+            let suspect = self
+                .pending
+                .get(&offset)
+                .is_some_and(|p| p.history.crashes > 0);
+            if suspect {
+                if batch.is_empty() && self.in_flight.is_empty() {
+                    self.ready.pop_front();
+                    self.isolating = Some(offset);
+                    batch.push(offset);
+                }
+                break;
+            }
+            self.ready.pop_front();
+            batch.push(offset);
+        }
+        if batch.is_empty() {
+            return Ok(Ok(()));
+        }
+        for offset in &batch {
+            if let Some(pending) = self.pending.get(offset) {
+                self.in_flight.insert(*offset, pending.attempt + 1);
+            }
+        }
+        self.write_in_flight().await?;
+        let deliveries = self.ctx.deliveries.clone();
+        for (i, offset) in batch.iter().enumerate() {
+            match deliveries.try_reserve() {
+                Ok(permit) => self.deliver_one(*offset, permit),
+                Err(error) => {
+                    // Another partition took the room: put the rest back in line.
+                    for offset in batch[i..].iter().rev() {
+                        self.in_flight.remove(offset);
+                        if self.isolating == Some(*offset) {
+                            self.isolating = None;
+                        }
+                        self.ready.push_front(*offset);
+                    }
+                    if matches!(error, mpsc::error::TrySendError::Closed(())) {
+                        return Ok(Err(WorkerExit::ConsumerGone));
+                    }
+                    break;
                 }
             }
-            None => self.ready.push_back(record.offset),
         }
-        Ok(())
+        Ok(Ok(()))
     }
 
-    /// Hands out ready events while the consumer has room.
-    fn deliver_ready(&mut self) -> Result<(), WorkerExit> {
-        let deliveries = self.ctx.deliveries.clone();
-        while !self.ready.is_empty() {
-            match deliveries.try_reserve() {
-                Ok(permit) => self.deliver_one(permit),
-                Err(mpsc::error::TrySendError::Full(())) => break,
-                Err(mpsc::error::TrySendError::Closed(())) => return Err(WorkerExit::ConsumerGone),
-            }
-        }
-        Ok(())
-    }
-
-    fn deliver_one(&mut self, permit: mpsc::Permit<'_, Delivery>) {
-        let Some(offset) = self.ready.pop_front() else {
-            return;
+    async fn write_in_flight(&self) -> Result<()> {
+        let key = keys::partition_key(&self.ctx.group.name, &self.ctx.stream, self.ctx.partition);
+        let list = InFlightList {
+            deliveries: self.in_flight.clone(),
         };
+        let value =
+            serde_json::to_vec(&list).map_err(|e| RuntimeError::Serialize(e.to_string()))?;
+        self.ctx
+            .shared
+            .backend
+            .kv_put(keys::INFLIGHT, &key, value.into(), Expect::Any, None)
+            .await?;
+        Ok(())
+    }
+
+    fn deliver_one(&mut self, offset: u64, permit: mpsc::Permit<'_, Delivery>) {
         let Some(pending) = self.pending.get_mut(&offset) else {
             return;
         };
@@ -366,55 +654,193 @@ impl Worker {
             partition: self.ctx.partition,
             offset,
             attempt: pending.attempt,
+            from_dlq: pending.replay_of.is_some(),
             settle: self.settle_tx.clone(),
         });
     }
 
-    fn settle(&mut self, settlement: Settlement) {
+    async fn settle(&mut self, settlement: Settlement) -> Result<()> {
         let Some(pending) = self.pending.get(&settlement.offset) else {
-            return; // already done
+            return Ok(()); // already done
         };
         if pending.attempt != settlement.attempt || !matches!(pending.state, State::InFlight { .. })
         {
-            return; // a stale delivery, superseded by a redelivery
+            return Ok(()); // a stale delivery, superseded by a redelivery
+        }
+        self.in_flight.remove(&settlement.offset);
+        if self.isolating == Some(settlement.offset) {
+            self.isolating = None;
         }
         match settlement.outcome {
             Outcome::Done => {
                 self.ctx.stats.record_acked();
+                let (stored, replay_of) = (pending.stored_history, pending.replay_of.clone());
+                if stored {
+                    self.forget_history(settlement.offset).await?;
+                }
+                if let Some(entry) = replay_of {
+                    dlq::remove_entry(&self.runnel, &self.ctx.group.name, &entry).await?;
+                }
                 self.finish(settlement.offset);
             }
             Outcome::Failed(error) => {
-                self.ctx.stats.record_failed(error.class);
-                let attempt = pending.attempt;
-                if attempt >= self.ctx.group.max_deliver {
-                    self.ctx.stats.record_exhausted();
-                    tracing::error!(
-                        group = %self.ctx.group.name,
-                        stream = %self.ctx.stream,
-                        partition = self.ctx.partition,
-                        offset = settlement.offset,
-                        attempt,
-                        %error,
-                        "event failed on its last delivery"
-                    );
-                    self.finish(settlement.offset);
-                } else {
-                    self.requeue(settlement.offset);
-                }
+                self.fail(settlement.offset, error.class, error.reason)
+                    .await?;
             }
         }
+        Ok(())
     }
 
-    /// Puts an event back at the front of the line; it keeps its key's place.
-    fn requeue(&mut self, offset: u64) {
-        if let Some(pending) = self.pending.get_mut(&offset) {
+    /// Decides what a failure leads to: a retry now, a retry after backoff, or the DLQ.
+    async fn fail(&mut self, offset: u64, class: FailureClass, reason: String) -> Result<()> {
+        let now = self.now();
+        let group = self.ctx.group.clone();
+        let Some(pending) = self.pending.get_mut(&offset) else {
+            return Ok(());
+        };
+        self.ctx.stats.record_failed(class);
+        let history = &mut pending.history;
+        history.attempts = pending.attempt;
+        if history.first_failure_at == 0 {
+            history.first_failure_at = now;
+        }
+        history.last_failure_at = now;
+        history.class = Some(class);
+        history.reason = reason.clone();
+        if pending.attempt >= group.max_deliver || class == FailureClass::Permanent {
+            if class != FailureClass::Permanent {
+                self.ctx.stats.record_exhausted();
+            }
+            let reason = if class == FailureClass::Permanent {
+                reason
+            } else {
+                format!("{reason} (gave up after {} deliveries)", pending.attempt)
+            };
+            return self.dead_letter(offset, class, reason, false).await;
+        }
+        let immediate =
+            class == FailureClass::Transient && history.transient_retries < group.transient_retries;
+        if immediate {
+            history.transient_retries += 1;
+            history.due_at = now;
             pending.state = State::Queued;
+        } else {
+            let step = (history.service_retries as usize).min(group.backoff.len() - 1);
+            let ceiling = group.backoff[step].as_micros() as u64;
+            history.service_retries += 1;
+            history.due_at = now + self.rng.random_range(0..=ceiling);
+            pending.state = State::Waiting {
+                due: history.due_at,
+            };
+        }
+        pending.stored_history = true;
+        let history = pending.history.clone();
+        self.ctx.stats.record_retry_scheduled();
+        self.store_history(offset, &history).await?;
+        if immediate {
+            // Still first of its key: back to the front of the line.
             self.ready.push_front(offset);
         }
+        Ok(())
     }
 
-    /// The event is done: release its key to the next event behind it.
+    /// Writes the event to the group's dead-letter queue, then lets the partition move on.
+    async fn dead_letter(
+        &mut self,
+        offset: u64,
+        class: FailureClass,
+        reason: String,
+        quarantine: bool,
+    ) -> Result<()> {
+        let Some(pending) = self.pending.get(&offset) else {
+            return Ok(());
+        };
+        let now = self.now();
+        let history = &pending.history;
+        let entry = DlqEntry {
+            id: dlq::entry_id(&self.ctx.stream, self.ctx.partition, offset),
+            group: self.ctx.group.name.clone(),
+            event_id: pending.event.id().as_str().to_string(),
+            event_type: pending.event.event_type().as_str().to_string(),
+            class,
+            reason,
+            attempts: pending.attempt,
+            first_failure_at: if history.first_failure_at == 0 {
+                now
+            } else {
+                history.first_failure_at
+            },
+            last_failure_at: now,
+            dead_lettered_at: now,
+            stream: self.ctx.stream.clone(),
+            partition: self.ctx.partition,
+            offset,
+            replays: 0,
+            replay_pending: false,
+            original: pending.raw.clone(),
+        };
+        let (stored, replay_of) = (pending.stored_history, pending.replay_of.clone());
+        self.write_dead_letter(entry, replay_of.as_deref(), quarantine)
+            .await?;
+        if stored {
+            self.forget_history(offset).await?;
+        }
+        self.finish(offset);
+        Ok(())
+    }
+
+    /// Stores an entry; a failed replay updates the entry it came from instead.
+    async fn write_dead_letter(
+        &mut self,
+        mut entry: DlqEntry,
+        replay_of: Option<&str>,
+        quarantine: bool,
+    ) -> Result<()> {
+        if let Some(original_id) = replay_of {
+            match self.runnel.dlq_get(&self.ctx.group.name, original_id).await {
+                Ok(original) => {
+                    entry.id = original.id;
+                    entry.stream = original.stream;
+                    entry.partition = original.partition;
+                    entry.offset = original.offset;
+                    entry.first_failure_at = original.first_failure_at;
+                    entry.replays = original.replays + 1;
+                }
+                Err(RuntimeError::UnknownDlqEntry { .. }) => {
+                    entry.id = original_id.to_string();
+                    entry.replays = 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        tracing::warn!(
+            group = %entry.group,
+            id = %entry.event_id,
+            entry = %entry.id,
+            class = %entry.class,
+            reason = %entry.reason,
+            attempts = entry.attempts,
+            "dead-lettered"
+        );
+        dlq::put_entry(&self.runnel, &entry).await?;
+        self.ctx.stats.record_dead_lettered(quarantine);
+        if let Some(threshold) = self.ctx.group.dlq_alert_threshold {
+            let depth = dlq::count_entries(&self.runnel, &self.ctx.group.name).await?;
+            let alert = depth >= threshold;
+            if alert {
+                tracing::warn!(group = %self.ctx.group.name, depth, threshold, "dead-letter queue over its alert threshold");
+            }
+            self.ctx.stats.set_dlq_alert(alert);
+        }
+        Ok(())
+    }
+
+    /// The event is done: its key moves to the next event in line.
     fn finish(&mut self, offset: u64) {
+        self.in_flight.remove(&offset);
+        if self.isolating == Some(offset) {
+            self.isolating = None;
+        }
         let Some(pending) = self.pending.remove(&offset) else {
             return;
         };
@@ -422,8 +848,8 @@ impl Worker {
             && let Some(queue) = self.key_queues.get_mut(&key)
         {
             queue.retain(|o| *o != offset);
-            match queue.front() {
-                Some(next) => self.ready.push_back(*next),
+            match queue.front().copied() {
+                Some(next) => self.make_ready(next),
                 None => {
                     self.key_queues.remove(&key);
                 }
@@ -431,7 +857,25 @@ impl Worker {
         }
     }
 
-    fn redeliver_expired(&mut self) {
+    /// Retries whose time has come go back in line.
+    fn release_due(&mut self) {
+        let now = self.now();
+        let due: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| matches!(p.state, State::Waiting { due } if due <= now))
+            .map(|(o, _)| *o)
+            .collect();
+        for offset in due {
+            if let Some(pending) = self.pending.get_mut(&offset) {
+                pending.state = State::Queued;
+                self.ready.push_back(offset);
+            }
+        }
+    }
+
+    /// Deliveries not settled within `ack_wait` count as transient failures.
+    async fn expire_unacknowledged(&mut self) -> Result<()> {
         let now = Instant::now();
         let expired: Vec<u64> = self
             .pending
@@ -441,22 +885,19 @@ impl Worker {
             .collect();
         for offset in expired {
             self.ctx.stats.record_ack_timeout();
-            let exhausted = self
-                .pending
-                .get(&offset)
-                .is_some_and(|p| p.attempt >= self.ctx.group.max_deliver);
-            if exhausted {
-                self.ctx.stats.record_exhausted();
-                tracing::error!(
-                    group = %self.ctx.group.name,
-                    offset,
-                    "event not acknowledged within ack_wait on its last delivery"
-                );
-                self.finish(offset);
-            } else {
-                self.requeue(offset);
+            self.in_flight.remove(&offset);
+            if self.isolating == Some(offset) {
+                self.isolating = None;
             }
+            let wait = self.ctx.group.ack_wait;
+            self.fail(
+                offset,
+                FailureClass::Transient,
+                format!("not acknowledged within ack_wait ({wait:?})"),
+            )
+            .await?;
         }
+        Ok(())
     }
 
     /// Commits the lowest offset not yet done. Returns false when fenced by another owner.
@@ -467,10 +908,7 @@ impl Worker {
             .next()
             .copied()
             .unwrap_or(self.next_read);
-        if target == self.committed && self.commit_revision.is_some() {
-            return Ok(true);
-        }
-        if target < self.committed {
+        if target < self.committed || (target == self.committed && self.commit_revision.is_some()) {
             return Ok(true);
         }
         let expect = match self.commit_revision {
