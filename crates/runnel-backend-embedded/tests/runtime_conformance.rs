@@ -24,3 +24,7 @@ fn harness() -> impl BackendHarness {
 }
 
 runnel_test_util::runtime_conformance_tests!(harness());
+
+mod failures {
+    runnel_test_util::failure_conformance_tests!(super::harness());
+}

@@ -24,7 +24,8 @@ pub use error::{Result, RuntimeError};
 pub use group::{
     Consumer, ConsumerHandle, Delivery, DlqDepth, DlqEntry, DlqFilter, DlqPage, DlqSelector,
     FailureClass, GroupBuilder, GroupConfig, GroupCounts, GroupLag, HandlerError, Message,
-    Ordering, PartitionLag, ReplayReport, StartFrom, replay_stream, validate_group_name,
+    Ordering, PartitionLag, ReplayReport, ScheduledRetry, StartFrom, replay_stream,
+    validate_group_name,
 };
 pub use pattern::{InvalidPattern, TypePattern};
 pub use producer::{PublishAck, TypedEvent, partition_for_key};

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use runnel_backend::{Backend, Partition, ReadFrom, StreamConfig, StreamName};
+use runnel_backend::{Backend, BackendError, Partition, ReadFrom, StreamConfig, StreamName};
 use runnel_envelope::Event;
 
 use crate::config::RuntimeConfig;
@@ -108,16 +108,25 @@ impl Shared {
         if let Some(state) = streams.get(name) {
             return Ok(state.clone());
         }
-        let info = self
-            .backend
-            .create_stream(
-                name,
-                StreamConfig {
+        // An existing stream keeps its own partition count; a new one gets the defaults.
+        let info = match self.backend.describe_stream(name).await {
+            Ok(info) => info,
+            Err(BackendError::UnknownStream(_)) => {
+                let defaults = StreamConfig {
                     partitions: self.cfg.default_partitions,
                     retention: self.cfg.default_retention,
-                },
-            )
-            .await?;
+                };
+                match self.backend.create_stream(name, defaults).await {
+                    Ok(info) => info,
+                    // Created by someone else in between.
+                    Err(BackendError::StreamExists { .. }) => {
+                        self.backend.describe_stream(name).await?
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
         let window = self
             .rebuild_dedup_window(name, info.config.partitions)
             .await?;

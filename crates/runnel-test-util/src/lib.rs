@@ -21,6 +21,7 @@
 //!   letters, digits, `-`, `_`, `.`, `/`).
 
 pub mod conformance;
+pub mod failures;
 mod fixtures;
 mod harness;
 pub mod runtime;
@@ -105,6 +106,39 @@ macro_rules! __runtime_conformance_tests {
             async fn $test() {
                 let harness = $harness;
                 $crate::runtime::$test(&harness).await;
+            }
+        )*
+    };
+}
+
+/// Expands to one `#[tokio::test]` (multi-threaded) per failure-handling conformance test.
+#[macro_export]
+macro_rules! failure_conformance_tests {
+    ($harness:expr) => {
+        $crate::__failure_conformance_tests! { $harness;
+            service_failures_back_off_1_2_4_8_seconds_with_jitter_and_the_fifth_dead_letters,
+            permanent_dead_letters_at_once_and_transient_then_success_acks,
+            a_key_waiting_for_a_retry_holds_its_later_events_and_other_keys_flow,
+            without_ordering_later_events_of_a_waiting_key_pass,
+            a_restart_in_the_middle_of_a_backoff_keeps_the_schedule_and_the_count,
+            a_panicking_handler_is_a_service_failure_and_the_consumer_keeps_going,
+            undecodable_records_are_quarantined_with_their_original_bytes,
+            dlq_replay_reaches_this_group_only_and_the_entry_leaves_on_success,
+            dlq_list_filters_paginates_and_purge_removes_only_what_matches,
+            a_failure_storm_ends_with_every_event_acked_or_dead_lettered,
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __failure_conformance_tests {
+    ($harness:expr; $($test:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                let harness = $harness;
+                $crate::failures::$test(&harness).await;
             }
         )*
     };

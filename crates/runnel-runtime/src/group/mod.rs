@@ -6,6 +6,7 @@ mod dlq;
 pub(crate) mod keys;
 mod lag;
 mod member;
+mod retries;
 mod stats;
 mod worker;
 
@@ -14,4 +15,5 @@ pub use delivery::{Delivery, FailureClass, HandlerError};
 pub use dlq::{DlqDepth, DlqEntry, DlqFilter, DlqPage, DlqSelector, ReplayReport, replay_stream};
 pub use lag::{GroupLag, PartitionLag};
 pub use member::{Consumer, ConsumerHandle, GroupBuilder, Message};
+pub use retries::ScheduledRetry;
 pub use stats::GroupCounts;
