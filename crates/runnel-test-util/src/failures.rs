@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use runnel_backend::{Header, ReadFrom, Record, StreamConfig, StreamName};
-use runnel_clock::Clock;
 use runnel_envelope::Event;
 use runnel_runtime::{
     ConsumerHandle, DlqFilter, DlqSelector, FailureClass, GroupConfig, HandlerError, Message,
@@ -642,7 +641,7 @@ pub async fn a_failure_storm_ends_with_every_event_acked_or_dead_lettered(h: &im
     });
     let behaviour = |m: &Message| {
         let n = number(&m.event);
-        if n % 5 != 0 {
+        if !n.is_multiple_of(5) {
             return Ok(());
         }
         match (n % 3, m.attempt) {
@@ -663,7 +662,7 @@ pub async fn a_failure_storm_ends_with_every_event_acked_or_dead_lettered(h: &im
         running.push(run_group(&runnel, config, behaviour).await);
     }
     // Per group: permanents (667) and never-recovering services (667) end in the DLQ.
-    let failing = (0..EVENTS).filter(|n| n % 5 == 0 && n % 3 != 1).count() as u64;
+    let failing = (0..EVENTS).filter(|n| n.is_multiple_of(5) && n % 3 != 1).count() as u64;
     for group in groups {
         dlq_depth_reaches(&runnel, group, failing).await;
     }
@@ -712,5 +711,5 @@ pub async fn a_failure_storm_ends_with_every_event_acked_or_dead_lettered(h: &im
 }
 
 fn behaviour_succeeds(n: u64, attempt: u32) -> bool {
-    n % 5 != 0 || (n % 3 == 1 && attempt > 1)
+    !n.is_multiple_of(5) || (n % 3 == 1 && attempt > 1)
 }
