@@ -18,7 +18,10 @@ use tokio::task::JoinHandle;
 
 use crate::config::EmbeddedConfig;
 use crate::error::from_log;
-use crate::meta::{Meta, StoredStream};
+use crate::group_commit::GroupCommit;
+use crate::meta::{CommitOffset, KvDelete, KvPut, Meta, StoredStream};
+use crate::readers::{ReaderCache, ReaderCounts};
+use crate::sync::{lock, read, write};
 
 /// Most partitions a stream may have here: each partition is a directory with open files and,
 /// under group commit, a sync thread of its own.
@@ -38,6 +41,23 @@ pub struct MaintenanceReport {
     pub expired_kv_entries: usize,
 }
 
+/// Counters since the backend was opened: how metadata writes were grouped into commits and
+/// how often `read` found an open reader.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EmbeddedStats {
+    /// Offset commits and key-value writes and deletes answered (refused ones included).
+    pub meta_writes: u64,
+    /// Write transactions committed to `meta.redb`, each one fsync: one per group of writes
+    /// that changed something, plus stream definitions and removals of expired entries.
+    pub meta_commits: u64,
+    /// `read` calls that opened a new reader.
+    pub readers_opened: u64,
+    /// `read` calls that continued with the reader an earlier read left at their offset.
+    pub readers_reused: u64,
+    /// Readers cached right now, over all partitions.
+    pub cached_readers: usize,
+}
+
 /// The single-node backend: one [`PartitionLog`] per partition for records, `meta.redb` for
 /// everything else. See the crate documentation for the layout and invariants.
 pub struct EmbeddedBackend {
@@ -52,16 +72,27 @@ pub struct EmbeddedBackend {
 /// Everything an open backend holds.
 struct Shared {
     config: EmbeddedConfig,
-    meta: Meta,
+    /// Reads, stream definitions and expiry removal go straight to the store.
+    meta: Arc<Meta>,
+    /// Offset commits and key-value writes, group-committed.
+    writes: GroupCommit,
     streams: RwLock<BTreeMap<StreamName, Arc<Stream>>>,
     /// Serialises stream creation so two creators cannot open the same directories.
     creating: tokio::sync::Mutex<()>,
+    /// Shared by every partition's reader cache.
+    readers: Arc<ReaderCounts>,
 }
 
 struct Stream {
     name: StreamName,
     stored: StoredStream,
-    partitions: Vec<PartitionLog>,
+    partitions: Vec<StreamPartition>,
+}
+
+/// One partition of a stream: its log and the readers kept open on it.
+struct StreamPartition {
+    log: PartitionLog,
+    readers: ReaderCache,
 }
 
 impl std::fmt::Debug for EmbeddedBackend {
@@ -72,16 +103,6 @@ impl std::fmt::Debug for EmbeddedBackend {
             .field("open", &open)
             .finish()
     }
-}
-
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    // The guarded maps are replaced whole or extended by one insert; a panic elsewhere
-    // cannot leave them half-updated.
-    lock.read().unwrap_or_else(|p| p.into_inner())
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Runs blocking storage work off the async runtime's threads.
@@ -152,7 +173,10 @@ impl Shared {
                     "a sealed segment holds a corrupt record; reads reaching it will fail"
                 );
             }
-            partitions.push(log);
+            partitions.push(StreamPartition {
+                log,
+                readers: ReaderCache::new(self.readers.clone()),
+            });
         }
         Ok(Stream {
             name: name.clone(),
@@ -172,15 +196,23 @@ impl Shared {
         self.stream(name)?.log(partition).cloned()
     }
 
-    /// Applies retention to every partition and removes expired key-value entries. Blocking.
+    /// Applies retention to every partition, drops readers idle since the previous pass, and
+    /// removes expired key-value entries. Blocking.
     fn maintain(&self) -> Result<MaintenanceReport> {
         let mut report = MaintenanceReport::default();
         let streams: Vec<Arc<Stream>> = read(&self.streams).values().cloned().collect();
         for stream in streams {
-            for (partition, log) in stream.partitions.iter().enumerate() {
-                let removed = log
+            for (partition, slot) in stream.partitions.iter().enumerate() {
+                let removed = slot
+                    .log
                     .enforce_retention()
                     .map_err(|e| from_log(&stream.name, partition as Partition, e))?;
+                if removed.removed_segments > 0 {
+                    // Cached readers may hold the removed files open.
+                    slot.readers.clear();
+                } else {
+                    slot.readers.sweep();
+                }
                 report.removed_segments += removed.removed_segments;
                 report.removed_bytes += removed.removed_bytes;
             }
@@ -192,7 +224,7 @@ impl Shared {
 }
 
 impl Stream {
-    fn log(&self, partition: Partition) -> Result<&PartitionLog> {
+    fn partition(&self, partition: Partition) -> Result<&StreamPartition> {
         self.partitions
             .get(partition as usize)
             .ok_or_else(|| BackendError::UnknownPartition {
@@ -200,6 +232,10 @@ impl Stream {
                 partition,
                 partitions: self.stored.config.partitions,
             })
+    }
+
+    fn log(&self, partition: Partition) -> Result<&PartitionLog> {
+        Ok(&self.partition(partition)?.log)
     }
 
     fn info(&self) -> StreamInfo {
@@ -211,7 +247,7 @@ impl Stream {
                 .partitions
                 .iter()
                 .enumerate()
-                .map(|(partition, log)| partition_info(partition as Partition, log))
+                .map(|(partition, slot)| partition_info(partition as Partition, &slot.log))
                 .collect(),
         }
     }
@@ -238,13 +274,16 @@ impl EmbeddedBackend {
             std::fs::create_dir_all(streams_dir(dir)).map_err(|e| {
                 BackendError::Engine(format!("creating {}: {e}", streams_dir(dir).display()))
             })?;
-            let meta = Meta::open(&dir.join("meta.redb"))?;
+            let meta = Arc::new(Meta::open(&dir.join("meta.redb"))?);
             let stored = meta.streams()?;
+            let writes = GroupCommit::start(meta.clone(), config.clock.clone())?;
             let shared = Shared {
                 config,
                 meta,
+                writes,
                 streams: RwLock::new(BTreeMap::new()),
                 creating: tokio::sync::Mutex::new(()),
+                readers: Arc::default(),
             };
             let mut streams = BTreeMap::new();
             for (name, stream) in stored {
@@ -275,6 +314,19 @@ impl EmbeddedBackend {
     pub async fn enforce_retention_now(&self) -> Result<MaintenanceReport> {
         let shared = self.shared()?;
         blocking(move || shared.maintain()).await
+    }
+
+    /// How metadata writes were grouped into commits and how often reads reused a reader,
+    /// since opening.
+    pub fn stats(&self) -> Result<EmbeddedStats> {
+        let shared = self.shared()?;
+        Ok(EmbeddedStats {
+            meta_writes: shared.writes.answered(),
+            meta_commits: shared.meta.commits(),
+            readers_opened: shared.readers.opened(),
+            readers_reused: shared.readers.reused(),
+            cached_readers: shared.readers.cached(),
+        })
     }
 
     fn shared(&self) -> Result<Arc<Shared>> {
@@ -371,13 +423,18 @@ impl Backend for EmbeddedBackend {
         partition: Partition,
         records: Vec<Record>,
     ) -> Result<AppendAck> {
-        let log = self.shared()?.log(stream, partition)?;
+        let stream_state = self.shared()?.stream(stream)?;
+        let slot = stream_state.partition(partition)?;
         // The log's async append never blocks this thread on a sync: group commit hands the
         // batch to the partition's sync thread, `always` syncs on the blocking pool.
-        let appended = log
-            .append(records)
-            .await
-            .map_err(|e| from_log(stream, partition, e))?;
+        let appended = match slot.log.append(records).await {
+            Ok(appended) => appended,
+            Err(error) => {
+                // The log may have cut back bytes that a cached reader read ahead.
+                slot.readers.clear();
+                return Err(from_log(stream, partition, error));
+            }
+        };
         Ok(AppendAck {
             partition,
             base_offset: appended.base_offset,
@@ -394,17 +451,16 @@ impl Backend for EmbeddedBackend {
         max_records: usize,
         max_bytes: usize,
     ) -> Result<Vec<StoredRecord>> {
-        let log = self.shared()?.log(stream, partition)?;
-        let name = stream.clone();
+        let stream_state = self.shared()?.stream(stream)?;
+        stream_state.partition(partition)?;
         blocking(move || {
-            let offset = match from {
+            let slot = stream_state.partition(partition)?;
+            let read = match from {
                 ReadFrom::Offset(offset) => Ok(offset),
-                ReadFrom::Time(timestamp) => log.offset_for_time(timestamp),
-            };
-            let records = offset
-                .and_then(|offset| log.reader(offset))
-                .and_then(|mut reader| reader.read(max_records, max_bytes));
-            records.map_err(|e| from_log(&name, partition, e))
+                ReadFrom::Time(timestamp) => slot.log.offset_for_time(timestamp),
+            }
+            .and_then(|offset| slot.readers.read(&slot.log, offset, max_records, max_bytes));
+            read.map_err(|e| from_log(&stream_state.name, partition, e))
         })
         .await
     }
@@ -475,13 +531,16 @@ impl Backend for EmbeddedBackend {
         non_empty("a group name", group)?;
         let shared = self.shared()?;
         shared.stream(stream)?.log(partition)?;
-        let (group, stream) = (group.to_string(), stream.clone());
-        blocking(move || {
-            shared
-                .meta
-                .commit_offset(&group, &stream, partition, offset, expect)
-        })
-        .await
+        let answer = shared.writes.submit(CommitOffset {
+            group: group.to_string(),
+            stream: stream.clone(),
+            partition,
+            offset,
+            expect,
+        })?;
+        // Wait without holding the backend open.
+        drop(shared);
+        answer.await
     }
 
     async fn kv_get(&self, bucket: &str, key: &str) -> Result<Option<KvEntry>> {
@@ -506,31 +565,27 @@ impl Backend for EmbeddedBackend {
     ) -> Result<Revision> {
         non_empty("a bucket name", bucket)?;
         non_empty("a key", key)?;
-        let shared = self.shared()?;
-        let (bucket, key) = (bucket.to_string(), key.to_string());
-        blocking(move || {
-            // "Now" is read inside the transaction's task so that expiry and the conditions
-            // are judged at the same instant.
-            let now = shared.config.clock.now_micros();
-            let expires_at =
-                ttl.map(|ttl| now.saturating_add(ttl.as_micros().min(u64::MAX as u128) as u64));
-            shared
-                .meta
-                .kv_put(&bucket, &key, &value, expect, expires_at, now)
-        })
-        .await
+        // "Now" is read by the writer when it applies the batch, so that the TTL and the
+        // conditions are judged at the same instant.
+        let answer = self.shared()?.writes.submit(KvPut {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            value,
+            expect,
+            ttl,
+        })?;
+        answer.await
     }
 
     async fn kv_delete(&self, bucket: &str, key: &str, expect: Expect) -> Result<()> {
         non_empty("a bucket name", bucket)?;
         non_empty("a key", key)?;
-        let shared = self.shared()?;
-        let (bucket, key) = (bucket.to_string(), key.to_string());
-        blocking(move || {
-            let now = shared.config.clock.now_micros();
-            shared.meta.kv_delete(&bucket, &key, expect, now)
-        })
-        .await
+        let answer = self.shared()?.writes.submit(KvDelete {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            expect,
+        })?;
+        answer.await
     }
 
     async fn kv_scan(
@@ -553,18 +608,15 @@ impl Backend for EmbeddedBackend {
         .await
     }
 
-    /// Stops the maintenance task (waiting for a pass in progress), then closes every
-    /// partition log and the metadata store. Every acknowledged write is already durable by
+    /// Stops the maintenance task (waiting for a pass in progress), commits the metadata
+    /// writes still queued and stops their writer, then closes every partition log (with its
+    /// cached readers) and the metadata store. Every acknowledged write is already durable by
     /// its policy, so nothing is left to flush. Calls still running when `close` is called
     /// finish on the handles they hold; their files are released when they return.
     async fn close(&self) -> Result<()> {
         let shared = write(&self.shared).take().ok_or(BackendError::Closed)?;
         self.stop.send_replace(true);
-        let task = self
-            .maintenance
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let task = lock(&self.maintenance).take();
         if let Some(task) = task {
             // A panicked or cancelled task has nothing left to stop.
             let _ = task.await;

@@ -56,3 +56,15 @@ pub(crate) fn from_meta(path: &Path, what: &str, error: impl Into<redb::Error>) 
         _ => BackendError::Engine(format!("{at}: {error}")),
     }
 }
+
+/// A copy of the error that failed a batch of metadata writes, for each write in it
+/// ([`BackendError`] is not `Clone`). Storage errors keep their variant.
+pub(crate) fn replicate(error: &BackendError) -> BackendError {
+    match error {
+        BackendError::StorageFull(message) => BackendError::StorageFull(message.clone()),
+        BackendError::Corrupt(message) => BackendError::Corrupt(message.clone()),
+        BackendError::Unavailable(message) => BackendError::Unavailable(message.clone()),
+        BackendError::Closed => BackendError::Closed,
+        other => BackendError::Engine(other.to_string()),
+    }
+}

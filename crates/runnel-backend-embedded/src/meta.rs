@@ -1,6 +1,11 @@
 //! The metadata store: one redb file (`meta.redb`) holding stream definitions, committed group
-//! offsets and the key-value store. Every write is one redb transaction committed with
-//! immediate durability, so it survives a crash once the call returns.
+//! offsets and the key-value store.
+//!
+//! Offset commits and key-value writes and deletes are [`Write`]s, applied in batches by
+//! [`Meta::write_batch`]: one redb write transaction per batch, each write seeing the ones
+//! before it, committed with immediate durability (fsynced before the commit returns). The
+//! group-commit writer (`group_commit`) decides what goes into a batch. Stream definitions and
+//! expired-entry removal are transactions of their own, also committed durably.
 //!
 //! Tables (keys sort as tuples, element by element, strings bytewise):
 //!
@@ -23,9 +28,11 @@
 //!   every condition, whether or not it has been removed yet.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
 use runnel_backend::{
     BackendError, CommittedOffset, Expect, KvEntry, Partition, Result, Revision, StreamConfig,
     StreamName,
@@ -40,15 +47,18 @@ pub(crate) const FORMAT_VERSION: u64 = 1;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
-const GROUP_OFFSETS: TableDefinition<(&str, &str, u32), (u64, u64)> =
-    TableDefinition::new("group_offsets");
+/// `group_offsets` key: (group, stream, partition).
+type OffsetKey = (&'static str, &'static str, u32);
+const GROUP_OFFSETS: TableDefinition<OffsetKey, (u64, u64)> = TableDefinition::new("group_offsets");
 /// `kv` key: (bucket, key).
 type KvKey = (&'static str, &'static str);
 /// `kv` value: (revision, expires_at, value).
 type KvValue = (u64, Option<u64>, &'static [u8]);
 const KV: TableDefinition<KvKey, KvValue> = TableDefinition::new("kv");
 const KV_REVISIONS: TableDefinition<&str, u64> = TableDefinition::new("kv_revisions");
-const KV_EXPIRY: TableDefinition<(u64, &str, &str), ()> = TableDefinition::new("kv_expiry");
+/// `kv_expiry` key: (expires_at, bucket, key).
+type ExpiryKey = (u64, &'static str, &'static str);
+const KV_EXPIRY: TableDefinition<ExpiryKey, ()> = TableDefinition::new("kv_expiry");
 
 /// A stream's definition as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +71,61 @@ pub(crate) struct StoredStream {
 pub(crate) struct Meta {
     db: Database,
     path: PathBuf,
+    /// Write transactions committed since opening.
+    commits: AtomicU64,
+}
+
+/// A write of the metadata store, applied inside a batch's transaction by
+/// [`Meta::write_batch`].
+pub(crate) trait Write: Send + 'static {
+    type Output: Send + 'static;
+
+    /// Applies this write to the state left by the writes before it in the batch, judging
+    /// expiry and computing TTLs at `now`. A condition that does not hold is a
+    /// [`BackendError::CasConflict`] returned before anything changes, so the batch can go on
+    /// without this write; any other error leaves the transaction unusable.
+    fn apply(&self, writes: &mut Writes<'_>, now: Micros) -> Result<Self::Output>;
+}
+
+/// Commits `offset` for `group` on a partition if `expect` holds; answers the new revision.
+#[derive(Debug, Clone)]
+pub(crate) struct CommitOffset {
+    pub group: String,
+    pub stream: StreamName,
+    pub partition: Partition,
+    pub offset: u64,
+    pub expect: Expect,
+}
+
+/// Writes a key if `expect` holds, expiring `ttl` after the batch's "now"; answers the new
+/// revision.
+#[derive(Debug, Clone)]
+pub(crate) struct KvPut {
+    pub bucket: String,
+    pub key: String,
+    pub value: Bytes,
+    pub expect: Expect,
+    pub ttl: Option<Duration>,
+}
+
+/// Deletes a key if `expect` holds (an absent key with a condition that holds is no change).
+#[derive(Debug, Clone)]
+pub(crate) struct KvDelete {
+    pub bucket: String,
+    pub key: String,
+    pub expect: Expect,
+}
+
+/// The tables of one write transaction, open for a batch of [`Write`]s.
+pub(crate) struct Writes<'t> {
+    path: &'t Path,
+    offsets: Table<'t, OffsetKey, (u64, u64)>,
+    kv: Table<'t, KvKey, KvValue>,
+    expiry: Table<'t, ExpiryKey, ()>,
+    revisions: Table<'t, &'static str, u64>,
+    /// Whether a write changed anything; a batch of refused writes and no-op deletes commits
+    /// nothing.
+    changed: bool,
 }
 
 /// The state a compare-and-set is judged against: a live entry's revision, or an expired
@@ -129,6 +194,7 @@ impl Meta {
         let meta = Meta {
             db,
             path: path.to_path_buf(),
+            commits: AtomicU64::new(0),
         };
         let txn = meta.write("initialising tables")?;
         {
@@ -179,6 +245,58 @@ impl Meta {
         self.db.begin_read().map_err(self.err(what))
     }
 
+    /// Commits `txn` with redb's default durability, `Immediate`: on disk (fsynced) before
+    /// this returns.
+    fn commit(&self, txn: redb::WriteTransaction, what: &'static str) -> Result<()> {
+        txn.commit().map_err(self.err(what))?;
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Write transactions committed since opening (every batch of writes, stream definition
+    /// and removal of expired entries).
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Runs `apply` on the tables of one write transaction, then commits it durably if it
+    /// changed anything. When `apply` fails nothing of it is committed.
+    pub fn write_batch<T>(&self, apply: impl FnOnce(&mut Writes<'_>) -> Result<T>) -> Result<T> {
+        let txn = self.write("starting a batch of writes")?;
+        let (out, changed) = {
+            let mut writes = Writes {
+                path: &self.path,
+                offsets: txn
+                    .open_table(GROUP_OFFSETS)
+                    .map_err(self.err("opening `group_offsets`"))?,
+                kv: txn.open_table(KV).map_err(self.err("opening `kv`"))?,
+                expiry: txn
+                    .open_table(KV_EXPIRY)
+                    .map_err(self.err("opening `kv_expiry`"))?,
+                revisions: txn
+                    .open_table(KV_REVISIONS)
+                    .map_err(self.err("opening `kv_revisions`"))?,
+                changed: false,
+            };
+            let out = apply(&mut writes)?;
+            (out, writes.changed)
+        };
+        if changed {
+            self.commit(txn, "committing a batch of writes")?;
+        } else {
+            txn.abort()
+                .map_err(self.err("ending a batch that changed nothing"))?;
+        }
+        Ok(out)
+    }
+
+    /// Holds redb's write lock until the transaction is dropped, so tests can make writes
+    /// queue up behind a commit in progress.
+    #[cfg(test)]
+    pub fn hold_write_lock(&self) -> Result<redb::WriteTransaction> {
+        self.write("holding the write lock")
+    }
+
     /// Every stored stream, by name.
     pub fn streams(&self) -> Result<Vec<(StreamName, StoredStream)>> {
         let txn = self.read("listing streams")?;
@@ -219,7 +337,7 @@ impl Meta {
                 .insert(name.as_str(), json.as_slice())
                 .map_err(self.err("creating a stream"))?;
         }
-        txn.commit().map_err(self.err("creating a stream"))
+        self.commit(txn, "creating a stream")
     }
 
     pub fn committed_offset(
@@ -241,39 +359,6 @@ impl Meta {
         }))
     }
 
-    pub fn commit_offset(
-        &self,
-        group: &str,
-        stream: &StreamName,
-        partition: Partition,
-        offset: u64,
-        expect: Expect,
-    ) -> Result<Revision> {
-        let txn = self.write("committing an offset")?;
-        let revision = {
-            let mut table = txn
-                .open_table(GROUP_OFFSETS)
-                .map_err(self.err("opening `group_offsets`"))?;
-            let key = (group, stream.as_str(), partition);
-            let current = table
-                .get(key)
-                .map_err(self.err("reading a committed offset"))?
-                .map(|guard| guard.value().1);
-            let state = current.map_or(Current::Absent, Current::Live);
-            state.check(
-                || format!("offset of group `{group}` on {stream}/{partition}"),
-                expect,
-            )?;
-            let revision = current.unwrap_or(0) + 1;
-            table
-                .insert(key, (offset, revision))
-                .map_err(self.err("committing an offset"))?;
-            revision
-        };
-        txn.commit().map_err(self.err("committing an offset"))?;
-        Ok(revision)
-    }
-
     pub fn kv_get(&self, bucket: &str, key: &str, now: Micros) -> Result<Option<KvEntry>> {
         let txn = self.read("reading a key")?;
         let table = txn.open_table(KV).map_err(self.err("opening `kv`"))?;
@@ -284,88 +369,6 @@ impl Meta {
             let (revision, expires_at, value) = guard.value();
             live_entry(key, revision, expires_at, value, now)
         }))
-    }
-
-    pub fn kv_put(
-        &self,
-        bucket: &str,
-        key: &str,
-        value: &[u8],
-        expect: Expect,
-        expires_at: Option<Micros>,
-        now: Micros,
-    ) -> Result<Revision> {
-        let txn = self.write("writing a key")?;
-        let revision = {
-            let mut kv = txn.open_table(KV).map_err(self.err("opening `kv`"))?;
-            let mut expiry = txn
-                .open_table(KV_EXPIRY)
-                .map_err(self.err("opening `kv_expiry`"))?;
-            let mut revisions = txn
-                .open_table(KV_REVISIONS)
-                .map_err(self.err("opening `kv_revisions`"))?;
-            let stored = kv
-                .get((bucket, key))
-                .map_err(self.err("reading a key"))?
-                .map(|guard| {
-                    let (revision, expires_at, _) = guard.value();
-                    (revision, expires_at)
-                });
-            Current::of(stored, now).check(|| kv_name(bucket, key), expect)?;
-            if let Some((_, Some(old_expiry))) = stored {
-                expiry
-                    .remove((old_expiry, bucket, key))
-                    .map_err(self.err("updating `kv_expiry`"))?;
-            }
-            let last = revisions
-                .get(bucket)
-                .map_err(self.err("reading a bucket's revision"))?
-                .map_or(0, |guard| guard.value());
-            let revision = last + 1;
-            revisions
-                .insert(bucket, revision)
-                .map_err(self.err("writing a bucket's revision"))?;
-            kv.insert((bucket, key), (revision, expires_at, value))
-                .map_err(self.err("writing a key"))?;
-            if let Some(expires_at) = expires_at {
-                expiry
-                    .insert((expires_at, bucket, key), ())
-                    .map_err(self.err("updating `kv_expiry`"))?;
-            }
-            revision
-        };
-        txn.commit().map_err(self.err("writing a key"))?;
-        Ok(revision)
-    }
-
-    pub fn kv_delete(&self, bucket: &str, key: &str, expect: Expect, now: Micros) -> Result<()> {
-        let txn = self.write("deleting a key")?;
-        {
-            let mut kv = txn.open_table(KV).map_err(self.err("opening `kv`"))?;
-            let mut expiry = txn
-                .open_table(KV_EXPIRY)
-                .map_err(self.err("opening `kv_expiry`"))?;
-            let stored = kv
-                .get((bucket, key))
-                .map_err(self.err("reading a key"))?
-                .map(|guard| {
-                    let (revision, expires_at, _) = guard.value();
-                    (revision, expires_at)
-                });
-            Current::of(stored, now).check(|| kv_name(bucket, key), expect)?;
-            let Some((_, old_expiry)) = stored else {
-                // Nothing stored: nothing to commit.
-                return Ok(());
-            };
-            kv.remove((bucket, key))
-                .map_err(self.err("deleting a key"))?;
-            if let Some(old_expiry) = old_expiry {
-                expiry
-                    .remove((old_expiry, bucket, key))
-                    .map_err(self.err("updating `kv_expiry`"))?;
-            }
-        }
-        txn.commit().map_err(self.err("deleting a key"))
     }
 
     pub fn kv_scan(
@@ -458,9 +461,130 @@ impl Meta {
                 }
             }
         }
-        txn.commit().map_err(self.err("removing expired keys"))?;
+        self.commit(txn, "removing expired keys")?;
         Ok(removed)
     }
+}
+
+/// The mapping of a redb error met while doing `what` on the store at `path`.
+fn failed<E: Into<redb::Error>>(path: &Path, what: &'static str) -> impl FnOnce(E) -> BackendError {
+    move |e| from_meta(path, what, e)
+}
+
+impl Write for CommitOffset {
+    type Output = Revision;
+
+    fn apply(&self, writes: &mut Writes<'_>, _now: Micros) -> Result<Revision> {
+        let path = writes.path;
+        let key = (self.group.as_str(), self.stream.as_str(), self.partition);
+        let current = writes
+            .offsets
+            .get(key)
+            .map_err(failed(path, "reading a committed offset"))?
+            .map(|guard| guard.value().1);
+        let state = current.map_or(Current::Absent, Current::Live);
+        state.check(
+            || {
+                format!(
+                    "offset of group `{}` on {}/{}",
+                    self.group, self.stream, self.partition
+                )
+            },
+            self.expect,
+        )?;
+        let revision = current.unwrap_or(0) + 1;
+        writes
+            .offsets
+            .insert(key, (self.offset, revision))
+            .map_err(failed(path, "committing an offset"))?;
+        writes.changed = true;
+        Ok(revision)
+    }
+}
+
+impl Write for KvPut {
+    type Output = Revision;
+
+    fn apply(&self, writes: &mut Writes<'_>, now: Micros) -> Result<Revision> {
+        let path = writes.path;
+        let (bucket, key) = (self.bucket.as_str(), self.key.as_str());
+        let expires_at = self
+            .ttl
+            .map(|ttl| now.saturating_add(ttl.as_micros().min(u64::MAX as u128) as u64));
+        let stored = stored_entry(&writes.kv, path, bucket, key)?;
+        Current::of(stored, now).check(|| kv_name(bucket, key), self.expect)?;
+        if let Some((_, Some(old_expiry))) = stored {
+            writes
+                .expiry
+                .remove((old_expiry, bucket, key))
+                .map_err(failed(path, "updating `kv_expiry`"))?;
+        }
+        let last = writes
+            .revisions
+            .get(bucket)
+            .map_err(failed(path, "reading a bucket's revision"))?
+            .map_or(0, |guard| guard.value());
+        let revision = last + 1;
+        writes
+            .revisions
+            .insert(bucket, revision)
+            .map_err(failed(path, "writing a bucket's revision"))?;
+        writes
+            .kv
+            .insert((bucket, key), (revision, expires_at, self.value.as_ref()))
+            .map_err(failed(path, "writing a key"))?;
+        if let Some(expires_at) = expires_at {
+            writes
+                .expiry
+                .insert((expires_at, bucket, key), ())
+                .map_err(failed(path, "updating `kv_expiry`"))?;
+        }
+        writes.changed = true;
+        Ok(revision)
+    }
+}
+
+impl Write for KvDelete {
+    type Output = ();
+
+    fn apply(&self, writes: &mut Writes<'_>, now: Micros) -> Result<()> {
+        let path = writes.path;
+        let (bucket, key) = (self.bucket.as_str(), self.key.as_str());
+        let stored = stored_entry(&writes.kv, path, bucket, key)?;
+        Current::of(stored, now).check(|| kv_name(bucket, key), self.expect)?;
+        let Some((_, old_expiry)) = stored else {
+            // Nothing stored: nothing to change.
+            return Ok(());
+        };
+        writes
+            .kv
+            .remove((bucket, key))
+            .map_err(failed(path, "deleting a key"))?;
+        if let Some(old_expiry) = old_expiry {
+            writes
+                .expiry
+                .remove((old_expiry, bucket, key))
+                .map_err(failed(path, "updating `kv_expiry`"))?;
+        }
+        writes.changed = true;
+        Ok(())
+    }
+}
+
+/// The revision and expiry of a stored entry, expired or not.
+fn stored_entry(
+    kv: &Table<'_, KvKey, KvValue>,
+    path: &Path,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<(Revision, Option<Micros>)>> {
+    let found = kv
+        .get((bucket, key))
+        .map_err(failed(path, "reading a key"))?;
+    Ok(found.map(|guard| {
+        let (revision, expires_at, _) = guard.value();
+        (revision, expires_at)
+    }))
 }
 
 fn live_entry(
@@ -483,8 +607,10 @@ fn live_entry(
 
 #[cfg(test)]
 mod tests {
-    //! The key-value store against a model: a `BTreeMap` with the documented rules for
-    //! conditions, revisions and expiry.
+    //! The key-value store and committed offsets against a model: `BTreeMap`s with the
+    //! documented rules for conditions, revisions and expiry. Writes come in batches of one to
+    //! four, as group commit makes them: within a batch each write must see the ones before
+    //! it, and a refused write must leave the others alone.
 
     use std::collections::BTreeMap;
 
@@ -495,6 +621,7 @@ mod tests {
     const BUCKETS: [&str; 2] = ["leases", "dedup"];
     const KEYS: [&str; 4] = ["a", "a1", "a2", "b1"];
     const PREFIXES: [&str; 4] = ["", "a", "a1", "b"];
+    const GROUPS: [&str; 2] = ["g1", "g2"];
 
     #[derive(Debug, Clone)]
     enum Condition {
@@ -507,7 +634,7 @@ mod tests {
     }
 
     #[derive(Debug, Clone)]
-    enum Op {
+    enum WriteSpec {
         Put {
             bucket: usize,
             key: usize,
@@ -520,6 +647,17 @@ mod tests {
             key: usize,
             condition: Condition,
         },
+        Commit {
+            group: usize,
+            offset: u64,
+            condition: Condition,
+        },
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Writes applied in one transaction, in order.
+        Batch(Vec<WriteSpec>),
         Advance(u64),
         RemoveExpired,
         Scan {
@@ -539,14 +677,22 @@ mod tests {
         ]
     }
 
-    fn op() -> impl Strategy<Value = Op> {
+    fn write_spec() -> impl Strategy<Value = WriteSpec> {
         prop_oneof![
             4 => (0..2usize, 0..4usize, any::<u8>(), condition(), prop::option::of(1u64..4))
-                .prop_map(|(bucket, key, value, condition, ttl_secs)| Op::Put {
+                .prop_map(|(bucket, key, value, condition, ttl_secs)| WriteSpec::Put {
                     bucket, key, value, condition, ttl_secs
                 }),
             2 => (0..2usize, 0..4usize, condition())
-                .prop_map(|(bucket, key, condition)| Op::Delete { bucket, key, condition }),
+                .prop_map(|(bucket, key, condition)| WriteSpec::Delete { bucket, key, condition }),
+            1 => (0..2usize, 0u64..100, condition())
+                .prop_map(|(group, offset, condition)| WriteSpec::Commit { group, offset, condition }),
+        ]
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => prop::collection::vec(write_spec(), 1..5).prop_map(Op::Batch),
             1 => (0u64..3).prop_map(Op::Advance),
             1 => Just(Op::RemoveExpired),
             2 => (0..2usize, 0..4usize, prop::option::of(0..4usize), 1..4usize)
@@ -564,6 +710,25 @@ mod tests {
         /// (bucket, key) → entry
         entries: BTreeMap<(String, String), Stored>,
         last_revision: BTreeMap<String, u64>,
+        /// group → (offset, revision)
+        offsets: BTreeMap<String, (u64, u64)>,
+    }
+
+    fn expect(condition: &Condition, live: Option<u64>) -> Expect {
+        match condition {
+            Condition::Any => Expect::Any,
+            Condition::Absent => Expect::Absent,
+            Condition::Current => Expect::Revision(live.unwrap_or(1)),
+            Condition::Guess(revision) => Expect::Revision(*revision),
+        }
+    }
+
+    fn holds(expect: Expect, live: Option<u64>) -> bool {
+        match expect {
+            Expect::Any => true,
+            Expect::Absent => live.is_none(),
+            Expect::Revision(revision) => live == Some(revision),
+        }
     }
 
     impl Model {
@@ -574,87 +739,146 @@ mod tests {
                 .map(|(revision, _, _)| *revision)
         }
 
-        fn expect(&self, bucket: &str, key: &str, condition: &Condition, now: u64) -> Expect {
-            match condition {
-                Condition::Any => Expect::Any,
-                Condition::Absent => Expect::Absent,
-                Condition::Current => Expect::Revision(self.live(bucket, key, now).unwrap_or(1)),
-                Condition::Guess(revision) => Expect::Revision(*revision),
-            }
-        }
-
-        fn holds(&self, bucket: &str, key: &str, expect: Expect, now: u64) -> bool {
-            let live = self.live(bucket, key, now);
-            match expect {
-                Expect::Any => true,
-                Expect::Absent => live.is_none(),
-                Expect::Revision(revision) => live == Some(revision),
+        /// Turns `spec` into a write and applies it to the model: its expected outcome is a
+        /// revision (`None` for a delete), or a conflict reporting the current revision.
+        fn apply(
+            &mut self,
+            spec: &WriteSpec,
+            now: u64,
+        ) -> (Planned, Result<Option<u64>, Option<u64>>) {
+            match *spec {
+                WriteSpec::Put {
+                    bucket,
+                    key,
+                    value,
+                    ref condition,
+                    ttl_secs,
+                } => {
+                    let (bucket, key) = (BUCKETS[bucket], KEYS[key]);
+                    let live = self.live(bucket, key, now);
+                    let expect = expect(condition, live);
+                    let write = Planned::Put(KvPut {
+                        bucket: bucket.to_string(),
+                        key: key.to_string(),
+                        value: Bytes::from(vec![value]),
+                        expect,
+                        ttl: ttl_secs.map(Duration::from_secs),
+                    });
+                    if !holds(expect, live) {
+                        return (write, Err(live));
+                    }
+                    let last = self.last_revision.entry(bucket.to_string()).or_default();
+                    *last += 1;
+                    let revision = *last;
+                    let expires_at = ttl_secs.map(|s| now + s * 1_000_000);
+                    self.entries.insert(
+                        (bucket.to_string(), key.to_string()),
+                        (revision, expires_at, vec![value]),
+                    );
+                    (write, Ok(Some(revision)))
+                }
+                WriteSpec::Delete {
+                    bucket,
+                    key,
+                    ref condition,
+                } => {
+                    let (bucket, key) = (BUCKETS[bucket], KEYS[key]);
+                    let live = self.live(bucket, key, now);
+                    let expect = expect(condition, live);
+                    let write = Planned::Delete(KvDelete {
+                        bucket: bucket.to_string(),
+                        key: key.to_string(),
+                        expect,
+                    });
+                    if !holds(expect, live) {
+                        return (write, Err(live));
+                    }
+                    self.entries.remove(&(bucket.to_string(), key.to_string()));
+                    (write, Ok(None))
+                }
+                WriteSpec::Commit {
+                    group,
+                    offset,
+                    ref condition,
+                } => {
+                    let group = GROUPS[group];
+                    let live = self.offsets.get(group).map(|(_, revision)| *revision);
+                    let expect = expect(condition, live);
+                    let write = Planned::Commit(CommitOffset {
+                        group: group.to_string(),
+                        stream: StreamName::new("orders").expect("a valid name"),
+                        partition: 0,
+                        offset,
+                        expect,
+                    });
+                    if !holds(expect, live) {
+                        return (write, Err(live));
+                    }
+                    let revision = live.unwrap_or(0) + 1;
+                    self.offsets.insert(group.to_string(), (offset, revision));
+                    (write, Ok(Some(revision)))
+                }
             }
         }
     }
 
+    /// A write as the store takes it.
+    enum Planned {
+        Put(KvPut),
+        Delete(KvDelete),
+        Commit(CommitOffset),
+    }
+
+    impl Planned {
+        fn apply(&self, writes: &mut Writes<'_>, now: Micros) -> Result<Option<u64>> {
+            match self {
+                Planned::Put(put) => put.apply(writes, now).map(Some),
+                Planned::Delete(delete) => delete.apply(writes, now).map(|()| None),
+                Planned::Commit(commit) => commit.apply(writes, now).map(Some),
+            }
+        }
+    }
+
+    fn fail(e: impl std::fmt::Display) -> TestCaseError {
+        TestCaseError::fail(e.to_string())
+    }
+
     fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-        let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let meta = Meta::open(&dir.path().join("meta.redb"))
-            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let dir = tempfile::tempdir().map_err(fail)?;
+        let meta = Meta::open(&dir.path().join("meta.redb")).map_err(fail)?;
+        let orders = StreamName::new("orders").map_err(fail)?;
         let mut model = Model::default();
         let mut now: u64 = 1_000_000_000;
         for op in ops {
             match op {
-                Op::Put {
-                    bucket,
-                    key,
-                    value,
-                    condition,
-                    ttl_secs,
-                } => {
-                    let (bucket, key) = (BUCKETS[bucket], KEYS[key]);
-                    let expect = model.expect(bucket, key, &condition, now);
-                    let expires_at = ttl_secs.map(|s| now + s * 1_000_000);
-                    let result = meta.kv_put(bucket, key, &[value], expect, expires_at, now);
-                    if model.holds(bucket, key, expect, now) {
-                        let revision = result.map_err(|e| TestCaseError::fail(e.to_string()))?;
-                        let last = model.last_revision.entry(bucket.to_string()).or_default();
-                        prop_assert_eq!(revision, *last + 1, "revisions count per bucket");
-                        *last = revision;
-                        model.entries.insert(
-                            (bucket.to_string(), key.to_string()),
-                            (revision, expires_at, vec![value]),
-                        );
-                    } else {
-                        match result {
-                            Err(BackendError::CasConflict { current, .. }) => {
-                                prop_assert_eq!(current, model.live(bucket, key, now));
+                Op::Batch(specs) => {
+                    let (planned, expected): (Vec<_>, Vec<_>) =
+                        specs.iter().map(|spec| model.apply(spec, now)).unzip();
+                    let commits_before = meta.commits();
+                    let results = meta
+                        .write_batch(|writes| {
+                            Ok(planned
+                                .iter()
+                                .map(|write| write.apply(writes, now))
+                                .collect::<Vec<_>>())
+                        })
+                        .map_err(fail)?;
+                    for (i, (result, expected)) in results.into_iter().zip(&expected).enumerate() {
+                        match (result, expected) {
+                            (Ok(got), Ok(want)) => prop_assert_eq!(got, *want, "write {}", i),
+                            (Err(BackendError::CasConflict { current, .. }), Err(live)) => {
+                                prop_assert_eq!(current, *live, "write {}", i);
                             }
-                            other => prop_assert!(false, "expected a conflict, got {other:?}"),
+                            (got, want) => {
+                                prop_assert!(false, "write {i}: got {got:?}, expected {want:?}")
+                            }
                         }
                     }
-                }
-                Op::Delete {
-                    bucket,
-                    key,
-                    condition,
-                } => {
-                    let (bucket, key) = (BUCKETS[bucket], KEYS[key]);
-                    let expect = model.expect(bucket, key, &condition, now);
-                    let result = meta.kv_delete(bucket, key, expect, now);
-                    if model.holds(bucket, key, expect, now) {
-                        result.map_err(|e| TestCaseError::fail(e.to_string()))?;
-                        model.entries.remove(&(bucket.to_string(), key.to_string()));
-                    } else {
-                        match result {
-                            Err(BackendError::CasConflict { current, .. }) => {
-                                prop_assert_eq!(current, model.live(bucket, key, now));
-                            }
-                            other => prop_assert!(false, "expected a conflict, got {other:?}"),
-                        }
-                    }
+                    prop_assert!(meta.commits() - commits_before <= 1, "one commit a batch");
                 }
                 Op::Advance(secs) => now += secs * 1_000_000,
                 Op::RemoveExpired => {
-                    let removed = meta
-                        .remove_expired(now, usize::MAX)
-                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    let removed = meta.remove_expired(now, usize::MAX).map_err(fail)?;
                     let before = model.entries.len();
                     model
                         .entries
@@ -671,7 +895,7 @@ mod tests {
                     let start_after = start_after.map(|i| KEYS[i]);
                     let got: Vec<(String, u64, Vec<u8>)> = meta
                         .kv_scan(bucket, prefix, start_after, limit, now)
-                        .map_err(|e| TestCaseError::fail(e.to_string()))?
+                        .map_err(fail)?
                         .into_iter()
                         .map(|e| (e.key, e.revision, e.value.to_vec()))
                         .collect();
@@ -690,12 +914,12 @@ mod tests {
                     prop_assert_eq!(got, expected);
                 }
             }
-            // Every key reads as the model says after every step.
+            // Every key and committed offset reads as the model says after every step.
             for bucket in BUCKETS {
                 for key in KEYS {
                     let got = meta
                         .kv_get(bucket, key, now)
-                        .map_err(|e| TestCaseError::fail(e.to_string()))?
+                        .map_err(fail)?
                         .map(|e| (e.revision, e.expires_at, e.value.to_vec()));
                     let expected = model
                         .entries
@@ -705,6 +929,13 @@ mod tests {
                     prop_assert_eq!(got, expected, "{}/{}", bucket, key);
                 }
             }
+            for group in GROUPS {
+                let got = meta
+                    .committed_offset(group, &orders, 0)
+                    .map_err(fail)?
+                    .map(|c| (c.offset, c.revision));
+                prop_assert_eq!(got, model.offsets.get(group).copied(), "{}", group);
+            }
         }
         Ok(())
     }
@@ -713,7 +944,7 @@ mod tests {
         #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
         #[test]
-        fn kv_store_behaves_like_the_model(ops in prop::collection::vec(op(), 1..40)) {
+        fn writes_in_batches_behave_like_the_model(ops in prop::collection::vec(op(), 1..40)) {
             run(ops)?;
         }
     }

@@ -1,17 +1,22 @@
 //! Behaviour of the embedded backend beyond the conformance suite: its layout on disk,
-//! retention by size and age, removal of expired keys, the single-owner lock, and how
-//! corruption and closing surface.
+//! retention by size and age, removal of expired keys, the single-owner lock, how corruption
+//! and closing surface, group commit of metadata writes, and the readers kept between reads.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use runnel_backend::{
     Backend, BackendError, Expect, ReadFrom, Record, RetentionConfig, StreamConfig,
 };
-use runnel_backend_embedded::{EmbeddedBackend, EmbeddedConfig, FsyncPolicy, MAX_PARTITIONS};
+use runnel_backend_embedded::{
+    EmbeddedBackend, EmbeddedConfig, EmbeddedStats, FsyncPolicy, MAX_PARTITIONS,
+};
 use runnel_clock::ManualClock;
-use runnel_test_util::{START, manual_clock, numbered_records, record, stream, temp_dir};
+use runnel_test_util::{
+    START, assert_cas_conflict, manual_clock, numbered_records, record, stream, temp_dir,
+};
 
 /// Small segments so a few records roll several of them.
 const SEGMENT_BYTES: u64 = 1024;
@@ -277,6 +282,7 @@ async fn a_corrupt_record_reads_as_corrupt_naming_the_file_and_position() {
         }
         other => panic!("expected Corrupt, got {other:?}"),
     }
+    assert_eq!(stats(&b).cached_readers, 0, "a failed read keeps no reader");
 }
 
 #[tokio::test]
@@ -312,4 +318,195 @@ async fn a_stream_has_at_most_max_partitions() {
         Err(BackendError::Invalid(message)) => assert!(message.contains("1024"), "{message}"),
         other => panic!("expected Invalid, got {other:?}"),
     }
+}
+
+fn stats(b: &EmbeddedBackend) -> EmbeddedStats {
+    b.stats().expect("stats of an open backend")
+}
+
+#[tokio::test]
+async fn concurrent_kv_writers_share_commits_and_a_lost_claim_fails_only_its_caller() {
+    const WRITERS: usize = 64;
+    const PUTS: usize = 16;
+    let dir = temp_dir();
+    let clock = manual_clock();
+    let b = Arc::new(open(dir.path(), &clock).await);
+    let before = stats(&b);
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|writer| {
+            let b = b.clone();
+            tokio::spawn(async move {
+                // Every writer tries to take the same lease; one wins.
+                let claim = b
+                    .kv_put(
+                        "leases",
+                        "lease",
+                        Bytes::from(format!("{writer}")),
+                        Expect::Absent,
+                        None,
+                    )
+                    .await;
+                for i in 0..PUTS {
+                    let key = format!("writer-{writer}");
+                    b.kv_put(
+                        "processed",
+                        &key,
+                        Bytes::from(format!("{i}")),
+                        Expect::Any,
+                        None,
+                    )
+                    .await
+                    .expect("an unconditional write");
+                }
+                claim
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for (writer, task) in writers.into_iter().enumerate() {
+        match task.await.expect("a writer") {
+            Ok(revision) => winners.push((writer, revision)),
+            lost => {
+                assert_cas_conflict(lost);
+            }
+        }
+    }
+    let after = stats(&b);
+
+    let [(winner, revision)] = winners[..] else {
+        panic!("exactly one claim wins, got {winners:?}");
+    };
+    let lease = b
+        .kv_get("leases", "lease")
+        .await
+        .unwrap()
+        .expect("the lease");
+    assert_eq!(
+        (lease.revision, lease.value),
+        (revision, Bytes::from(format!("{winner}")))
+    );
+    for writer in 0..WRITERS {
+        let entry = b
+            .kv_get("processed", &format!("writer-{writer}"))
+            .await
+            .unwrap()
+            .expect("every writer's key");
+        assert_eq!(entry.value, Bytes::from(format!("{}", PUTS - 1)));
+    }
+    let writes = after.meta_writes - before.meta_writes;
+    let commits = after.meta_commits - before.meta_commits;
+    assert_eq!(writes, (WRITERS * (PUTS + 1)) as u64);
+    assert!(
+        commits * 4 <= writes,
+        "{writes} concurrent writes took {commits} commits"
+    );
+}
+
+#[tokio::test]
+async fn sequential_reads_continue_with_the_reader_the_last_read_left() {
+    let dir = temp_dir();
+    let clock = manual_clock();
+    let b = open(dir.path(), &clock).await;
+    let s = stream("orders");
+    b.create_stream(&s, retention(None, None)).await.unwrap();
+    // Many small segments, so reads cross segment boundaries.
+    append_each(&b, &s, padded(0..30)).await;
+    let mut next = 0;
+    let mut values = Vec::new();
+    while next < 60 {
+        let batch = b
+            .read(&s, 0, ReadFrom::Offset(next), 7, usize::MAX)
+            .await
+            .unwrap();
+        if next == 28 {
+            // Caught up at the high watermark; more arrives.
+            assert_eq!(batch.len(), 2);
+            append_each(&b, &s, padded(30..60)).await;
+        }
+        next += batch.len() as u64;
+        values.extend(batch.into_iter().map(|r| (r.offset, r.value)));
+    }
+    let expected: Vec<_> = padded(0..60)
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| (i as u64, r.value))
+        .collect();
+    assert_eq!(values, expected);
+    let reads = stats(&b);
+    assert_eq!(reads.readers_opened, 1, "{reads:?}");
+    assert_eq!(reads.readers_reused, 9, "{reads:?}");
+    assert_eq!(reads.cached_readers, 1);
+
+    // Anywhere else, a new reader.
+    let again = b
+        .read(&s, 0, ReadFrom::Offset(3), 2, usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(again.first().map(|r| r.offset), Some(3));
+    assert_eq!(stats(&b).readers_opened, 2);
+    assert_eq!(stats(&b).cached_readers, 2);
+}
+
+#[tokio::test]
+async fn retention_drops_cached_readers_and_reads_below_the_start_stay_out_of_range() {
+    let dir = temp_dir();
+    let clock = manual_clock();
+    let b = open(dir.path(), &clock).await;
+    let s = stream("orders");
+    b.create_stream(&s, retention(None, Some(2 * SEGMENT_BYTES)))
+        .await
+        .unwrap();
+    append_each(&b, &s, padded(0..40)).await;
+    b.read(&s, 0, ReadFrom::Offset(0), 2, usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(stats(&b).cached_readers, 1);
+
+    let report = b.enforce_retention_now().await.unwrap();
+    assert!(report.removed_segments > 0, "{report:?}");
+    assert_eq!(stats(&b).cached_readers, 0, "no removed file is held open");
+    match b.read(&s, 0, ReadFrom::Offset(2), 2, usize::MAX).await {
+        Err(BackendError::OffsetOutOfRange { requested: 2, .. }) => {}
+        other => panic!("expected OffsetOutOfRange, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn readers_idle_for_a_maintenance_interval_are_dropped() {
+    let dir = temp_dir();
+    let clock = manual_clock();
+    let b = open(dir.path(), &clock).await;
+    let s = stream("orders");
+    b.create_stream(&s, retention(None, None)).await.unwrap();
+    append_each(&b, &s, padded(0..5)).await;
+    b.read(&s, 0, ReadFrom::Offset(0), 2, usize::MAX)
+        .await
+        .unwrap();
+
+    b.enforce_retention_now().await.unwrap();
+    assert_eq!(stats(&b).cached_readers, 1, "used since the last pass");
+    b.enforce_retention_now().await.unwrap();
+    assert_eq!(stats(&b).cached_readers, 0, "idle for a whole pass");
+}
+
+#[tokio::test]
+async fn closing_releases_cached_readers_so_the_same_process_can_reopen() {
+    let dir = temp_dir();
+    let clock = manual_clock();
+    let b = open(dir.path(), &clock).await;
+    let s = stream("orders");
+    b.create_stream(&s, retention(None, None)).await.unwrap();
+    append_each(&b, &s, padded(0..5)).await;
+    b.read(&s, 0, ReadFrom::Offset(0), 2, usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(stats(&b).cached_readers, 1);
+    b.close().await.unwrap();
+
+    let b = open(dir.path(), &clock).await;
+    let read = b
+        .read(&s, 0, ReadFrom::Offset(2), 10, usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 3);
 }

@@ -121,6 +121,9 @@ pub(crate) struct Inner {
     queue: Mutex<Queue>,
     queue_ready: Condvar,
     stats: Counters,
+    /// Bumped whenever a failed write is cut back: bytes a reader buffered past the high
+    /// watermark may belong to that write, and offsets will be reused.
+    pub rollbacks: AtomicU64,
     _lock: File,
 }
 
@@ -213,6 +216,7 @@ impl PartitionLog {
             queue: Mutex::new(Queue::default()),
             queue_ready: Condvar::new(),
             stats: Counters::default(),
+            rollbacks: AtomicU64::new(0),
             _lock: lock,
             cfg,
         });
@@ -720,6 +724,7 @@ impl Writer {
                 if !self.roll_back(&snapshot) {
                     self.poisoned = Some(error.to_string());
                 }
+                inner.rollbacks.fetch_add(1, Ordering::SeqCst);
                 self.publish_active(inner);
                 Err(error)
             }

@@ -20,16 +20,20 @@ pub struct LogReader {
     next: u64,
     frames: Option<FrameReader>,
     durable: watch::Receiver<Durable>,
+    /// The log's rollback count when `frames` last read from the file.
+    rollbacks_seen: u64,
 }
 
 impl LogReader {
     pub(crate) fn new(inner: Arc<Inner>, offset: u64) -> Self {
         let durable = inner.durable.subscribe();
+        let rollbacks_seen = inner.rollbacks.load(std::sync::atomic::Ordering::SeqCst);
         Self {
             inner,
             next: offset,
             frames: None,
             durable,
+            rollbacks_seen,
         }
     }
 
@@ -56,6 +60,15 @@ impl LogReader {
     ///
     /// Records read before an error are returned first; the error comes with the next call.
     pub fn read(&mut self, max_records: usize, max_bytes: usize) -> Result<Vec<StoredRecord>> {
+        let rollbacks = self
+            .inner
+            .rollbacks
+            .load(std::sync::atomic::Ordering::SeqCst);
+        if rollbacks != self.rollbacks_seen {
+            // Buffered bytes past the high watermark may be from a write that was cut back.
+            self.frames = None;
+            self.rollbacks_seen = rollbacks;
+        }
         let high = self.durable.borrow().next;
         let mut out = Vec::with_capacity(max_records.min((high - self.next.min(high)) as usize));
         match self.read_into(&mut out, high, max_records, max_bytes) {
