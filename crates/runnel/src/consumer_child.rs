@@ -1,6 +1,7 @@
 //! A consumer process for crash tests: runs one consumer group over the embedded backend in
 //! `--dir` until it is killed. `transform` publishes one `invoice.issued` per `order.placed`;
-//! `record` appends `b <id>` and `e <id>` lines around each handler run to `--out`.
+//! `record` appends `b <id>` and `e <id>` lines around each handler run to `--out`; `poison`
+//! does the same but aborts the process on an event marked `"poison": true`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -17,6 +18,8 @@ use runnel_runtime::{GroupConfig, HandlerError, Runnel, RuntimeConfig, TypePatte
 pub enum Mode {
     Transform,
     Record,
+    /// Like `record`, but aborts the process on an event whose data has `"poison": true`.
+    Poison,
 }
 
 #[derive(Debug, Args)]
@@ -54,6 +57,7 @@ async fn serve(args: ConsumerChildArgs) -> anyhow::Result<()> {
     let (name, filter) = match args.mode {
         Mode::Transform => ("transformer", "order.placed"),
         Mode::Record => ("recorder", "order.placed"),
+        Mode::Poison => ("poisoned", "order.placed"),
     };
     let config = GroupConfig {
         max_in_flight: args.max_in_flight,
@@ -82,7 +86,8 @@ async fn serve(args: ConsumerChildArgs) -> anyhow::Result<()> {
                 })
                 .await?
         }
-        Mode::Record => {
+        Mode::Record | Mode::Poison => {
+            let poison_kills = matches!(args.mode, Mode::Poison);
             let path = args.out.context("--out is required with --mode record")?;
             let file = std::fs::OpenOptions::new()
                 .create(true)
@@ -95,6 +100,15 @@ async fn serve(args: ConsumerChildArgs) -> anyhow::Result<()> {
                     let file = file.clone();
                     async move {
                         let id = message.event.id().as_str().to_string();
+                        let poisoned = message
+                            .event
+                            .data()
+                            .as_json()
+                            .is_some_and(|d| d["poison"] == serde_json::Value::Bool(true));
+                        if poison_kills && poisoned {
+                            // A bug that takes the whole process down, every time.
+                            std::process::abort();
+                        }
                         let line = |tag: &str| {
                             let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
                             let _ = f.write_all(format!("{tag} {id}\n").as_bytes());

@@ -178,3 +178,84 @@ async fn with_processed_ids_only_handlers_running_at_the_crash_run_again() {
         "{repeats} repeated runs over {kills} kills: more than the {MAX_IN_FLIGHT} in flight per crash"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_that_keeps_crashing_the_consumer_is_quarantined_as_a_crash_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let poison_id = {
+        let (runnel, backend) = open(dir.path()).await;
+        let events: Vec<Event> = (0..30u64)
+            .map(|n| {
+                Event::builder(
+                    EventType::new("order.placed").unwrap(),
+                    Source::new("test").unwrap(),
+                )
+                .partition_key(format!("customer-{n}"))
+                .data_json(serde_json::json!({ "n": n, "poison": n == 10 }))
+                .build()
+                .unwrap()
+            })
+            .collect();
+        let acks = runnel.publish_batch(events).await.unwrap();
+        backend.close().await.unwrap();
+        acks[10].id.clone()
+    };
+    let out = dir.path().join("handled.txt");
+    std::fs::write(&out, "").unwrap();
+    let mut crashes = 0;
+    let mut survived = false;
+    for _ in 0..8 {
+        let mut child = spawn_child(dir.path(), "poison", Some(&out));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut exited = None;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                exited = Some(status);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        match exited {
+            Some(status) => {
+                assert!(
+                    !status.success(),
+                    "the consumer only ever dies by the poison"
+                );
+                crashes += 1;
+            }
+            None => {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                let (runnel, backend) = open(dir.path()).await;
+                let lag = runnel.lag("poisoned").await.unwrap().total_events;
+                backend.close().await.unwrap();
+                if lag == 0 {
+                    survived = true;
+                    break;
+                }
+            }
+        }
+    }
+    assert!(survived, "the consumer never got past the poison pill");
+    assert_eq!(crashes, 3, "quarantined after max_crashes (3) crashes");
+    let (runnel, backend) = open(dir.path()).await;
+    let dlq = runnel
+        .dlq_list("poisoned", &runnel_runtime::DlqFilter::default(), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(dlq.entries.len(), 1);
+    assert_eq!(dlq.entries[0].event_id, poison_id);
+    assert!(
+        dlq.entries[0].reason.starts_with("crash_loop"),
+        "{}",
+        dlq.entries[0].reason
+    );
+    backend.close().await.unwrap();
+    let handled = std::fs::read_to_string(&out).unwrap();
+    let finished: std::collections::HashSet<&str> = handled
+        .lines()
+        .filter_map(|l| l.strip_prefix("e "))
+        .collect();
+    assert_eq!(finished.len(), 29, "every other event was processed");
+    assert!(!finished.contains(poison_id.as_str()));
+}
