@@ -243,7 +243,15 @@ async fn an_event_that_keeps_crashing_the_consumer_is_quarantined_as_a_crash_loo
         .dlq_list("poisoned", &runnel_runtime::DlqFilter::default(), None, 10)
         .await
         .unwrap();
-    assert_eq!(dlq.entries.len(), 1);
+    assert_eq!(
+        dlq.entries.len(),
+        1,
+        "{:#?}",
+        dlq.entries
+            .iter()
+            .map(|e| (&e.id, &e.reason, e.attempts))
+            .collect::<Vec<_>>()
+    );
     assert_eq!(dlq.entries[0].event_id, poison_id);
     assert!(
         dlq.entries[0].reason.starts_with("crash_loop"),

@@ -24,7 +24,7 @@ use super::config::GroupConfig;
 use super::delivery::{Delivery, HandlerError};
 use super::keys;
 use super::stats::{GroupCounts, GroupStats};
-use super::worker::{self, WorkerCtx, WorkerExit};
+use super::worker::{self, DeliveryGate, WorkerCtx, WorkerExit};
 use crate::error::{Result, RuntimeError};
 use crate::pattern::TypePattern;
 use crate::runtime::{Runnel, Shared};
@@ -197,6 +197,7 @@ impl Consumer {
             owned: Mutex::new(HashMap::new()),
             heartbeat_paused: AtomicBool::new(false),
             stop: stop_tx,
+            gate: Arc::default(),
         });
         member.rebalance().await?;
         let heartbeat = tokio::spawn(heartbeat_loop(member.clone(), stop_rx));
@@ -304,6 +305,7 @@ pub(crate) struct Member {
     owned: Mutex<HashMap<(StreamName, Partition), OwnedPartition>>,
     heartbeat_paused: AtomicBool,
     stop: watch::Sender<bool>,
+    gate: Arc<DeliveryGate>,
 }
 
 async fn heartbeat_loop(member: Arc<Member>, mut stop: watch::Receiver<bool>) {
@@ -464,6 +466,7 @@ impl Member {
     ) -> OwnedPartition {
         let (stop, stop_rx) = watch::channel(false);
         let ctx = WorkerCtx {
+            gate: self.gate.clone(),
             shared: self.shared.clone(),
             group: self.group.clone(),
             stats: self.stats.clone(),

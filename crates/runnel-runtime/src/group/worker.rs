@@ -9,10 +9,11 @@
 //!
 //! What must survive a crash is written before it matters:
 //! - a scheduled retry (attempts, due time, failure history) before the event is set aside;
-//! - the list of deliveries in flight, with their attempt numbers, before they are handed out.
-//!   After a crash those are the suspects: each gets a crash counted, is delivered alone (so
-//!   an innocent neighbour is never blamed), and one that has crashed the process
-//!   `max_crashes` times is quarantined to the dead-letter queue as `crash_loop`;
+//! - what is in flight, before it is handed out: redeliveries with their attempt numbers, and
+//!   first deliveries as a range declared a little ahead (so most deliveries need no write).
+//!   After a crash those are the suspects: each unprocessed one gets a crash counted and is
+//!   delivered alone (so an innocent neighbour is never blamed), and one that has crashed the
+//!   process `max_crashes` times is quarantined to the dead-letter queue as `crash_loop`;
 //! - the delivery cursor (events below it may have been delivered), so after a crash only
 //!   those are checked against the processed ids.
 
@@ -47,6 +48,9 @@ const TIMER_EVERY: Duration = Duration::from_millis(20);
 /// The delivery cursor is written this far ahead of what is read, so tail-following does not
 /// wait for a metadata write per batch; after a crash it only widens the re-check a little.
 const CURSOR_AHEAD: u64 = 8192;
+/// First deliveries are declared in flight this far ahead, so most deliveries need no write;
+/// after a crash at most this many innocent events are delivered one at a time.
+const DECLARE_AHEAD: u64 = 256;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Cursor {
@@ -71,13 +75,65 @@ pub(crate) struct RetryRecord {
     pub last_failure_at: Micros,
 }
 
-/// Deliveries in flight on one partition: offset → attempt number.
+/// What may be in flight on one partition: first deliveries of any offset below
+/// `declared_to`, and the listed redeliveries (offset → attempt number).
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct InFlightList {
+    #[serde(default)]
+    declared_to: u64,
     deliveries: BTreeMap<u64, u32>,
 }
 
+/// Deliveries in flight across every partition worker of one consumer instance. A crash
+/// takes the whole process down, so a crash suspect must run with nothing else in flight.
+#[derive(Debug, Default)]
+pub(crate) struct DeliveryGate {
+    state: std::sync::Mutex<GateState>,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    in_flight: usize,
+    isolating: bool,
+}
+
+impl DeliveryGate {
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Admits `n` ordinary deliveries unless a suspect is running alone.
+    fn admit(&self, n: usize) -> bool {
+        let mut state = self.lock();
+        if state.isolating {
+            return false;
+        }
+        state.in_flight += n;
+        true
+    }
+
+    /// Admits a suspect if nothing else is in flight; then nothing else is admitted.
+    fn admit_alone(&self) -> bool {
+        let mut state = self.lock();
+        if state.isolating || state.in_flight > 0 {
+            return false;
+        }
+        state.isolating = true;
+        state.in_flight = 1;
+        true
+    }
+
+    fn release(&self, n: usize, was_alone: bool) {
+        let mut state = self.lock();
+        state.in_flight = state.in_flight.saturating_sub(n);
+        if was_alone {
+            state.isolating = false;
+        }
+    }
+}
+
 pub(crate) struct WorkerCtx {
+    pub gate: Arc<DeliveryGate>,
     pub shared: Arc<Shared>,
     pub group: Arc<GroupConfig>,
     pub stats: Arc<GroupStats>,
@@ -137,6 +193,10 @@ struct Worker {
     key_queues: HashMap<Bytes, VecDeque<u64>>,
     ready: VecDeque<u64>,
     in_flight: BTreeMap<u64, u32>,
+    /// First deliveries of offsets below this are covered by the stored in-flight list.
+    declared_to: u64,
+    /// Unprocessed events below this were possibly in flight when the last owner died.
+    suspect_below: u64,
     /// A suspect of a crash is in flight: nothing else is delivered until it settles.
     isolating: Option<u64>,
     rng: rand::rngs::StdRng,
@@ -183,6 +243,8 @@ pub(crate) async fn run(ctx: WorkerCtx) -> Result<WorkerExit> {
         key_queues: HashMap::new(),
         ready: VecDeque::new(),
         in_flight: BTreeMap::new(),
+        declared_to: 0,
+        suspect_below: 0,
         isolating: None,
         rng: rand::rngs::StdRng::from_os_rng(),
         ctx,
@@ -224,6 +286,8 @@ impl Worker {
             return Ok(());
         };
         let in_flight: InFlightList = serde_json::from_slice(&entry.value).unwrap_or_default();
+        // First deliveries below `declared_to` are judged as they are read again (`admit`).
+        self.suspect_below = in_flight.declared_to;
         for (offset, attempt) in in_flight.deliveries {
             if offset < start {
                 continue; // finished and committed after all
@@ -506,8 +570,15 @@ impl Worker {
             Ordering::Key if !record.key.is_empty() => Some(record.key.clone()),
             _ => None,
         };
-        let stored_history = history.is_some();
-        let history = history.unwrap_or_default();
+        let mut stored_history = history.is_some();
+        let mut history = history.unwrap_or_default();
+        if record.offset < self.suspect_below && history.crashes == 0 {
+            // Possibly in flight when the previous owner died: count it, deliver it alone.
+            history.crashes = 1;
+            history.attempts = history.attempts.max(1);
+            self.store_history(record.offset, &history).await?;
+            stored_history = true;
+        }
         let state = if history.due_at > self.now() {
             State::Waiting {
                 due: history.due_at,
@@ -573,6 +644,7 @@ impl Worker {
         }
         let room = self.ctx.deliveries.capacity();
         let mut batch = Vec::new();
+        let mut alone = false;
         while batch.len() < room {
             let Some(&offset) = self.ready.front() else {
                 break;
@@ -582,10 +654,11 @@ impl Worker {
                 .get(&offset)
                 .is_some_and(|p| p.history.crashes > 0);
             if suspect {
-                if batch.is_empty() && self.in_flight.is_empty() {
+                if batch.is_empty() && self.ctx.gate.admit_alone() {
                     self.ready.pop_front();
                     self.isolating = Some(offset);
                     batch.push(offset);
+                    alone = true;
                 }
                 break;
             }
@@ -595,12 +668,26 @@ impl Worker {
         if batch.is_empty() {
             return Ok(Ok(()));
         }
+        if !alone && !self.ctx.gate.admit(batch.len()) {
+            // A suspect elsewhere in this consumer runs alone: wait.
+            for offset in batch.iter().rev() {
+                self.ready.push_front(*offset);
+            }
+            return Ok(Ok(()));
+        }
+        let mut needs_write = false;
         for offset in &batch {
             if let Some(pending) = self.pending.get(offset) {
-                self.in_flight.insert(*offset, pending.attempt + 1);
+                let attempt = pending.attempt + 1;
+                self.in_flight.insert(*offset, attempt);
+                needs_write |= attempt > 1 || *offset >= self.declared_to;
             }
         }
-        self.write_in_flight().await?;
+        if needs_write {
+            let highest = batch.iter().max().copied().unwrap_or(0);
+            self.declared_to = self.declared_to.max(highest + 1 + DECLARE_AHEAD);
+            self.write_in_flight().await?;
+        }
         let deliveries = self.ctx.deliveries.clone();
         for (i, offset) in batch.iter().enumerate() {
             match deliveries.try_reserve() {
@@ -608,10 +695,7 @@ impl Worker {
                 Err(error) => {
                     // Another partition took the room: put the rest back in line.
                     for offset in batch[i..].iter().rev() {
-                        self.in_flight.remove(offset);
-                        if self.isolating == Some(*offset) {
-                            self.isolating = None;
-                        }
+                        self.untrack(*offset);
                         self.ready.push_front(*offset);
                     }
                     if matches!(error, mpsc::error::TrySendError::Closed(())) {
@@ -624,10 +708,27 @@ impl Worker {
         Ok(Ok(()))
     }
 
+    /// Forgets a delivery in flight (settled, expired, or never sent) and frees its place.
+    fn untrack(&mut self, offset: u64) {
+        if self.in_flight.remove(&offset).is_some() {
+            let alone = self.isolating == Some(offset);
+            if alone {
+                self.isolating = None;
+            }
+            self.ctx.gate.release(1, alone);
+        }
+    }
+
     async fn write_in_flight(&self) -> Result<()> {
         let key = keys::partition_key(&self.ctx.group.name, &self.ctx.stream, self.ctx.partition);
         let list = InFlightList {
-            deliveries: self.in_flight.clone(),
+            declared_to: self.declared_to,
+            deliveries: self
+                .in_flight
+                .iter()
+                .filter(|(_, attempt)| **attempt > 1)
+                .map(|(o, a)| (*o, *a))
+                .collect(),
         };
         let value =
             serde_json::to_vec(&list).map_err(|e| RuntimeError::Serialize(e.to_string()))?;
@@ -667,14 +768,11 @@ impl Worker {
         {
             return Ok(()); // a stale delivery, superseded by a redelivery
         }
-        self.in_flight.remove(&settlement.offset);
-        if self.isolating == Some(settlement.offset) {
-            self.isolating = None;
-        }
+        let (stored, replay_of) = (pending.stored_history, pending.replay_of.clone());
+        self.untrack(settlement.offset);
         match settlement.outcome {
             Outcome::Done => {
                 self.ctx.stats.record_acked();
-                let (stored, replay_of) = (pending.stored_history, pending.replay_of.clone());
                 if stored {
                     self.forget_history(settlement.offset).await?;
                 }
@@ -837,10 +935,7 @@ impl Worker {
 
     /// The event is done: its key moves to the next event in line.
     fn finish(&mut self, offset: u64) {
-        self.in_flight.remove(&offset);
-        if self.isolating == Some(offset) {
-            self.isolating = None;
-        }
+        self.untrack(offset);
         let Some(pending) = self.pending.remove(&offset) else {
             return;
         };
@@ -885,10 +980,7 @@ impl Worker {
             .collect();
         for offset in expired {
             self.ctx.stats.record_ack_timeout();
-            self.in_flight.remove(&offset);
-            if self.isolating == Some(offset) {
-                self.isolating = None;
-            }
+            self.untrack(offset);
             let wait = self.ctx.group.ack_wait;
             self.fail(
                 offset,
@@ -944,5 +1036,13 @@ impl Worker {
             }
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Whatever this worker still had in flight no longer holds the gate.
+        let alone = self.isolating.is_some();
+        self.ctx.gate.release(self.in_flight.len(), alone);
     }
 }
