@@ -662,7 +662,9 @@ pub async fn a_failure_storm_ends_with_every_event_acked_or_dead_lettered(h: &im
         running.push(run_group(&runnel, config, behaviour).await);
     }
     // Per group: permanents (667) and never-recovering services (667) end in the DLQ.
-    let failing = (0..EVENTS).filter(|n| n.is_multiple_of(5) && n % 3 != 1).count() as u64;
+    let failing = (0..EVENTS)
+        .filter(|n| n.is_multiple_of(5) && n % 3 != 1)
+        .count() as u64;
     for group in groups {
         dlq_depth_reaches(&runnel, group, failing).await;
     }

@@ -93,6 +93,7 @@ macro_rules! runtime_conformance_tests {
             same_key_events_run_in_order_and_different_keys_overlap,
             two_instances_split_partitions_and_a_silent_one_loses_them_after_the_ttl,
             a_stopped_instance_hands_its_partitions_over_with_its_progress,
+            an_event_not_acknowledged_within_ack_wait_is_delivered_again,
         }
     };
 }

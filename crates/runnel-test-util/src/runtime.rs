@@ -476,3 +476,36 @@ pub async fn a_stopped_instance_hands_its_partitions_over_with_its_progress(
     );
     b.stop().await.expect("stop b");
 }
+
+pub async fn an_event_not_acknowledged_within_ack_wait_is_delivered_again(h: &impl BackendHarness) {
+    let clock = h.clock();
+    let runnel = runtime(h).await;
+    runnel
+        .publish(numbered_event(&clock, "order.placed", "k", 0))
+        .await
+        .expect("publish");
+    let mut consumer = runnel
+        .group("slow")
+        .config(GroupConfig {
+            ack_wait: Duration::from_millis(200),
+            ..GroupConfig::new("slow", pattern("order.*"))
+        })
+        .start()
+        .await
+        .expect("start");
+    // Take the first delivery and never settle it, as a consumer that hung would.
+    let first = consumer.next().await.expect("first delivery");
+    let second = tokio::time::timeout(Duration::from_secs(20), consumer.next())
+        .await
+        .expect("redelivered after ack_wait")
+        .expect("second delivery");
+    assert_eq!((first.offset, first.attempt), (second.offset, 1));
+    assert_eq!(second.attempt, 2);
+    second.ack();
+    drop(first);
+    let handle = consumer.handle();
+    eventually("acked", || handle.stats().acked == 1).await;
+    assert_eq!(handle.stats().ack_timeouts, 1);
+    handle.stop().await.expect("stop");
+    assert_eq!(runnel.lag("slow").await.expect("lag").total_events, 0);
+}
