@@ -10,6 +10,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Runnel carries typed events from producers to independent consumer groups and never loses
 /// one: a durable partitioned log, at-least-once delivery, classified retries and dead-letter
 /// queues.

@@ -48,9 +48,10 @@ const TIMER_EVERY: Duration = Duration::from_millis(20);
 /// The delivery cursor is written this far ahead of what is read, so tail-following does not
 /// wait for a metadata write per batch; after a crash it only widens the re-check a little.
 const CURSOR_AHEAD: u64 = 8192;
-/// First deliveries are declared in flight this far ahead, so most deliveries need no write;
-/// after a crash at most this many innocent events are delivered one at a time.
-const DECLARE_AHEAD: u64 = 256;
+/// First deliveries are declared in flight this far ahead, renewed in the background when half
+/// is used, so deliveries rarely wait for a write; after a crash at most about this many
+/// innocent events are delivered one at a time.
+const DECLARE_AHEAD: u64 = 1024;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Cursor {
@@ -192,9 +193,13 @@ struct Worker {
     /// Per partition key, the offsets in line, the one in front first (ordering = key).
     key_queues: HashMap<Bytes, VecDeque<u64>>,
     ready: VecDeque<u64>,
+    /// Events waiting for a retry, by due time.
+    waiting: std::collections::BTreeSet<(Micros, u64)>,
     in_flight: BTreeMap<u64, u32>,
     /// First deliveries of offsets below this are covered by the stored in-flight list.
     declared_to: u64,
+    /// A background write extending `declared_to` to its target.
+    declaring: Option<(u64, tokio::task::JoinHandle<Result<()>>)>,
     /// Unprocessed events below this were possibly in flight when the last owner died.
     suspect_below: u64,
     /// A suspect of a crash is in flight: nothing else is delivered until it settles.
@@ -242,8 +247,10 @@ pub(crate) async fn run(ctx: WorkerCtx) -> Result<WorkerExit> {
         pending: BTreeMap::new(),
         key_queues: HashMap::new(),
         ready: VecDeque::new(),
+        waiting: std::collections::BTreeSet::new(),
         in_flight: BTreeMap::new(),
         declared_to: 0,
+        declaring: None,
         suspect_below: 0,
         isolating: None,
         rng: rand::rngs::StdRng::from_os_rng(),
@@ -415,6 +422,7 @@ impl Worker {
                 self.settle(settlement).await?;
             }
             self.commit().await?;
+            self.settle_declaring(true).await?;
             if self.in_flight.is_empty() {
                 let key =
                     keys::partition_key(&self.ctx.group.name, &self.ctx.stream, self.ctx.partition);
@@ -587,6 +595,9 @@ impl Worker {
             State::Queued
         };
         let offset = record.offset;
+        if let State::Waiting { due } = state {
+            self.waiting.insert((due, offset));
+        }
         self.pending.insert(
             offset,
             PendingEvent {
@@ -675,6 +686,7 @@ impl Worker {
             }
             return Ok(Ok(()));
         }
+        self.settle_declaring(false).await?;
         let mut needs_write = false;
         for offset in &batch {
             if let Some(pending) = self.pending.get(offset) {
@@ -683,10 +695,29 @@ impl Worker {
                 needs_write |= attempt > 1 || *offset >= self.declared_to;
             }
         }
+        let highest = batch.iter().max().copied().unwrap_or(0);
         if needs_write {
-            let highest = batch.iter().max().copied().unwrap_or(0);
+            // Wait for a background write first, so writes land in order.
+            self.settle_declaring(true).await?;
             self.declared_to = self.declared_to.max(highest + 1 + DECLARE_AHEAD);
-            self.write_in_flight().await?;
+            let value = self.in_flight_value()?;
+            self.write_in_flight(value).await?;
+        } else if self.declaring.is_none() && highest + DECLARE_AHEAD / 2 >= self.declared_to {
+            let target = highest + 1 + DECLARE_AHEAD;
+            let previous = std::mem::replace(&mut self.declared_to, target);
+            let value = self.in_flight_value()?;
+            self.declared_to = previous;
+            let backend = self.ctx.shared.backend.clone();
+            let key =
+                keys::partition_key(&self.ctx.group.name, &self.ctx.stream, self.ctx.partition);
+            let write = tokio::spawn(async move {
+                backend
+                    .kv_put(keys::INFLIGHT, &key, value, Expect::Any, None)
+                    .await
+                    .map(|_| ())
+                    .map_err(RuntimeError::from)
+            });
+            self.declaring = Some((target, write));
         }
         let deliveries = self.ctx.deliveries.clone();
         for (i, offset) in batch.iter().enumerate() {
@@ -719,8 +750,36 @@ impl Worker {
         }
     }
 
-    async fn write_in_flight(&self) -> Result<()> {
+    /// Takes the result of the background declaration when it is done (or, with `wait`,
+    /// waits for it).
+    async fn settle_declaring(&mut self, wait: bool) -> Result<()> {
+        let finished = self
+            .declaring
+            .as_ref()
+            .is_some_and(|(_, h)| h.is_finished());
+        if !(finished || wait) {
+            return Ok(());
+        }
+        if let Some((target, write)) = self.declaring.take() {
+            write
+                .await
+                .map_err(|e| RuntimeError::Serialize(format!("in-flight write task: {e}")))??;
+            self.declared_to = self.declared_to.max(target);
+        }
+        Ok(())
+    }
+
+    async fn write_in_flight(&self, value: Bytes) -> Result<()> {
         let key = keys::partition_key(&self.ctx.group.name, &self.ctx.stream, self.ctx.partition);
+        self.ctx
+            .shared
+            .backend
+            .kv_put(keys::INFLIGHT, &key, value, Expect::Any, None)
+            .await?;
+        Ok(())
+    }
+
+    fn in_flight_value(&self) -> Result<Bytes> {
         let list = InFlightList {
             declared_to: self.declared_to,
             deliveries: self
@@ -732,12 +791,7 @@ impl Worker {
         };
         let value =
             serde_json::to_vec(&list).map_err(|e| RuntimeError::Serialize(e.to_string()))?;
-        self.ctx
-            .shared
-            .backend
-            .kv_put(keys::INFLIGHT, &key, value.into(), Expect::Any, None)
-            .await?;
-        Ok(())
+        Ok(value.into())
     }
 
     fn deliver_one(&mut self, offset: u64, permit: mpsc::Permit<'_, Delivery>) {
@@ -830,6 +884,7 @@ impl Worker {
             pending.state = State::Waiting {
                 due: history.due_at,
             };
+            self.waiting.insert((history.due_at, offset));
         }
         pending.stored_history = true;
         let history = pending.history.clone();
@@ -955,14 +1010,14 @@ impl Worker {
     /// Retries whose time has come go back in line.
     fn release_due(&mut self) {
         let now = self.now();
-        let due: Vec<u64> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| matches!(p.state, State::Waiting { due } if due <= now))
-            .map(|(o, _)| *o)
-            .collect();
-        for offset in due {
-            if let Some(pending) = self.pending.get_mut(&offset) {
+        while let Some(&(due, offset)) = self.waiting.first() {
+            if due > now {
+                break;
+            }
+            self.waiting.pop_first();
+            if let Some(pending) = self.pending.get_mut(&offset)
+                && matches!(pending.state, State::Waiting { .. })
+            {
                 pending.state = State::Queued;
                 self.ready.push_back(offset);
             }
@@ -973,10 +1028,14 @@ impl Worker {
     async fn expire_unacknowledged(&mut self) -> Result<()> {
         let now = Instant::now();
         let expired: Vec<u64> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| matches!(p.state, State::InFlight { deadline } if deadline <= now))
-            .map(|(o, _)| *o)
+            .in_flight
+            .keys()
+            .filter(|o| {
+                self.pending.get(o).is_some_and(
+                    |p| matches!(p.state, State::InFlight { deadline } if deadline <= now),
+                )
+            })
+            .copied()
             .collect();
         for offset in expired {
             self.ctx.stats.record_ack_timeout();
