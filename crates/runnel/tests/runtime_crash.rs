@@ -19,7 +19,7 @@ use runnel_backend_embedded::{EmbeddedBackend, EmbeddedConfig, FsyncPolicy};
 use runnel_envelope::{Event, EventType, Source};
 use runnel_runtime::{Runnel, RuntimeConfig};
 
-const EVENTS: u64 = 3_000;
+const EVENTS: u64 = 5_000;
 const MAX_IN_FLIGHT: usize = 8;
 
 async fn open(dir: &Path) -> (Runnel, Arc<dyn Backend>) {
@@ -81,8 +81,9 @@ async fn run_until_caught_up(dir: &Path, mode: &str, group: &str, out: Option<&P
     let mut rng = rand::rng();
     for cycle in 0..60 {
         let mut child = spawn_child(dir, mode, out);
+        // Early kills come soon after start, so several land while work remains.
         let pause = if cycle < 6 {
-            rng.random_range(100..700)
+            rng.random_range(80..400)
         } else {
             1_500
         };
