@@ -36,6 +36,9 @@ pub struct ConsumerChildArgs {
     pub processed_ids: bool,
     #[arg(long, default_value_t = 8)]
     pub max_in_flight: usize,
+    /// Crashes before a suspect is quarantined (the runtime's default is 3).
+    #[arg(long, default_value_t = 3)]
+    pub max_crashes: u32,
 }
 
 pub fn run(args: ConsumerChildArgs) -> anyhow::Result<()> {
@@ -62,6 +65,7 @@ async fn serve(args: ConsumerChildArgs) -> anyhow::Result<()> {
     let config = GroupConfig {
         max_in_flight: args.max_in_flight,
         processed_ids: args.processed_ids,
+        max_crashes: args.max_crashes,
         ack_wait: Duration::from_secs(5),
         lease_ttl: Duration::from_secs(1),
         ..GroupConfig::new(name, TypePattern::new(filter)?)

@@ -51,7 +51,7 @@ const CURSOR_AHEAD: u64 = 8192;
 /// First deliveries are declared in flight this far ahead, renewed in the background when half
 /// is used, so deliveries rarely wait for a write; after a crash at most about this many
 /// innocent events are delivered one at a time.
-const DECLARE_AHEAD: u64 = 1024;
+const DECLARE_AHEAD: u64 = 128;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Cursor {
