@@ -21,6 +21,8 @@ pub struct RuntimeConfig {
     /// At most this many ids are remembered per stream for deduplication (≈ 56 bytes each);
     /// beyond it the oldest are forgotten early. Default 1,000,000.
     pub dedup_capacity: usize,
+    /// Reject publishing an event type that has no registered schema. Default false.
+    pub require_schema: bool,
     /// `source` of events built from typed values. Default `runnel://runtime`.
     pub source: String,
     /// Time for dedup windows, leases, lag and retries.
@@ -35,6 +37,7 @@ impl Default for RuntimeConfig {
             limits: Limits::default(),
             dedup_window: Duration::from_secs(120),
             dedup_capacity: 1_000_000,
+            require_schema: false,
             source: "runnel://runtime".into(),
             clock: runnel_clock::system(),
         }

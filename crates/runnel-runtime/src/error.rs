@@ -24,6 +24,15 @@ pub enum RuntimeError {
     #[error(transparent)]
     Backend(#[from] BackendError),
 
+    /// The event's data does not match its schema (every failing path listed), or its type
+    /// has no schema and one is required.
+    #[error(transparent)]
+    Schema(#[from] runnel_schema::ValidationError),
+
+    /// Event data that is not JSON cannot be checked against the type's JSON Schema.
+    #[error("event type `{event_type}` has a schema, so its data must be JSON")]
+    DataNotJson { event_type: String },
+
     #[error(transparent)]
     Pattern(#[from] InvalidPattern),
 
@@ -70,6 +79,16 @@ impl RuntimeError {
                 BackendError::Unavailable(_) => "backend.unavailable",
                 BackendError::Engine(_) => "backend.error",
             },
+            RuntimeError::Schema(runnel_schema::ValidationError::Invalid { .. }) => {
+                "schema.invalid"
+            }
+            RuntimeError::Schema(runnel_schema::ValidationError::NoSchema { .. }) => {
+                "schema.missing"
+            }
+            RuntimeError::Schema(runnel_schema::ValidationError::Registry(_)) => {
+                "schema.unavailable"
+            }
+            RuntimeError::DataNotJson { .. } => "schema.data_not_json",
             RuntimeError::Pattern(_) => "group.invalid_pattern",
             RuntimeError::Name(_) => "name.invalid",
             RuntimeError::UnknownGroup(_) => "group.unknown",

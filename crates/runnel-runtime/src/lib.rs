@@ -18,6 +18,7 @@ mod group;
 mod pattern;
 mod producer;
 mod runtime;
+mod schemas;
 
 pub use config::RuntimeConfig;
 pub use error::{Result, RuntimeError};

@@ -97,12 +97,13 @@ impl Shared {
     pub(crate) async fn publish_batch(&self, events: Vec<Event>) -> Result<Vec<PublishAck>> {
         let mut by_stream: BTreeMap<StreamName, Vec<(usize, Event)>> = BTreeMap::new();
         for (index, event) in events.into_iter().enumerate() {
-            let checked = event
-                .check_size(&self.cfg.limits)
-                .map_err(RuntimeError::from)
-                .and_then(|_| stream_of(&event));
+            let checked = match event.check_size(&self.cfg.limits) {
+                Ok(()) => self.schemas.check_publish(event).await,
+                Err(e) => Err(e.into()),
+            };
+            let checked = checked.and_then(|event| Ok((stream_of(&event)?, event)));
             match checked {
-                Ok(stream) => by_stream.entry(stream).or_default().push((index, event)),
+                Ok((stream, event)) => by_stream.entry(stream).or_default().push((index, event)),
                 Err(source) => {
                     return Err(RuntimeError::InBatch {
                         index,

@@ -11,6 +11,8 @@ use crate::config::RuntimeConfig;
 use crate::dedup::{DedupWindow, id_hash};
 use crate::error::Result;
 use crate::producer::{ID_HEADER, PublishAck, TypedEvent, partition_for_key, typed_event};
+use crate::schemas::Schemas;
+use runnel_schema::{RegistryConfig, SchemaRegistry};
 
 /// Runnel's runtime over one backend. Cheap to clone; clones share everything.
 #[derive(Clone)]
@@ -21,6 +23,7 @@ pub struct Runnel {
 pub(crate) struct Shared {
     pub backend: Arc<dyn Backend>,
     pub cfg: RuntimeConfig,
+    pub schemas: Schemas,
     streams: tokio::sync::Mutex<HashMap<StreamName, Arc<StreamState>>>,
 }
 
@@ -57,8 +60,16 @@ impl std::fmt::Debug for Runnel {
 impl Runnel {
     /// A runtime over `backend`.
     pub fn open(cfg: RuntimeConfig, backend: Arc<dyn Backend>) -> Self {
+        let registry = Arc::new(SchemaRegistry::new(
+            backend.clone(),
+            RegistryConfig {
+                require_schema: cfg.require_schema,
+                ..RegistryConfig::default()
+            },
+        ));
         Self {
             shared: Arc::new(Shared {
+                schemas: Schemas::new(registry, cfg.require_schema),
                 backend,
                 cfg,
                 streams: tokio::sync::Mutex::new(HashMap::new()),
@@ -71,6 +82,11 @@ impl Runnel {
         &self.shared.backend
     }
 
+    /// The schema registry publishes and consumes are checked against.
+    pub fn schemas(&self) -> &Arc<SchemaRegistry> {
+        &self.shared.schemas.registry
+    }
+
     /// The configuration.
     pub fn config(&self) -> &RuntimeConfig {
         &self.shared.cfg
@@ -78,8 +94,12 @@ impl Runnel {
 
     /// Publishes one event; returns once it is durable by the backend's setting.
     pub async fn publish(&self, event: Event) -> Result<PublishAck> {
-        let mut acks = self.shared.publish_batch(vec![event]).await?;
-        acks.pop().ok_or(crate::RuntimeError::Closed)
+        match self.shared.publish_batch(vec![event]).await {
+            Ok(mut acks) => acks.pop().ok_or(crate::RuntimeError::Closed),
+            // One event: its error, not "event 0 of the batch".
+            Err(crate::RuntimeError::InBatch { source, .. }) => Err(*source),
+            Err(e) => Err(e),
+        }
     }
 
     /// Publishes a batch, validated whole before anything is appended. Acks are in input order.

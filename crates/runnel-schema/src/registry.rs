@@ -76,6 +76,9 @@ pub struct SchemaRegistry {
     by_id: RwLock<HashMap<SchemaId, Arc<SchemaDoc>>>,
     /// Which id a subject's version holds: immutable once written.
     version_ids: RwLock<HashMap<(EventType, u32), SchemaId>>,
+    /// Bumped by every registration or deletion through this registry, so callers caching
+    /// "the latest version" know when to look again.
+    changes: std::sync::atomic::AtomicU64,
 }
 
 impl SchemaRegistry {
@@ -85,7 +88,19 @@ impl SchemaRegistry {
             config,
             by_id: RwLock::new(HashMap::new()),
             version_ids: RwLock::new(HashMap::new()),
+            changes: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// A counter that changes whenever a version is registered or deleted through this
+    /// registry (changes made by other processes are not counted).
+    pub fn generation(&self) -> u64 {
+        self.changes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn changed(&self) {
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The process settings this registry was built with.
@@ -151,6 +166,7 @@ impl SchemaRegistry {
             }
             self.store.raise_head(subject.as_str(), version).await?;
             self.remember_version(subject, version, id);
+            self.changed();
             tracing::info!(%subject, version, id = id.0, "schema registered");
             return Ok(Registered { id, version });
         }
@@ -486,6 +502,7 @@ impl SchemaRegistry {
         version: VersionRef,
         permanent: bool,
     ) -> Result<u32> {
+        self.changed();
         let versions = self.store.versions(subject.as_str()).await?;
         // A soft delete of `latest` means the newest live version; a number may name a
         // soft-deleted one, which is then reported as such.
@@ -538,6 +555,7 @@ impl SchemaRegistry {
     /// returns the version numbers deleted. A permanent delete also removes the subject's
     /// compatibility setting.
     pub async fn delete_subject(&self, subject: &EventType, permanent: bool) -> Result<Vec<u32>> {
+        self.changed();
         let versions = self.store.versions(subject.as_str()).await?;
         if versions.is_empty() {
             return Err(subject_not_found(subject));

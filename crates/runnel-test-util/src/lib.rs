@@ -25,6 +25,7 @@ pub mod failures;
 mod fixtures;
 mod harness;
 pub mod runtime;
+pub mod schemas;
 
 pub use fixtures::{
     START, assert_cas_conflict, manual_clock, numbered_records, read_all, record, stream, temp_dir,
@@ -80,12 +81,12 @@ macro_rules! __conformance_tests {
 }
 
 /// Expands to one `#[tokio::test]` (multi-threaded) per runtime conformance test: the
-/// runtime's behaviour (publish, dedup, fan-out, key order, lag, leases) over the backend the
-/// harness opens.
+/// runtime's behaviour (publish, dedup, fan-out, key order, lag, leases, schemas) over the
+/// backend the harness opens.
 #[macro_export]
 macro_rules! runtime_conformance_tests {
     ($harness:expr) => {
-        $crate::__runtime_conformance_tests! { $harness;
+        $crate::__conformance_group! { $harness; runtime;
             four_groups_with_different_patterns_each_see_exactly_the_matching_events,
             lag_counts_events_and_age_after_partial_consumption,
             a_duplicate_publish_returns_the_first_position_even_after_a_restart,
@@ -95,18 +96,25 @@ macro_rules! runtime_conformance_tests {
             a_stopped_instance_hands_its_partitions_over_with_its_progress,
             an_event_not_acknowledged_within_ack_wait_is_delivered_again,
         }
+        $crate::__conformance_group! { $harness; schemas;
+            a_publish_is_validated_and_rejected_with_every_failing_path,
+            a_type_without_a_schema_is_refused_when_schemas_are_required,
+            an_event_failing_its_schema_at_consume_is_dead_lettered_as_schema_invalid,
+            groups_pinned_to_a_version_receive_events_upcast_and_downcast,
+        }
     };
 }
 
+/// One multi-threaded `#[tokio::test]` per named test of a module of this crate.
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __runtime_conformance_tests {
-    ($harness:expr; $($test:ident),* $(,)?) => {
+macro_rules! __conformance_group {
+    ($harness:expr; $module:ident; $($test:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $test() {
                 let harness = $harness;
-                $crate::runtime::$test(&harness).await;
+                $crate::$module::$test(&harness).await;
             }
         )*
     };
@@ -116,7 +124,7 @@ macro_rules! __runtime_conformance_tests {
 #[macro_export]
 macro_rules! failure_conformance_tests {
     ($harness:expr) => {
-        $crate::__failure_conformance_tests! { $harness;
+        $crate::__conformance_group! { $harness; failures;
             service_failures_back_off_1_2_4_8_seconds_with_jitter_and_the_fifth_dead_letters,
             permanent_dead_letters_at_once_and_transient_then_success_acks,
             a_key_waiting_for_a_retry_holds_its_later_events_and_other_keys_flow,
@@ -128,19 +136,5 @@ macro_rules! failure_conformance_tests {
             dlq_list_filters_paginates_and_purge_removes_only_what_matches,
             a_failure_storm_ends_with_every_event_acked_or_dead_lettered,
         }
-    };
-}
-
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __failure_conformance_tests {
-    ($harness:expr; $($test:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $test() {
-                let harness = $harness;
-                $crate::failures::$test(&harness).await;
-            }
-        )*
     };
 }

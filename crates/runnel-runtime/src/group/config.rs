@@ -79,6 +79,11 @@ pub struct GroupConfig {
     /// Default: none.
     #[serde(default)]
     pub dlq_alert_threshold: Option<u64>,
+    /// Receive every event's data adapted to this schema version of its type: older events
+    /// upcast (missing fields filled from defaults), newer ones with unknown fields removed.
+    /// Default: as written.
+    #[serde(default)]
+    pub schema_version: Option<u32>,
 }
 
 mod defaults {
@@ -135,6 +140,7 @@ impl GroupConfig {
             backoff: defaults::backoff(),
             max_crashes: defaults::max_crashes(),
             dlq_alert_threshold: None,
+            schema_version: None,
         }
     }
 

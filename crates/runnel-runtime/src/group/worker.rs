@@ -40,6 +40,7 @@ use super::stats::GroupStats;
 use crate::error::{Result, RuntimeError};
 use crate::producer::{ID_HEADER, TYPE_HEADER};
 use crate::runtime::{Runnel, Shared};
+use crate::schemas::SchemaRejection;
 
 const READ_BATCH: usize = 512;
 const COMMIT_EVERY: Duration = Duration::from_millis(100);
@@ -172,6 +173,13 @@ struct PendingEvent {
     state: State,
     /// The dead-letter entry this replayed event came from.
     replay_of: Option<String>,
+}
+
+/// What is known of a record rejected before it became an event.
+struct Rejected {
+    event_id: String,
+    event_type: String,
+    reason: String,
 }
 
 struct Worker {
@@ -527,30 +535,14 @@ impl Worker {
             Ok(event) => event,
             Err(error) => {
                 self.ctx.stats.record_undecodable();
-                let entry = DlqEntry {
-                    id: dlq::entry_id(&self.ctx.stream, self.ctx.partition, record.offset),
-                    group: self.ctx.group.name.clone(),
+                let rejected = Rejected {
                     event_id: header(ID_HEADER).unwrap_or_default(),
                     event_type: type_header.unwrap_or_default(),
-                    class: FailureClass::Permanent,
                     reason: format!("undecodable: {error}"),
-                    attempts: 0,
-                    first_failure_at: self.now(),
-                    last_failure_at: self.now(),
-                    dead_lettered_at: self.now(),
-                    stream: self.ctx.stream.clone(),
-                    partition: self.ctx.partition,
-                    offset: record.offset,
-                    replays: 0,
-                    replay_pending: false,
-                    original: record.value.clone(),
                 };
-                self.write_dead_letter(entry, replay_of.as_deref(), true)
-                    .await?;
-                if history.is_some() {
-                    self.forget_history(record.offset).await?;
-                }
-                return Ok(());
+                return self
+                    .quarantine_record(&record, rejected, replay_of, history.is_some())
+                    .await;
             }
         };
         if !self.replay && !self.ctx.group.filter.matches(event.event_type().as_str()) {
@@ -574,6 +566,25 @@ impl Worker {
                 return Ok(());
             }
         }
+        let event = match self
+            .ctx
+            .shared
+            .schemas
+            .check_consume(event, self.ctx.group.schema_version)
+            .await?
+        {
+            Ok(event) => event,
+            Err(SchemaRejection(reason)) => {
+                let rejected = Rejected {
+                    event_id: header(ID_HEADER).unwrap_or_default(),
+                    event_type: type_header.unwrap_or_default(),
+                    reason,
+                };
+                return self
+                    .quarantine_record(&record, rejected, replay_of, history.is_some())
+                    .await;
+            }
+        };
         let key = match self.ctx.group.ordering {
             Ordering::Key if !record.key.is_empty() => Some(record.key.clone()),
             _ => None,
@@ -633,6 +644,42 @@ impl Worker {
         };
         if eligible {
             self.make_ready(offset);
+        }
+        Ok(())
+    }
+
+    /// Dead-letters a record that never became a deliverable event (undecodable, or failing
+    /// its schema): permanent, no attempts.
+    async fn quarantine_record(
+        &mut self,
+        record: &StoredRecord,
+        rejected: Rejected,
+        replay_of: Option<String>,
+        had_history: bool,
+    ) -> Result<()> {
+        let now = self.now();
+        let entry = DlqEntry {
+            id: dlq::entry_id(&self.ctx.stream, self.ctx.partition, record.offset),
+            group: self.ctx.group.name.clone(),
+            event_id: rejected.event_id,
+            event_type: rejected.event_type,
+            class: FailureClass::Permanent,
+            reason: rejected.reason,
+            attempts: 0,
+            first_failure_at: now,
+            last_failure_at: now,
+            dead_lettered_at: now,
+            stream: self.ctx.stream.clone(),
+            partition: self.ctx.partition,
+            offset: record.offset,
+            replays: 0,
+            replay_pending: false,
+            original: record.value.clone(),
+        };
+        self.write_dead_letter(entry, replay_of.as_deref(), true)
+            .await?;
+        if had_history {
+            self.forget_history(record.offset).await?;
         }
         Ok(())
     }

@@ -1,0 +1,147 @@
+//! Schemas at the runtime's two boundaries: a publish is validated against the version its
+//! `schemaversion` names (the latest when absent, which is then stamped on the event), and at
+//! consume an event whose data fails the schema it names is a poison pill (`schema_invalid`);
+//! a group pinned to a version receives every event adapted to it (older ones upcast with
+//! defaults, newer ones with unknown fields removed).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use runnel_envelope::{Data, Event, EventType};
+use runnel_schema::{RegistryError, SchemaRegistry, ValidationError, VersionRef};
+use serde_json::Value;
+
+use crate::error::{Result, RuntimeError};
+
+/// How long the latest version of a type is trusted before it is looked up again (changes
+/// through this process's registry are seen at once).
+const LATEST_TTL: Duration = Duration::from_secs(1);
+
+pub(crate) struct Schemas {
+    pub registry: Arc<SchemaRegistry>,
+    require_schema: bool,
+    /// The latest version per type, with when it was read and the registry's generation.
+    latest: Mutex<HashMap<EventType, (Option<u32>, Instant, u64)>>,
+}
+
+/// Why an event was rejected at consume, for its dead-letter entry.
+pub(crate) struct SchemaRejection(pub String);
+
+impl Schemas {
+    pub fn new(registry: Arc<SchemaRegistry>, require_schema: bool) -> Self {
+        Self {
+            registry,
+            require_schema,
+            latest: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The newest live version of a type, cached briefly (a registration on another node is
+    /// seen within a second).
+    async fn latest(&self, subject: &EventType) -> Result<Option<u32>> {
+        let generation = self.registry.generation();
+        if let Ok(cache) = self.latest.lock()
+            && let Some((version, at, seen)) = cache.get(subject)
+            && at.elapsed() < LATEST_TTL
+            && *seen == generation
+        {
+            return Ok(*version);
+        }
+        let version = match self.registry.get(subject, VersionRef::Latest).await {
+            Ok(found) => Some(found.version),
+            Err(RegistryError::SubjectNotFound { .. } | RegistryError::VersionNotFound { .. }) => {
+                None
+            }
+            Err(e) => return Err(RuntimeError::Schema(ValidationError::Registry(e))),
+        };
+        if let Ok(mut cache) = self.latest.lock() {
+            cache.insert(subject.clone(), (version, Instant::now(), generation));
+        }
+        Ok(version)
+    }
+
+    /// Validates an event about to be published; returns it stamped with the schema version
+    /// it was validated against.
+    pub async fn check_publish(&self, event: Event) -> Result<Event> {
+        let subject = event.event_type().clone();
+        let named = event.schema_version().map(|v| v.get());
+        let version = match named {
+            Some(v) => Some(v),
+            None => self.latest(&subject).await?,
+        };
+        let Some(version) = version else {
+            if self.require_schema {
+                return Err(RuntimeError::Schema(ValidationError::NoSchema {
+                    subject: subject.to_string(),
+                }));
+            }
+            return Ok(event);
+        };
+        let data = json_data(&event).ok_or_else(|| RuntimeError::DataNotJson {
+            event_type: subject.to_string(),
+        })?;
+        self.registry
+            .validate(&subject, Some(version), &data)
+            .await?;
+        if named.is_some() {
+            return Ok(event);
+        }
+        Ok(event.into_builder().schema_version(version).build()?)
+    }
+
+    /// Checks an event at consume against the version it names, and adapts it to the
+    /// group's pinned version. `Ok(Err(..))` means the event is a poison pill.
+    pub async fn check_consume(
+        &self,
+        event: Event,
+        pinned: Option<u32>,
+    ) -> Result<std::result::Result<Event, SchemaRejection>> {
+        let Some(version) = event.schema_version().map(|v| v.get()) else {
+            return Ok(Ok(event));
+        };
+        let subject = event.event_type().clone();
+        let Some(data) = json_data(&event) else {
+            return Ok(Err(SchemaRejection(
+                "schema_invalid: the data is not JSON".into(),
+            )));
+        };
+        match self.registry.validate(&subject, Some(version), &data).await {
+            Ok(_) => {}
+            Err(invalid @ ValidationError::Invalid { .. }) => {
+                return Ok(Err(SchemaRejection(format!("schema_invalid: {invalid}"))));
+            }
+            Err(ValidationError::Registry(
+                missing @ (RegistryError::SubjectNotFound { .. }
+                | RegistryError::VersionNotFound { .. }),
+            )) => {
+                return Ok(Err(SchemaRejection(format!("schema_invalid: {missing}"))));
+            }
+            Err(other) => return Err(other.into()),
+        }
+        let Some(to) = pinned.filter(|to| *to != version) else {
+            return Ok(Ok(event));
+        };
+        let adapted = match self.registry.adapt(&subject, version, to, data).await {
+            Ok(adapted) => adapted,
+            Err(e) => {
+                return Ok(Err(SchemaRejection(format!(
+                    "schema_invalid: cannot adapt version {version} to {to}: {e}"
+                ))));
+            }
+        };
+        Ok(Ok(event
+            .into_builder()
+            .data_json(adapted)
+            .schema_version(to)
+            .build()?))
+    }
+}
+
+fn json_data(event: &Event) -> Option<Value> {
+    match event.data() {
+        Data::Json(value) => Some(value.clone()),
+        Data::None => Some(Value::Null),
+        _ => None,
+    }
+}
