@@ -21,9 +21,12 @@ const LATEST_TTL: Duration = Duration::from_secs(1);
 pub(crate) struct Schemas {
     pub registry: Arc<SchemaRegistry>,
     require_schema: bool,
-    /// The latest version per type, with when it was read and the registry's generation.
-    latest: Mutex<HashMap<EventType, (Option<u32>, Instant, u64)>>,
+    latest: Mutex<HashMap<EventType, LatestSeen>>,
 }
+
+/// The latest version of a type (none: no schema), when it was read, and the registry's
+/// generation then.
+type LatestSeen = (Option<u32>, Instant, u64);
 
 /// Why an event was rejected at consume, for its dead-letter entry.
 pub(crate) struct SchemaRejection(pub String);
