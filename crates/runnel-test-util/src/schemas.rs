@@ -211,6 +211,9 @@ pub async fn an_event_failing_its_schema_at_consume_is_dead_lettered_as_schema_i
     handle.stop().await.expect("stop");
 }
 
+/// Data and schema version as a handler received them.
+type Received = (Value, Option<u32>);
+
 pub async fn groups_pinned_to_a_version_receive_events_upcast_and_downcast(
     h: &impl BackendHarness,
 ) {
@@ -238,7 +241,7 @@ pub async fn groups_pinned_to_a_version_receive_events_upcast_and_downcast(
         .expect("v2 event");
     let mut received = Vec::new();
     for (group, pinned) in [("reads-v2", 2), ("reads-v1", 1)] {
-        let seen: Arc<Mutex<Vec<(Value, Option<u32>)>>> = Arc::default();
+        let seen: Arc<Mutex<Vec<Received>>> = Arc::default();
         let sink = seen.clone();
         let handle = runnel
             .group(group)
