@@ -515,19 +515,14 @@ impl Worker {
                 .iter()
                 .find(|h| h.name.as_ref() == name.as_bytes())
                 .and_then(|h| std::str::from_utf8(&h.value).ok())
-                .map(str::to_string)
         };
         let replay_of = if self.replay {
-            header(DLQ_ENTRY_HEADER)
+            header(DLQ_ENTRY_HEADER).map(str::to_string)
         } else {
             None
         };
         let type_header = header(TYPE_HEADER);
-        if !self.replay
-            && type_header
-                .as_deref()
-                .is_some_and(|t| !self.ctx.group.filter.matches(t))
-        {
+        if !self.replay && type_header.is_some_and(|t| !self.ctx.group.filter.matches(t)) {
             return Ok(());
         }
         let history = self.histories.remove(&record.offset);
@@ -536,8 +531,8 @@ impl Worker {
             Err(error) => {
                 self.ctx.stats.record_undecodable();
                 let rejected = Rejected {
-                    event_id: header(ID_HEADER).unwrap_or_default(),
-                    event_type: type_header.unwrap_or_default(),
+                    event_id: header(ID_HEADER).unwrap_or_default().to_string(),
+                    event_type: type_header.unwrap_or_default().to_string(),
                     reason: format!("undecodable: {error}"),
                 };
                 return self
@@ -576,8 +571,8 @@ impl Worker {
             Ok(event) => event,
             Err(SchemaRejection(reason)) => {
                 let rejected = Rejected {
-                    event_id: header(ID_HEADER).unwrap_or_default(),
-                    event_type: type_header.unwrap_or_default(),
+                    event_id: header(ID_HEADER).unwrap_or_default().to_string(),
+                    event_type: type_header.unwrap_or_default().to_string(),
                     reason,
                 };
                 return self
