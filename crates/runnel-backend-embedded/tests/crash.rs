@@ -3,8 +3,9 @@
 //! acknowledged, and is killed with SIGKILL at a random moment. After each kill the backend is
 //! reopened and every acknowledged write must be there, cycle after cycle.
 //!
-//! The child is this test binary run again with [`CHILD_DIR`] set, running only
-//! [`CHILD_TEST`]; a `[[bin]]` target would make `cargo run` ambiguous in the workspace.
+//! This test target has no libtest harness (`harness = false`): `main` is the test when
+//! [`CHILD_DIR`] is unset and the child process when it is set. (A `[[bin]]` target would make
+//! `cargo run` ambiguous in the workspace.)
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -21,7 +22,6 @@ use runnel_test_util::{stream, temp_dir};
 
 const CHILD_DIR: &str = "RUNNEL_EMBEDDED_CRASH_CHILD_DIR";
 const CHILD_CYCLE: &str = "RUNNEL_EMBEDDED_CRASH_CHILD_CYCLE";
-const CHILD_TEST: &str = "sigkill_child_writes_and_reports_each_acknowledged_write";
 const READY: &str = "CHILD READY";
 const CYCLES: usize = 8;
 const WRITERS: u32 = 4;
@@ -38,13 +38,24 @@ fn backend_config(dir: &Path) -> EmbeddedConfig {
     }
 }
 
-/// The child process's body; does nothing unless [`CHILD_DIR`] is set (the crash test sets
-/// it when it re-runs this binary).
-#[tokio::test]
-async fn sigkill_child_writes_and_reports_each_acknowledged_write() {
-    let Some(dir) = std::env::var_os(CHILD_DIR) else {
-        return;
-    };
+fn main() {
+    match std::env::var_os(CHILD_DIR) {
+        Some(dir) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("child: a runtime");
+            runtime.block_on(child(PathBuf::from(dir)));
+        }
+        None => {
+            acknowledged_records_offsets_and_kv_writes_survive_sigkill();
+            println!("test acknowledged_records_offsets_and_kv_writes_survive_sigkill ... ok");
+        }
+    }
+}
+
+/// The child process: writes from several writers until killed.
+async fn child(dir: PathBuf) {
     let cycle = std::env::var(CHILD_CYCLE).unwrap_or_default();
     let backend = Arc::new(
         EmbeddedBackend::open(backend_config(Path::new(&dir)))
@@ -61,8 +72,7 @@ async fn sigkill_child_writes_and_reports_each_acknowledged_write() {
         )
         .await
         .expect("child: create stream");
-    // libtest may print the test's name on the same line first.
-    say(format!("\n{READY}"));
+    say(READY.to_string());
     let writers: Vec<_> = (0..WRITERS)
         .map(|writer| tokio::spawn(write_until_killed(backend.clone(), cycle.clone(), writer)))
         .collect();
@@ -158,7 +168,6 @@ impl Acknowledged {
     }
 }
 
-#[test]
 fn acknowledged_records_offsets_and_kv_writes_survive_sigkill() {
     let dir = temp_dir();
     let exe = std::env::current_exe().expect("the test binary's path");
@@ -170,7 +179,6 @@ fn acknowledged_records_offsets_and_kv_writes_survive_sigkill() {
     let mut rng = rand::rng();
     for cycle in 0..CYCLES {
         let mut child = Command::new(&exe)
-            .args(["--exact", CHILD_TEST, "--nocapture", "--test-threads", "1"])
             .env(CHILD_DIR, dir.path())
             .env(CHILD_CYCLE, cycle.to_string())
             .stdout(Stdio::piped())
