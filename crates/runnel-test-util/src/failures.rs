@@ -12,20 +12,14 @@ use runnel_backend::{Header, ReadFrom, Record, StreamConfig, StreamName};
 use runnel_envelope::Event;
 use runnel_runtime::{
     ConsumerHandle, DlqFilter, DlqSelector, FailureClass, GroupConfig, HandlerError, Message,
-    Ordering, Runnel, RuntimeConfig, ScheduledRetry, TypePattern,
+    Ordering, Runnel, ScheduledRetry, TypePattern,
 };
 
 use crate::BackendHarness;
-use crate::runtime::{eventually, number, numbered_event};
+use crate::runtime::{eventually, number, numbered_event, runtime_with};
 
 async fn runtime(h: &impl BackendHarness) -> Runnel {
-    Runnel::open(
-        RuntimeConfig {
-            clock: h.clock().shared(),
-            ..RuntimeConfig::default()
-        },
-        h.open().await,
-    )
+    runtime_with(h, false).await
 }
 
 /// What a handler saw: (event number, attempt, replayed from the DLQ).

@@ -14,15 +14,34 @@ use runnel_runtime::{GroupConfig, HandlerError, Runnel, RuntimeConfig, RuntimeEr
 
 use crate::BackendHarness;
 
-async fn runtime(h: &impl BackendHarness) -> Runnel {
-    let backend = h.open().await;
+/// A runtime over the backend the harness opens (a restart when called again), on the
+/// harness's clock.
+pub async fn runtime_with(h: &impl BackendHarness, require_schema: bool) -> Runnel {
     Runnel::open(
         RuntimeConfig {
             clock: h.clock().shared(),
+            require_schema,
             ..RuntimeConfig::default()
         },
-        backend,
+        h.open().await,
     )
+}
+
+async fn runtime(h: &impl BackendHarness) -> Runnel {
+    runtime_with(h, false).await
+}
+
+/// Records in a stream, over all its partitions.
+pub async fn stream_total(runnel: &Runnel, stream: &runnel_backend::StreamName) -> u64 {
+    runnel
+        .backend()
+        .describe_stream(stream)
+        .await
+        .expect("describe stream")
+        .partitions
+        .iter()
+        .map(|p| p.high_watermark)
+        .sum()
 }
 
 /// An event with a partition key and `{"n": n}` as data, stamped with the clock's time.
@@ -245,15 +264,7 @@ pub async fn a_batch_is_validated_whole_and_dedups_within_itself(h: &impl Backen
         matches!(err, RuntimeError::InBatch { index: 1, .. }),
         "{err}"
     );
-    let total: u64 = runnel
-        .backend()
-        .describe_stream(&acks[0].stream)
-        .await
-        .expect("describe")
-        .partitions
-        .iter()
-        .map(|p| p.high_watermark)
-        .sum();
+    let total = stream_total(&runnel, &acks[0].stream).await;
     assert_eq!(total, 2, "the rejected batch appended nothing");
 }
 

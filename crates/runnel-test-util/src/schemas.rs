@@ -7,13 +7,11 @@ use std::time::Duration;
 
 use runnel_backend::{Header, ReadFrom, Record};
 use runnel_envelope::{Event, EventType, Source};
-use runnel_runtime::{
-    DlqFilter, GroupConfig, HandlerError, Runnel, RuntimeConfig, RuntimeError, TypePattern,
-};
+use runnel_runtime::{DlqFilter, GroupConfig, HandlerError, Runnel, RuntimeError, TypePattern};
 use serde_json::{Value, json};
 
 use crate::BackendHarness;
-use crate::runtime::eventually;
+use crate::runtime::{eventually, runtime_with, stream_total};
 
 const V1: &str = r#"{
   "type": "object",
@@ -34,14 +32,7 @@ const V2: &str = r#"{
 }"#;
 
 async fn runtime(h: &impl BackendHarness, require_schema: bool) -> Runnel {
-    Runnel::open(
-        RuntimeConfig {
-            clock: h.clock().shared(),
-            require_schema,
-            ..RuntimeConfig::default()
-        },
-        h.open().await,
-    )
+    runtime_with(h, require_schema).await
 }
 
 fn order_placed() -> EventType {
@@ -101,15 +92,7 @@ pub async fn a_publish_is_validated_and_rejected_with_every_failing_path(h: &imp
         Some(1),
         "stamped with the version it was validated against"
     );
-    let total: u64 = runnel
-        .backend()
-        .describe_stream(&ack.stream)
-        .await
-        .expect("describe")
-        .partitions
-        .iter()
-        .map(|p| p.high_watermark)
-        .sum();
+    let total = stream_total(&runnel, &ack.stream).await;
     assert_eq!(total, 1, "the invalid publish appended nothing");
 }
 
