@@ -5,6 +5,7 @@ mod bench;
 mod consumer_child;
 mod log_writer;
 mod measure;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -30,6 +31,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the HTTP server (CloudEvents in, consumer groups out) until SIGTERM or SIGINT.
+    ///
+    /// Configuration: defaults, then `runnel.toml`, then `RUNNEL_<FIELD>` environment
+    /// variables, then these flags; `runnel config show` prints the result.
+    Serve(serve::ServeArgs),
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Measure Runnel on this machine (results as a table, or JSON with --json).
     Bench {
         #[command(subcommand)]
@@ -43,6 +54,12 @@ enum Command {
     ConsumerChild(consumer_child::ConsumerChildArgs),
 }
 
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration `serve` would use (TOML, or JSON with --json).
+    Show(serve::ShowArgs),
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -53,6 +70,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
+        Command::Serve(args) => serve::serve(args),
+        Command::Config {
+            command: ConfigCommand::Show(args),
+        } => serve::show(args),
         Command::Bench { target } => bench::run(target),
         Command::LogWriter(args) => log_writer::run(args),
         Command::ConsumerChild(args) => consumer_child::run(args),
@@ -61,7 +82,17 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            // A configuration the server refuses is a usage error.
+            let config_error = error.downcast_ref::<runnel_server::ConfigError>().is_some()
+                || matches!(
+                    error.downcast_ref::<runnel_server::ServerError>(),
+                    Some(runnel_server::ServerError::Config(_))
+                );
+            if config_error {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -1,0 +1,412 @@
+//! The server's configuration: one typed struct, each field with its default, layered
+//! defaults → `runnel.toml` → `RUNNEL_*` environment variables → command-line flags.
+//!
+//! It exists so that every way of setting a value goes through the same names and the same
+//! checks: the file uses the field names, the environment the same names upper-cased behind
+//! `RUNNEL_` (`bind` ← `RUNNEL_BIND`, `max_body_bytes` ← `RUNNEL_MAX_BODY_BYTES`), and the
+//! binary's flags overwrite fields after both. `runnel config show` prints the result.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Scope;
+
+/// When a publish is acknowledged relative to `fdatasync` (see `docs/log-format.md` for what
+/// each loses on power failure).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncSetting {
+    /// Every append is synced on its own.
+    Always,
+    /// Group commit: concurrent appends share one sync; each is acknowledged after it. (Default.)
+    #[default]
+    Group,
+    /// Written to the operating system, never synced.
+    Os,
+}
+
+/// One API key and what it may do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// A name for logs (never the key itself).
+    pub name: String,
+    /// The secret sent as `Authorization: Bearer <key>`; at least 16 characters.
+    pub key: String,
+    /// `publish:<stream pattern>`, `consume:<group pattern>` or `admin` (everything); a
+    /// pattern may use `*` for any run of characters.
+    pub scopes: Vec<Scope>,
+}
+
+/// Everything `runnel serve` can be told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on. Default `127.0.0.1:8717`. Without API keys only a loopback
+    /// address is accepted.
+    pub bind: SocketAddr,
+    /// Directory of the embedded backend. Default `./runnel-data`.
+    pub data_dir: PathBuf,
+    /// `always`, `group` or `os`. Default `group`.
+    pub fsync: FsyncSetting,
+    /// With `group`: how long a sync waits for more appends, in ms. Default 0 (back to back).
+    pub fsync_interval_ms: u64,
+    /// Largest request body, in bytes; a larger one is answered 413. Default 8 MiB.
+    pub max_body_bytes: usize,
+    /// Largest event, in bytes of its stored (binary) form; a larger one is answered 413.
+    /// Default 1 MiB.
+    pub max_event_bytes: usize,
+    /// Partitions of a stream created by its first publish. Default 4.
+    pub default_partitions: u32,
+    /// Refuse to publish event types that have no schema in the registry. Default false
+    /// (types without a schema pass unchecked; types with one are always validated).
+    pub require_schema: bool,
+    /// A publish repeating an event id seen this many seconds ago or less appends nothing and
+    /// answers with the first position (`duplicate: true`). Default 120.
+    pub dedup_window_secs: u64,
+    /// Most messages one pull returns (a larger `max` is lowered to this). Default 1000.
+    pub max_pull_messages: usize,
+    /// Longest a pull waits for a first message, in ms (a larger `wait_ms` is lowered to
+    /// this). Default 30000.
+    pub max_pull_wait_ms: u64,
+    /// A group's consumer that nobody pulled from for this many seconds is stopped (its
+    /// partitions released, its unacknowledged receipts lapse). Default 300.
+    pub consumer_idle_secs: u64,
+    /// On SIGTERM/SIGINT, how long requests in flight may take to finish, in seconds.
+    /// Default 30.
+    pub shutdown_grace_secs: u64,
+    /// API keys. Default none: then only a loopback `bind` is allowed and nothing is checked.
+    pub api_keys: Vec<ApiKeyConfig>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8717)),
+            data_dir: PathBuf::from("./runnel-data"),
+            fsync: FsyncSetting::Group,
+            fsync_interval_ms: 0,
+            max_body_bytes: 8 << 20,
+            max_event_bytes: 1 << 20,
+            default_partitions: 4,
+            require_schema: false,
+            dedup_window_secs: 120,
+            max_pull_messages: 1000,
+            max_pull_wait_ms: 30_000,
+            consumer_idle_secs: 300,
+            shutdown_grace_secs: 30,
+            api_keys: Vec::new(),
+        }
+    }
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Environment variables starting with this prefix may set a field.
+pub const ENV_PREFIX: &str = "RUNNEL_";
+
+/// The file read when no path is given, if it exists.
+pub const DEFAULT_FILE: &str = "runnel.toml";
+
+impl ServerConfig {
+    /// Defaults, then the file (`path`, or `runnel.toml` in the working directory if it exists),
+    /// then the environment variables (`RUNNEL_<FIELD>`; others starting with `RUNNEL_` are
+    /// left alone, they belong to other parts of Runnel). Not yet validated: flags come next.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let file = match path {
+            Some(path) => Some(read_file(path)?),
+            None => {
+                let default = Path::new(DEFAULT_FILE);
+                if default.exists() {
+                    Some(read_file(default)?)
+                } else {
+                    None
+                }
+            }
+        };
+        Self::layered(file.as_ref().map(|(p, t)| (p.as_path(), t.as_str())), env)
+    }
+
+    /// Defaults, then a file's text, then environment variables.
+    pub fn layered(
+        file: Option<(&Path, &str)>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let defaults = toml::Table::try_from(Self::default())
+            .map_err(|e| ConfigError::Invalid(format!("defaults: {e}")))?;
+        let mut table = defaults.clone();
+        if let Some((path, text)) = file {
+            let from_file: toml::Table =
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::File {
+                        path: path.to_path_buf(),
+                        message: e.to_string(),
+                    })?;
+            for (key, value) in from_file {
+                table.insert(key, value);
+            }
+            // Typed check now, so a bad file is blamed on the file and not on a variable.
+            toml::Value::Table(table.clone())
+                .try_into::<Self>()
+                .map_err(|e| ConfigError::File {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+        }
+        let mut env: Vec<(String, String)> = env.into_iter().collect();
+        env.sort();
+        for (var, raw) in env {
+            let Some(name) = var.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let field = name.to_ascii_lowercase();
+            let Some(default) = defaults.get(&field) else {
+                continue;
+            };
+            let value = env_value(default, &raw).map_err(|message| ConfigError::Env {
+                var: var.clone(),
+                message,
+            })?;
+            table.insert(field, value);
+            toml::Value::Table(table.clone())
+                .try_into::<Self>()
+                .map_err(|e| ConfigError::Env {
+                    var: var.clone(),
+                    message: e.to_string(),
+                })?;
+        }
+        toml::Value::Table(table)
+            .try_into::<Self>()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))
+    }
+
+    /// Checks the rules that span fields or need more than a type.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.api_keys.is_empty() && !self.bind.ip().is_loopback() {
+            return bad(format!(
+                "refusing to listen on {} without API keys: anyone who can reach it could \
+                 publish, consume and purge. Add [[api_keys]] to runnel.toml (or \
+                 RUNNEL_API_KEYS), or bind a loopback address such as 127.0.0.1",
+                self.bind
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for key in &self.api_keys {
+            if key.key.len() < 16 {
+                return bad(format!(
+                    "API key `{}` is shorter than 16 characters",
+                    key.name
+                ));
+            }
+            if !seen.insert(&key.key) {
+                return bad(format!(
+                    "API key `{}` repeats another key's secret",
+                    key.name
+                ));
+            }
+            if key.scopes.is_empty() {
+                return bad(format!("API key `{}` has no scopes", key.name));
+            }
+        }
+        if self.max_body_bytes < 1024 {
+            return bad("max_body_bytes must be at least 1024".into());
+        }
+        if self.max_event_bytes == 0 {
+            return bad("max_event_bytes must be at least 1".into());
+        }
+        if self.default_partitions == 0 {
+            return bad("default_partitions must be at least 1".into());
+        }
+        if self.max_pull_messages == 0 {
+            return bad("max_pull_messages must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// A copy with API key secrets replaced, for printing and logging.
+    pub fn redacted(&self) -> Self {
+        let mut copy = self.clone();
+        for key in &mut copy.api_keys {
+            key.key = "<redacted>".into();
+        }
+        copy
+    }
+
+    /// The effective values as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    pub fn fsync_interval(&self) -> Duration {
+        Duration::from_millis(self.fsync_interval_ms)
+    }
+}
+
+fn read_file(path: &Path) -> Result<(PathBuf, String), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok((path.to_path_buf(), text))
+}
+
+/// An environment value read as the kind of value the field's default is: strings as they
+/// are, numbers and booleans parsed, lists and tables as TOML (`[{name = "ci", ...}]`).
+fn env_value(default: &toml::Value, raw: &str) -> Result<toml::Value, String> {
+    match default {
+        toml::Value::String(_) => Ok(toml::Value::String(raw.to_string())),
+        toml::Value::Integer(_) => raw
+            .trim()
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .map_err(|_| format!("expected a whole number, got `{raw}`")),
+        toml::Value::Boolean(_) => match raw.trim() {
+            "true" | "1" | "yes" => Ok(toml::Value::Boolean(true)),
+            "false" | "0" | "no" => Ok(toml::Value::Boolean(false)),
+            _ => Err(format!("expected true or false, got `{raw}`")),
+        },
+        _ => {
+            let table: toml::Table = format!("value = {raw}")
+                .parse()
+                .map_err(|e: toml::de::Error| format!("expected a TOML value: {e}"))?;
+            table
+                .get("value")
+                .cloned()
+                .ok_or_else(|| "expected a TOML value".to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_then_file_then_environment() {
+        let file = "bind = \"127.0.0.1:9000\"\nmax_body_bytes = 2048\ndefault_partitions = 8\n";
+        let config = ServerConfig::layered(
+            Some((Path::new("runnel.toml"), file)),
+            env(&[
+                ("RUNNEL_MAX_BODY_BYTES", "4096"),
+                ("RUNNEL_LOG", "debug"),
+                ("HOME", "/root"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.bind, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(config.max_body_bytes, 4096, "environment beats the file");
+        assert_eq!(config.default_partitions, 8, "file beats the default");
+        assert_eq!(config.max_pull_wait_ms, 30_000, "default kept");
+    }
+
+    #[test]
+    fn api_keys_come_from_the_file_or_the_environment() {
+        let file = "[[api_keys]]\nname = \"ci\"\nkey = \"0123456789abcdef\"\nscopes = [\"publish:order*\", \"admin\"]\n";
+        let config =
+            ServerConfig::layered(Some((Path::new("runnel.toml"), file)), env(&[])).unwrap();
+        assert_eq!(config.api_keys.len(), 1);
+        assert_eq!(config.api_keys[0].scopes.len(), 2);
+        let config = ServerConfig::layered(
+            None,
+            env(&[(
+                "RUNNEL_API_KEYS",
+                "[{name = \"x\", key = \"fedcba9876543210\", scopes = [\"consume:*\"]}]",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(config.api_keys[0].name, "x");
+    }
+
+    #[test]
+    fn bad_values_name_their_source() {
+        let err = ServerConfig::layered(Some((Path::new("runnel.toml"), "bind = 12\n")), env(&[]))
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::File { .. }), "{err}");
+        let err = ServerConfig::layered(
+            Some((Path::new("runnel.toml"), "no_such_field = 1\n")),
+            env(&[]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("no_such_field"), "{err}");
+        let err =
+            ServerConfig::layered(None, env(&[("RUNNEL_MAX_BODY_BYTES", "lots")])).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Env { var, .. } if var == "RUNNEL_MAX_BODY_BYTES"),
+            "{err}"
+        );
+        let err = ServerConfig::layered(
+            None,
+            env(&[(
+                "RUNNEL_API_KEYS",
+                "[{name = \"x\", key = \"fedcba9876543210\", scopes = [\"root\"]}]",
+            )]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("root"), "{err}");
+    }
+
+    #[test]
+    fn non_loopback_without_keys_is_refused() {
+        let config = ServerConfig {
+            bind: "0.0.0.0:8717".parse().unwrap(),
+            ..ServerConfig::default()
+        };
+        let err = config.validate().unwrap_err();
+        assert!(err.to_string().contains("without API keys"), "{err}");
+        let with_key = ServerConfig {
+            api_keys: vec![ApiKeyConfig {
+                name: "ops".into(),
+                key: "0123456789abcdef".into(),
+                scopes: vec![Scope::Admin],
+            }],
+            ..config
+        };
+        with_key.validate().unwrap();
+        assert!(ServerConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn show_redacts_secrets_and_round_trips() {
+        let config = ServerConfig {
+            api_keys: vec![ApiKeyConfig {
+                name: "ops".into(),
+                key: "0123456789abcdef".into(),
+                scopes: vec![Scope::Admin],
+            }],
+            ..ServerConfig::default()
+        };
+        let text = config.redacted().to_toml();
+        assert!(!text.contains("0123456789abcdef"));
+        let back = ServerConfig::layered(Some((Path::new("x"), &text)), env(&[])).unwrap();
+        assert_eq!(back.bind, config.bind);
+    }
+}

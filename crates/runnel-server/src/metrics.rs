@@ -1,0 +1,202 @@
+//! `/metrics` in the Prometheus text format.
+//!
+//! It exists to keep metric names and labels in one place. Counters the server sees happen
+//! (publishes, duplicate publishes, HTTP acks and their delivery→ack latency) are recorded
+//! as they happen; what the runtime knows (group counters, lag, DLQ depth) is read at scrape
+//! time, so a scrape shows the state of that moment. Each server owns its own recorder (no
+//! global one), so several servers in one test process do not mix their figures.
+
+use metrics::{Key, Label, Metadata, Recorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+use runnel_runtime::{DlqDepth, GroupCounts, GroupLag};
+
+static META: Metadata<'static> =
+    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+/// Seconds from a message being handed to an HTTP consumer to its ack.
+pub const HANDLER_LATENCY: &str = "runnel_handler_latency_seconds";
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// The server's metrics.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What the runtime reports about one group at scrape time.
+#[derive(Debug, Default)]
+pub struct GroupSnapshot {
+    pub group: String,
+    /// Counters of this server's consumer of the group, summed over its restarts.
+    pub counts: Option<GroupCounts>,
+    pub lag: Option<GroupLag>,
+    pub dlq: Option<DlqDepth>,
+}
+
+fn labels(pairs: &[(&'static str, &str)]) -> Vec<Label> {
+    pairs
+        .iter()
+        .map(|(k, v)| Label::new(*k, v.to_string()))
+        .collect()
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        // A non-empty constant list cannot fail; fall back to summaries if it ever did.
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(HANDLER_LATENCY.into()), LATENCY_BUCKETS)
+            .map(PrometheusBuilder::build_recorder)
+            .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+        let handle = recorder.handle();
+        Self { recorder, handle }
+    }
+
+    fn counter(&self, name: &'static str, pairs: &[(&'static str, &str)]) -> metrics::Counter {
+        self.recorder
+            .register_counter(&Key::from_parts(name, labels(pairs)), &META)
+    }
+
+    fn gauge(&self, name: &'static str, pairs: &[(&'static str, &str)]) -> metrics::Gauge {
+        self.recorder
+            .register_gauge(&Key::from_parts(name, labels(pairs)), &META)
+    }
+
+    /// Events appended by a publish.
+    pub fn published(&self, stream: &str, event_type: &str) {
+        self.counter(
+            "runnel_events_published_total",
+            &[("stream", stream), ("type", event_type)],
+        )
+        .increment(1);
+    }
+
+    /// Publishes answered from the dedup window (nothing appended).
+    pub fn duplicate(&self, stream: &str) {
+        self.counter("runnel_publish_duplicates_total", &[("stream", stream)])
+            .increment(1);
+    }
+
+    /// An HTTP consumer acknowledged an event `seconds` after it was handed out.
+    pub fn acked(&self, group: &str, stream: &str, event_type: &str, seconds: f64) {
+        self.counter(
+            "runnel_events_consumed_total",
+            &[("group", group), ("stream", stream), ("type", event_type)],
+        )
+        .increment(1);
+        self.recorder
+            .register_histogram(
+                &Key::from_parts(HANDLER_LATENCY, labels(&[("group", group)])),
+                &META,
+            )
+            .record(seconds);
+    }
+
+    /// Renders everything, after setting the scrape-time figures.
+    pub fn render(&self, groups: &[GroupSnapshot]) -> String {
+        for snapshot in groups {
+            let group = snapshot.group.as_str();
+            if let Some(c) = &snapshot.counts {
+                let g = &[("group", group)];
+                self.counter("runnel_consumer_delivered_total", g)
+                    .absolute(c.delivered);
+                self.counter("runnel_consumer_redelivered_total", g)
+                    .absolute(c.redelivered);
+                self.counter("runnel_consumer_acked_total", g)
+                    .absolute(c.acked);
+                self.counter("runnel_consumer_retries_total", g)
+                    .absolute(c.retries_scheduled);
+                self.counter("runnel_consumer_dead_lettered_total", g)
+                    .absolute(c.dead_lettered);
+                self.counter("runnel_consumer_ack_timeouts_total", g)
+                    .absolute(c.ack_timeouts);
+                self.counter("runnel_consumer_skipped_duplicates_total", g)
+                    .absolute(c.skipped_duplicates);
+                for (class, value) in [
+                    ("transient", c.failed_transient),
+                    ("service", c.failed_service),
+                    ("permanent", c.failed_permanent),
+                ] {
+                    self.counter(
+                        "runnel_consumer_failures_total",
+                        &[("group", group), ("class", class)],
+                    )
+                    .absolute(value);
+                }
+            }
+            if let Some(lag) = &snapshot.lag {
+                for p in &lag.partitions {
+                    let partition = p.partition.to_string();
+                    let l = &[
+                        ("group", group),
+                        ("stream", p.stream.as_str()),
+                        ("partition", partition.as_str()),
+                    ];
+                    self.gauge("runnel_consumer_lag_events", l)
+                        .set(p.events as f64);
+                    self.gauge("runnel_consumer_lag_seconds", l).set(p.seconds);
+                }
+            }
+            if let Some(dlq) = &snapshot.dlq {
+                self.gauge("runnel_dlq_depth", &[("group", group)])
+                    .set(dlq.depth as f64);
+                let alert = dlq.alert || snapshot.counts.is_some_and(|c| c.dlq_alert);
+                self.gauge("runnel_dlq_alert", &[("group", group)])
+                    .set(if alert { 1.0 } else { 0.0 });
+            }
+        }
+        self.handle.render()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_histograms_and_scrape_time_gauges() {
+        let metrics = Metrics::new();
+        metrics.published("order", "order.placed");
+        metrics.duplicate("order");
+        metrics.acked("billing", "order", "order.placed", 0.003);
+        let text = metrics.render(&[GroupSnapshot {
+            group: "billing".into(),
+            counts: Some(GroupCounts {
+                failed_service: 2,
+                ..GroupCounts::default()
+            }),
+            lag: None,
+            dlq: Some(DlqDepth {
+                depth: 3,
+                alert_threshold: Some(2),
+                alert: true,
+            }),
+        }]);
+        for needle in [
+            "runnel_events_published_total{stream=\"order\",type=\"order.placed\"} 1",
+            "runnel_publish_duplicates_total{stream=\"order\"} 1",
+            "runnel_handler_latency_seconds_bucket{group=\"billing\",le=\"0.005\"} 1",
+            "runnel_consumer_failures_total{group=\"billing\",class=\"service\"} 2",
+            "runnel_dlq_depth{group=\"billing\"} 3",
+            "runnel_dlq_alert{group=\"billing\"} 1",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+}

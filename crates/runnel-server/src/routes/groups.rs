@@ -1,0 +1,315 @@
+//! Consumer groups over HTTP: configure, describe, pull, ack, nack, and the event stream.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures::Stream;
+use runnel_runtime::RuntimeError;
+
+use super::{AppState, group_name};
+use crate::auth::Caller;
+use crate::extract::{ApiJson, ApiPath};
+use crate::problem::{ApiError, Problem};
+use crate::views::{
+    AckRequest, AckResponse, ConsumerView, CountersView, DlqDepthView, GroupSpec, GroupView,
+    LagView, MessageView, NackRequest, NackResponse, PullRequest, PullResponse,
+};
+
+/// Messages an event stream asks the consumer for at a time.
+const STREAM_BATCH: usize = 64;
+/// How long an event stream waits before it checks for shutdown and a replaced consumer.
+const STREAM_POLL: Duration = Duration::from_secs(5);
+
+/// Every group's settings.
+#[utoipa::path(
+    get,
+    path = "/v1/groups",
+    tag = "groups",
+    responses(
+        (status = 200, description = "Groups by name", body = Vec<GroupSpecNamed>),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ())
+)]
+pub async fn list_groups(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<GroupSpecNamed>>, ApiError> {
+    caller.require_admin()?;
+    let groups = state.runnel.list_groups().await?;
+    Ok(Json(
+        groups
+            .iter()
+            .map(|g| GroupSpecNamed {
+                name: g.name.clone(),
+                config: GroupSpec::from_config(g),
+            })
+            .collect(),
+    ))
+}
+
+/// A group's name and settings.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct GroupSpecNamed {
+    pub name: String,
+    pub config: GroupSpec,
+}
+
+/// Create or replace a group's settings. A running consumer of the group on this server is
+/// restarted with them (its outstanding receipts lapse).
+#[utoipa::path(
+    put,
+    path = "/v1/groups/{group}",
+    tag = "groups",
+    params(("group" = String, Path, description = "1–56 characters of a-z, 0-9, `_`, `-`")),
+    request_body(content = GroupSpec, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Replaced", body = GroupSpec),
+        (status = 201, description = "Created", body = GroupSpec),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ())
+)]
+pub async fn put_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(group): ApiPath<String>,
+    ApiJson(spec): ApiJson<GroupSpec>,
+) -> Result<(StatusCode, Json<GroupSpec>), ApiError> {
+    group_name(&group)?;
+    caller.require_consume(&group)?;
+    let config = spec.to_config(&group)?;
+    let existed = match state.runnel.group_config(&group).await {
+        Ok(_) => true,
+        Err(RuntimeError::UnknownGroup(_)) => false,
+        Err(e) => return Err(e.into()),
+    };
+    state.runnel.put_group(config.clone()).await?;
+    state.consumers.stop(&group).await;
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(GroupSpec::from_config(&config))))
+}
+
+/// A group: settings, lag per partition (events and seconds), this server's counters and
+/// consumer, and its dead-letter queue depth.
+#[utoipa::path(
+    get,
+    path = "/v1/groups/{group}",
+    tag = "groups",
+    params(("group" = String, Path)),
+    responses(
+        (status = 200, body = GroupView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown group", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ())
+)]
+pub async fn describe_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(group): ApiPath<String>,
+) -> Result<Json<GroupView>, ApiError> {
+    group_name(&group)?;
+    caller.require_consume(&group)?;
+    let config = state.runnel.group_config(&group).await?;
+    let lag = state.runnel.lag(&group).await?;
+    let dlq = state.runnel.dlq_depth(&group).await?;
+    let counts = state.consumers.counts(&group).await.unwrap_or_default();
+    let running = state.consumers.running(&group).await;
+    Ok(Json(GroupView {
+        name: group,
+        config: GroupSpec::from_config(&config),
+        lag: LagView::from(lag),
+        counters: CountersView::from(counts),
+        dlq: DlqDepthView::from(dlq),
+        consumer: ConsumerView {
+            running: running.is_some(),
+            outstanding: running.map_or(0, |s| s.outstanding()),
+        },
+    }))
+}
+
+/// Long poll: up to `max` messages, waiting up to `wait_ms` for the first. Each message
+/// carries a `receipt` to settle it with `ack` or `nack` within the group's `ack_wait`.
+#[utoipa::path(
+    post,
+    path = "/v1/groups/{group}/pull",
+    tag = "consume",
+    params(("group" = String, Path)),
+    request_body(content = PullRequest, content_type = "application/json"),
+    responses(
+        (status = 200, body = PullResponse),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown group", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ())
+)]
+pub async fn pull(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(group): ApiPath<String>,
+    ApiJson(request): ApiJson<PullRequest>,
+) -> Result<Json<PullResponse>, ApiError> {
+    group_name(&group)?;
+    caller.require_consume(&group)?;
+    let max = match request.max {
+        None => 1,
+        Some(0) => {
+            return Err(
+                ApiError::bad_request("request.invalid_field", "`max` must be at least 1")
+                    .with_field("/max", "must be at least 1"),
+            );
+        }
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+    }
+    .min(state.config.max_pull_messages);
+    let wait = Duration::from_millis(
+        request
+            .wait_ms
+            .unwrap_or(0)
+            .min(state.config.max_pull_wait_ms),
+    );
+    let messages = state.consumers.pull(&group, max, wait).await?;
+    Ok(Json(PullResponse { messages }))
+}
+
+/// Acknowledge messages: they are done. Every valid receipt is acknowledged; if some were
+/// unknown (404) or lapsed (409), the problem lists them with the count acknowledged.
+#[utoipa::path(
+    post,
+    path = "/v1/groups/{group}/ack",
+    tag = "consume",
+    params(("group" = String, Path)),
+    request_body(content = AckRequest, content_type = "application/json"),
+    responses(
+        (status = 200, body = AckResponse),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown group or receipt", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A receipt lapsed (past ack_wait, or delivered again)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ())
+)]
+pub async fn ack(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(group): ApiPath<String>,
+    ApiJson(request): ApiJson<AckRequest>,
+) -> Result<Json<AckResponse>, ApiError> {
+    group_name(&group)?;
+    caller.require_consume(&group)?;
+    let acked = state.consumers.ack(&group, &request.receipts).await?;
+    Ok(Json(AckResponse { acked }))
+}
+
+/// Report a failed message: `transient` retries at once, `service` after a backoff,
+/// `permanent` dead-letters it.
+#[utoipa::path(
+    post,
+    path = "/v1/groups/{group}/nack",
+    tag = "consume",
+    params(("group" = String, Path)),
+    request_body(content = NackRequest, content_type = "application/json"),
+    responses(
+        (status = 200, body = NackResponse),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown group or receipt", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The receipt lapsed", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ())
+)]
+pub async fn nack(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(group): ApiPath<String>,
+    ApiJson(request): ApiJson<NackRequest>,
+) -> Result<Json<NackResponse>, ApiError> {
+    group_name(&group)?;
+    caller.require_consume(&group)?;
+    state
+        .consumers
+        .nack(&group, &request.receipt, request.class, request.reason)
+        .await?;
+    Ok(Json(NackResponse { nacked: 1 }))
+}
+
+/// Server-Sent Events: the same messages a pull returns, pushed as they arrive (`event:
+/// message`, `id:` the receipt, `data:` the message JSON); settle them with `ack`/`nack`.
+#[utoipa::path(
+    get,
+    path = "/v1/groups/{group}/events",
+    tag = "consume",
+    params(("group" = String, Path)),
+    responses(
+        (status = 200, description = "An event stream of messages", content_type = "text/event-stream", body = MessageView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown group", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ())
+)]
+pub async fn event_stream(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(group): ApiPath<String>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    group_name(&group)?;
+    caller.require_consume(&group)?;
+    // Unknown groups are a 404 now, not an error event later.
+    state.consumers.session(&group).await?;
+    let stream = futures::stream::unfold(
+        (state, group, VecDeque::<MessageView>::new(), false),
+        |(state, group, mut buffer, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                if let Some(message) = buffer.pop_front() {
+                    let event = SseEvent::default()
+                        .event("message")
+                        .id(message.receipt.clone())
+                        .json_data(&message)
+                        .unwrap_or_else(|e| SseEvent::default().event("error").data(e.to_string()));
+                    return Some((Ok(event), (state, group, buffer, false)));
+                }
+                if state.shutdown.is_triggered() {
+                    return None;
+                }
+                match state
+                    .consumers
+                    .pull(&group, STREAM_BATCH, STREAM_POLL)
+                    .await
+                {
+                    Ok(messages) => buffer.extend(messages),
+                    Err(error) => {
+                        let problem = serde_json::to_string(&error.problem()).unwrap_or_default();
+                        let event = SseEvent::default().event("error").data(problem);
+                        return Some((Ok(event), (state, group, buffer, true)));
+                    }
+                }
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}

@@ -1,0 +1,103 @@
+//! The router: every route, its handler module, and the shared state handlers see.
+//!
+//! Handlers only parse, check the caller's scope, call the runtime and map the result; the
+//! rules live in `runnel-runtime` (and the CloudEvents binding in [`crate::binding`]).
+//! Health, readiness, metrics and the OpenAPI document need no key; everything under `/v1`
+//! and `/registry` goes through [`crate::auth::authenticate`].
+
+pub mod admin;
+pub mod events;
+pub mod groups;
+pub mod ops;
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::routing::{get, post, put};
+use runnel_envelope::Limits;
+use runnel_runtime::{Runnel, validate_group_name};
+use runnel_schema::SchemaRegistry;
+
+use crate::auth::{self, Keys};
+use crate::config::ServerConfig;
+use crate::consume::{Consumers, Shutdown};
+use crate::metrics::Metrics;
+use crate::problem::ApiError;
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(pub(crate) Arc<Shared>);
+
+pub struct Shared {
+    pub runnel: Runnel,
+    pub registry: Arc<SchemaRegistry>,
+    pub config: ServerConfig,
+    pub limits: Limits,
+    pub consumers: Consumers,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: Shutdown,
+    pub keys: Arc<Keys>,
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// Every route of the server.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/v1/events", post(events::publish))
+        .route(
+            "/v1/streams",
+            get(admin::list_streams).post(admin::create_stream),
+        )
+        .route("/v1/streams/{stream}", get(admin::describe_stream))
+        .route("/v1/groups", get(groups::list_groups))
+        .route(
+            "/v1/groups/{group}",
+            put(groups::put_group).get(groups::describe_group),
+        )
+        .route("/v1/groups/{group}/pull", post(groups::pull))
+        .route("/v1/groups/{group}/ack", post(groups::ack))
+        .route("/v1/groups/{group}/nack", post(groups::nack))
+        .route("/v1/groups/{group}/events", get(groups::event_stream))
+        .route(
+            "/v1/groups/{group}/dlq",
+            get(admin::list_dlq).delete(admin::purge_dlq),
+        )
+        .route("/v1/groups/{group}/dlq/replay", post(admin::replay_dlq))
+        .route(
+            "/v1/groups/{group}/dlq/{id}",
+            get(admin::get_dlq_entry).delete(admin::delete_dlq_entry),
+        )
+        .with_state(state.clone());
+    let registry =
+        runnel_schema::rest::router(state.registry.clone()).layer(from_fn(auth::registry_guard));
+    let protected = api
+        .nest("/registry", registry)
+        .layer(from_fn_with_state(state.keys.clone(), auth::authenticate));
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .with_state(state.clone())
+        .merge(protected)
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+}
+
+/// A group name from a path, checked before it reaches storage (`../x` is refused here).
+pub(crate) fn group_name(name: &str) -> Result<(), ApiError> {
+    validate_group_name(name).map_err(|e| {
+        ApiError::bad_request("group.invalid_name", e.to_string())
+            .with_field("group", e.to_string())
+    })
+}

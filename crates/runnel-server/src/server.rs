@@ -1,0 +1,240 @@
+//! Building and running the server: `ServerConfig → App::open → Server::bind → run(shutdown)`.
+//!
+//! It exists to keep the order of start and stop in one place. Start: check the
+//! configuration (no non-loopback address without keys), open the backend, build the
+//! runtime, registry and router, bind. Stop, once the shutdown future resolves: stop
+//! accepting, let requests in flight finish (long polls and event streams end early, up to
+//! `shutdown_grace_secs` in all), stop every consumer (workers commit what is done and
+//! release their partitions), then close the backend, which flushes.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use runnel_backend::{Backend, BackendError};
+use runnel_backend_embedded::{EmbeddedBackend, EmbeddedConfig, FsyncPolicy};
+use runnel_envelope::Limits;
+use runnel_runtime::{Runnel, RuntimeConfig};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::auth::Keys;
+use crate::config::{ConfigError, FsyncSetting, ServerConfig};
+use crate::consume::{Consumers, Shutdown};
+use crate::metrics::Metrics;
+use crate::routes::{AppState, Shared, router};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot open the data directory: {0}")]
+    Backend(#[from] BackendError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// The application: runtime, registry, consumers and router over one backend, without a
+/// socket (router tests use it directly).
+pub struct App {
+    state: AppState,
+    sweeper: JoinHandle<()>,
+}
+
+impl App {
+    /// Opens the embedded backend in `config.data_dir` and builds the application.
+    pub async fn open(config: ServerConfig) -> Result<Self, ServerError> {
+        config.validate()?;
+        let fsync = match config.fsync {
+            FsyncSetting::Always => FsyncPolicy::Always,
+            FsyncSetting::Os => FsyncPolicy::Os,
+            FsyncSetting::Group => match FsyncPolicy::group() {
+                FsyncPolicy::Group { max_bytes, .. } => FsyncPolicy::Group {
+                    interval: config.fsync_interval(),
+                    max_bytes,
+                },
+                other => other,
+            },
+        };
+        let backend = EmbeddedBackend::open(EmbeddedConfig {
+            fsync,
+            ..EmbeddedConfig::new(&config.data_dir)
+        })
+        .await?;
+        Self::with_backend(config, Arc::new(backend))
+    }
+
+    /// Builds the application over a backend that is already open.
+    pub fn with_backend(
+        config: ServerConfig,
+        backend: Arc<dyn Backend>,
+    ) -> Result<Self, ServerError> {
+        config.validate()?;
+        let limits = Limits::with_max_event_bytes(config.max_event_bytes);
+        let runnel = Runnel::open(
+            RuntimeConfig {
+                default_partitions: config.default_partitions,
+                limits,
+                dedup_window: Duration::from_secs(config.dedup_window_secs),
+                require_schema: config.require_schema,
+                source: "runnel://server".into(),
+                ..RuntimeConfig::default()
+            },
+            backend.clone(),
+        );
+        // The runtime's own registry: registrations through `/registry` apply to the very
+        // next publish.
+        let registry = runnel.schemas().clone();
+        let metrics = Arc::new(Metrics::new());
+        let shutdown = Shutdown::default();
+        let idle = Duration::from_secs(config.consumer_idle_secs.max(1));
+        let consumers = Consumers::new(runnel.clone(), metrics.clone(), shutdown.clone(), idle);
+        let keys = Arc::new(Keys::new(&config.api_keys));
+        let state = AppState(Arc::new(Shared {
+            runnel,
+            registry,
+            limits,
+            consumers,
+            metrics,
+            shutdown,
+            keys,
+            config,
+        }));
+        let sweeper = tokio::spawn(sweep_idle(state.clone(), idle));
+        Ok(Self { state, sweeper })
+    }
+
+    /// Every route.
+    pub fn router(&self) -> Router {
+        router(self.state.clone())
+    }
+
+    /// The runtime underneath.
+    pub fn runnel(&self) -> &Runnel {
+        &self.state.runnel
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.state.config
+    }
+
+    /// Ends long polls and event streams and refuses new consumption.
+    pub fn begin_shutdown(&self) {
+        self.state.shutdown.trigger();
+    }
+
+    /// Stops consumers and closes the backend (flushing it).
+    pub async fn close(self) -> Result<(), ServerError> {
+        self.state.shutdown.trigger();
+        self.sweeper.abort();
+        self.state.consumers.stop_all().await;
+        self.state.runnel.backend().close().await?;
+        Ok(())
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.sweeper.abort();
+    }
+}
+
+async fn sweep_idle(state: AppState, idle: Duration) {
+    let every = (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(10));
+    loop {
+        tokio::time::sleep(every).await;
+        if state.shutdown.is_triggered() {
+            return;
+        }
+        state.consumers.stop_idle().await;
+    }
+}
+
+/// The application bound to a socket.
+pub struct Server {
+    app: App,
+    listener: TcpListener,
+}
+
+impl Server {
+    /// Opens the application and binds `config.bind`.
+    pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
+        let app = App::open(config).await?;
+        Self::with_app(app).await
+    }
+
+    /// Binds an application built elsewhere.
+    pub async fn with_app(app: App) -> Result<Self, ServerError> {
+        let addr = app.config().bind;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        if app.config().api_keys.is_empty() {
+            tracing::warn!(%addr, "no API keys configured: serving loopback only, without authentication");
+        }
+        Ok(Self { app, listener })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> Result<SocketAddr, ServerError> {
+        self.listener.local_addr().map_err(ServerError::Serve)
+    }
+
+    pub fn app(&self) -> &App {
+        &self.app
+    }
+
+    /// Serves until `shutdown` resolves, then stops in order (see the module docs).
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let Server { app, listener } = self;
+        let grace = Duration::from_secs(app.config().shutdown_grace_secs);
+        let token = app.state.shutdown.clone();
+        let signal = {
+            let token = token.clone();
+            async move {
+                shutdown.await;
+                tracing::info!("shutting down: no new connections; finishing requests in flight");
+                token.trigger();
+            }
+        };
+        let serve = axum::serve(listener, app.router()).with_graceful_shutdown(signal);
+        let mut serving = tokio::spawn(async move { serve.await });
+        let served = tokio::select! {
+            result = &mut serving => Some(result),
+            _ = token.wait() => None,
+        };
+        let result = match served {
+            Some(result) => result,
+            None => match tokio::time::timeout(grace, &mut serving).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::warn!(
+                        ?grace,
+                        "requests still running after the grace period; stopping anyway"
+                    );
+                    serving.abort();
+                    Ok(Ok(()))
+                }
+            },
+        };
+        let served = match result {
+            Ok(served) => served.map_err(ServerError::Serve),
+            Err(join) => Err(ServerError::Serve(std::io::Error::other(join.to_string()))),
+        };
+        app.close().await?;
+        tracing::info!("stopped");
+        served
+    }
+}

@@ -1,0 +1,147 @@
+//! `runnel serve` and `runnel config show`: the HTTP server with its layered configuration.
+//!
+//! The flags here are the last layer (defaults → `runnel.toml` → `RUNNEL_*` → flags); both
+//! subcommands take the same ones, so `config show` prints exactly what `serve` would use.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use runnel_server::{FsyncSetting, Server, ServerConfig};
+
+/// Configuration flags shared by `serve` and `config show`.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Configuration file (default: `runnel.toml` in the working directory, if present).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [config: bind; default 127.0.0.1:8717].
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<SocketAddr>,
+    /// Data directory of the embedded backend [config: data_dir; default ./runnel-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// When publishes are acknowledged relative to fdatasync [config: fsync; default group].
+    #[arg(long, value_enum)]
+    pub fsync: Option<FsyncFlag>,
+    /// Largest request body in bytes [config: max_body_bytes; default 8 MiB].
+    #[arg(long, value_name = "BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Largest event in bytes [config: max_event_bytes; default 1 MiB].
+    #[arg(long, value_name = "BYTES")]
+    pub max_event_bytes: Option<usize>,
+    /// Partitions of streams created by their first publish [config: default_partitions].
+    #[arg(long, value_name = "N")]
+    pub default_partitions: Option<u32>,
+    /// Refuse event types without a registered schema [config: require_schema].
+    #[arg(long)]
+    pub require_schema: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FsyncFlag {
+    /// fdatasync before every append returns.
+    Always,
+    /// Group commit: concurrent appends share one fdatasync.
+    Group,
+    /// No fdatasync.
+    Os,
+}
+
+impl ConfigArgs {
+    /// Defaults → file → environment → these flags, validated.
+    pub fn effective(&self) -> Result<ServerConfig, runnel_server::ConfigError> {
+        let mut config = ServerConfig::load(self.config.as_deref(), std::env::vars())?;
+        if let Some(bind) = self.bind {
+            config.bind = bind;
+        }
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if let Some(fsync) = self.fsync {
+            config.fsync = match fsync {
+                FsyncFlag::Always => FsyncSetting::Always,
+                FsyncFlag::Group => FsyncSetting::Group,
+                FsyncFlag::Os => FsyncSetting::Os,
+            };
+        }
+        if let Some(n) = self.max_body_bytes {
+            config.max_body_bytes = n;
+        }
+        if let Some(n) = self.max_event_bytes {
+            config.max_event_bytes = n;
+        }
+        if let Some(n) = self.default_partitions {
+            config.default_partitions = n;
+        }
+        if self.require_schema {
+            config.require_schema = true;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Print JSON instead of TOML.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the server until SIGTERM or SIGINT, then stops gracefully and exits.
+pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.config.effective()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let server = Server::bind(config).await?;
+        let addr = server.local_addr()?;
+        // The first line on stdout says where to connect (tests with port 0 read it).
+        println!("runnel listening on http://{addr}");
+        use std::io::Write;
+        std::io::stdout().flush().ok();
+        tracing::info!(%addr, "listening");
+        server.run(shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(error) => {
+            tracing::error!(%error, "cannot watch SIGTERM; stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+    }
+}
+
+/// Prints the effective configuration (API key secrets redacted).
+pub fn show(args: ShowArgs) -> anyhow::Result<()> {
+    let config = args.config.effective()?.redacted();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&config)?);
+    } else {
+        print!("{}", config.to_toml());
+    }
+    Ok(())
+}
