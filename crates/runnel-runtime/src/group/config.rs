@@ -166,6 +166,34 @@ impl GroupConfig {
         if self.backoff.is_empty() {
             return bad("backoff needs at least one delay".into());
         }
+        // Upper bounds keep timers and channel sizes in range.
+        const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+        if self.max_in_flight > 100_000 {
+            return bad(format!(
+                "max_in_flight must be at most 100000, got {}",
+                self.max_in_flight
+            ));
+        }
+        if self.max_ack_pending > 1_000_000 {
+            return bad(format!(
+                "max_ack_pending must be at most 1000000, got {}",
+                self.max_ack_pending
+            ));
+        }
+        for (name, value, limit) in [
+            ("ack_wait", self.ack_wait, WEEK),
+            ("lease_ttl", self.lease_ttl, WEEK),
+            ("processed_id_ttl", self.processed_id_ttl, WEEK * 52),
+        ] {
+            if value > limit {
+                return bad(format!("{name} must be at most {limit:?}, got {value:?}"));
+            }
+        }
+        if let Some(delay) = self.backoff.iter().find(|d| **d > WEEK) {
+            return bad(format!(
+                "each backoff delay must be at most 7 days, got {delay:?}"
+            ));
+        }
         if self.max_crashes == 0 {
             return bad("max_crashes must be at least 1".into());
         }
@@ -191,9 +219,11 @@ pub fn validate_group_name(name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(RuntimeError::GroupConfig(format!(
-            "group name `{name}` must be 1–56 characters of a-z, 0-9, `_` and `-`, starting with a letter or digit"
-        )))
+        Err(RuntimeError::Name(runnel_backend::InvalidName {
+            what: "group name",
+            name: name.to_string(),
+            reason: "must be 1–56 characters of a-z, 0-9, `_` and `-`, starting with a letter or digit",
+        }))
     }
 }
 
@@ -225,5 +255,79 @@ mod millis_list {
             .into_iter()
             .map(Duration::from_millis)
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> GroupConfig {
+        GroupConfig::new("g", TypePattern::new("order.*").unwrap())
+    }
+
+    #[test]
+    fn out_of_range_settings_are_refused_naming_the_field() {
+        let cases: Vec<(GroupConfig, &str)> = vec![
+            (
+                GroupConfig {
+                    max_in_flight: 0,
+                    ..config()
+                },
+                "max_in_flight",
+            ),
+            (
+                GroupConfig {
+                    max_in_flight: 1_000_000,
+                    ..config()
+                },
+                "max_in_flight",
+            ),
+            (
+                GroupConfig {
+                    max_ack_pending: 10_000_000,
+                    ..config()
+                },
+                "max_ack_pending",
+            ),
+            (
+                GroupConfig {
+                    ack_wait: Duration::from_secs(30 * 24 * 3600),
+                    ..config()
+                },
+                "ack_wait",
+            ),
+            (
+                GroupConfig {
+                    backoff: vec![],
+                    ..config()
+                },
+                "backoff",
+            ),
+            (
+                GroupConfig {
+                    backoff: vec![Duration::MAX],
+                    ..config()
+                },
+                "backoff",
+            ),
+            (
+                GroupConfig {
+                    max_crashes: 0,
+                    ..config()
+                },
+                "max_crashes",
+            ),
+        ];
+        for (config, field) in cases {
+            let error = config.validate().expect_err(field).to_string();
+            assert!(error.contains(field), "{error}");
+        }
+        assert!(config().validate().is_ok());
+        let bad_name = GroupConfig {
+            name: "../x".into(),
+            ..config()
+        };
+        assert_eq!(bad_name.validate().unwrap_err().code(), "name.invalid");
     }
 }

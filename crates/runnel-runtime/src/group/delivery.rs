@@ -77,6 +77,8 @@ impl std::error::Error for HandlerError {}
 pub(crate) enum Outcome {
     Done,
     Failed(HandlerError),
+    /// The worker's own note: the processed id of a done event is durable.
+    Recorded,
 }
 
 #[derive(Debug)]

@@ -538,7 +538,6 @@ async fn run_handler<H, Fut>(
 {
     let max_in_flight = consumer.group().max_in_flight;
     let slots = Arc::new(Semaphore::new(max_in_flight));
-    let group = Arc::new(consumer.group().clone());
     loop {
         let delivery = tokio::select! {
             delivery = consumer.next() => match delivery {
@@ -552,7 +551,6 @@ async fn run_handler<H, Fut>(
         };
         let handler = handler.clone();
         let runnel = runnel.clone();
-        let group = group.clone();
         tokio::spawn(async move {
             let message = Message {
                 event: delivery.event.clone(),
@@ -565,14 +563,12 @@ async fn run_handler<H, Fut>(
             // A panic inside the handler is caught here and becomes a `service` failure.
             let result = AssertUnwindSafe(handler(message)).catch_unwind().await;
             match result {
-                Ok(Ok(outputs)) => {
-                    match complete(&runnel, &group, &delivery.event, outputs).await {
-                        Ok(()) => delivery.ack(),
-                        Err(error) => delivery.nack(HandlerError::service(format!(
-                            "publishing the handler's outputs failed: {error}"
-                        ))),
-                    }
-                }
+                Ok(Ok(outputs)) => match complete(&runnel, &delivery.event, outputs).await {
+                    Ok(()) => delivery.ack(),
+                    Err(error) => delivery.nack(HandlerError::service(format!(
+                        "publishing the handler's outputs failed: {error}"
+                    ))),
+                },
                 Ok(Err(error)) => delivery.nack(error),
                 Err(panic) => {
                     let reason = panic
@@ -594,13 +590,9 @@ async fn run_handler<H, Fut>(
 }
 
 /// Publishes a handler's outputs with ids derived from the input (so a redelivery republishes
-/// the same ids, which deduplication absorbs), then records the input as processed.
-async fn complete(
-    runnel: &Runnel,
-    group: &GroupConfig,
-    input: &Event,
-    outputs: Vec<Event>,
-) -> Result<()> {
+/// the same ids, which deduplication absorbs). The ack that follows records the input as
+/// processed (in the partition worker, for every kind of consumer).
+async fn complete(runnel: &Runnel, input: &Event, outputs: Vec<Event>) -> Result<()> {
     if !outputs.is_empty() {
         let mut derived = Vec::with_capacity(outputs.len());
         for (index, output) in outputs.into_iter().enumerate() {
@@ -608,19 +600,6 @@ async fn complete(
             derived.push(output.into_builder().id(id).caused_by(input).build()?);
         }
         runnel.publish_batch(derived).await?;
-    }
-    if group.processed_ids {
-        runnel
-            .shared
-            .backend
-            .kv_put(
-                keys::PROCESSED,
-                &keys::processed_key(&group.name, input.id().as_str()),
-                Bytes::new(),
-                Expect::Any,
-                Some(group.processed_id_ttl),
-            )
-            .await?;
     }
     Ok(())
 }

@@ -157,8 +157,14 @@ pub(crate) enum WorkerExit {
 
 enum State {
     Queued,
-    InFlight { deadline: Instant },
-    Waiting { due: Micros },
+    InFlight {
+        deadline: Instant,
+    },
+    Waiting {
+        due: Micros,
+    },
+    /// Done; its processed id is being written.
+    Recording,
 }
 
 struct PendingEvent {
@@ -428,6 +434,19 @@ impl Worker {
             // say nothing is in flight, so the next owner suspects nothing.
             while let Ok(settlement) = settle_rx.try_recv() {
                 self.settle(settlement).await?;
+            }
+            // Processed ids still being written: wait for them (briefly), so what was done is
+            // committed.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while self
+                .pending
+                .values()
+                .any(|p| matches!(p.state, State::Recording))
+            {
+                match tokio::time::timeout_at(deadline, settle_rx.recv()).await {
+                    Ok(Some(settlement)) => self.settle(settlement).await?,
+                    _ => break,
+                }
             }
             self.commit().await?;
             self.settle_declaring(true).await?;
@@ -857,31 +876,75 @@ impl Worker {
     }
 
     async fn settle(&mut self, settlement: Settlement) -> Result<()> {
-        let Some(pending) = self.pending.get(&settlement.offset) else {
+        let Some(pending) = self.pending.get_mut(&settlement.offset) else {
             return Ok(()); // already done
         };
-        if pending.attempt != settlement.attempt || !matches!(pending.state, State::InFlight { .. })
-        {
+        if pending.attempt != settlement.attempt {
             return Ok(()); // a stale delivery, superseded by a redelivery
         }
         let (stored, replay_of) = (pending.stored_history, pending.replay_of.clone());
+        match (&settlement.outcome, &pending.state) {
+            (Outcome::Recorded, State::Recording) => {
+                return self.done(settlement.offset, stored, replay_of).await;
+            }
+            (Outcome::Done | Outcome::Failed(_), State::InFlight { .. }) => {}
+            _ => return Ok(()), // stale
+        }
         self.untrack(settlement.offset);
         match settlement.outcome {
+            Outcome::Done if self.ctx.group.processed_ids => {
+                self.ctx.stats.record_acked();
+                self.record_processed(settlement.offset, settlement.attempt);
+            }
             Outcome::Done => {
                 self.ctx.stats.record_acked();
-                if stored {
-                    self.forget_history(settlement.offset).await?;
-                }
-                if let Some(entry) = replay_of {
-                    dlq::remove_entry(&self.runnel, &self.ctx.group.name, &entry).await?;
-                }
-                self.finish(settlement.offset);
+                self.done(settlement.offset, stored, replay_of).await?;
             }
             Outcome::Failed(error) => {
                 self.fail(settlement.offset, error.class, error.reason)
                     .await?;
             }
+            Outcome::Recorded => {}
         }
+        Ok(())
+    }
+
+    /// Makes "processed" durable before the offset may pass the event. The write runs off the
+    /// worker's path, so concurrent acks share the store's group commit; the worker finishes
+    /// the event when it reports back.
+    fn record_processed(&mut self, offset: u64, attempt: u32) {
+        let Some(pending) = self.pending.get_mut(&offset) else {
+            return;
+        };
+        pending.state = State::Recording;
+        let backend = self.ctx.shared.backend.clone();
+        let key = keys::processed_key(&self.ctx.group.name, pending.event.id().as_str());
+        let ttl = self.ctx.group.processed_id_ttl;
+        let settle = self.settle_tx.clone();
+        tokio::spawn(async move {
+            if let Err(error) = backend
+                .kv_put(keys::PROCESSED, &key, Bytes::new(), Expect::Any, Some(ttl))
+                .await
+            {
+                tracing::warn!(%error, offset, "could not record a processed id");
+            }
+            let _ = settle.send(Settlement {
+                offset,
+                attempt,
+                outcome: Outcome::Recorded,
+            });
+        });
+    }
+
+    /// The event was processed: clear its retry history, let a replayed one leave the DLQ.
+    async fn done(&mut self, offset: u64, stored: bool, replay_of: Option<String>) -> Result<()> {
+        if stored {
+            self.forget_history(offset).await?;
+        }
+        if let Some(entry) = replay_of {
+            dlq::remove_entry(&self.runnel, &self.ctx.group.name, &entry).await?;
+        }
+        self.finish(offset);
         Ok(())
     }
 
