@@ -1,8 +1,11 @@
 //! `runnel`: the one binary. Every subcommand's flags are defined here, in one place, and
 //! handed to the module that does the work.
 
+mod api;
 mod bench;
+mod cli;
 mod consumer_child;
+mod demo;
 mod log_writer;
 mod measure;
 mod serve;
@@ -22,7 +25,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
     name = "runnel",
     version,
     about,
-    after_help = "Exit codes: 0 success, 1 a check failed, 2 usage error, 3 server unreachable or refused."
+    after_help = "Start with `runnel demo`: a server, four consumer groups and 10,000 events, end to end.\n\n\
+Commands that talk to a server take --url and --key; without them, RUNNEL_URL and RUNNEL_KEY, \
+then `url` and `key` in ~/.config/runnel/cli.toml, then http://127.0.0.1:8717. --json prints \
+JSON for scripts with the same figures as the tables.\n\n\
+Exit codes: 0 success, 1 a check failed, 2 usage error, 3 server unreachable or refused."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -36,6 +43,32 @@ enum Command {
     /// Configuration: defaults, then `runnel.toml`, then `RUNNEL_<FIELD>` environment
     /// variables, then these flags; `runnel config show` prints the result.
     Serve(serve::ServeArgs),
+    /// Show what Runnel does, end to end, in one command (start here).
+    ///
+    /// A server in this process, stream `order`, four consumer groups (one with failures that recover on retry, one with failures that go to
+    /// its dead-letter queue), 10,000 events published over HTTP, live progress, and a summary
+    /// checked against the server. Exits 1 if any group did not account for every event.
+    Demo(demo::DemoArgs),
+    /// Publish events: one from --type/--data, or CloudEvents JSON lines from --file or stdin.
+    Publish(cli::publish::PublishArgs),
+    /// Pull a group's events and print them (acknowledging each once printed).
+    Tail(cli::inspect::TailArgs),
+    /// List streams with their partitions, events and bytes.
+    Streams(cli::inspect::StreamsArgs),
+    /// List consumer groups with their lag, counters and dead-letter depth.
+    Groups(cli::inspect::GroupsArgs),
+    /// Show a group's lag per partition.
+    Lag(cli::inspect::LagArgs),
+    /// Inspect, replay or purge a group's dead-letter queue.
+    Dlq {
+        #[command(subcommand)]
+        command: cli::dlq::DlqCommand,
+    },
+    /// Register, check, list, show and lint event schemas.
+    Schema {
+        #[command(subcommand)]
+        command: cli::schema::SchemaCommand,
+    },
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
@@ -62,15 +95,28 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The demo's failures are on purpose: its dead-letter warnings would drown its output.
+    let default_level = match cli.command {
+        Command::Demo(_) => "error",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RUNNEL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
         Command::Serve(args) => serve::serve(args),
+        Command::Demo(args) => demo::run(args),
+        Command::Publish(args) => cli::publish::run(args),
+        Command::Tail(args) => cli::inspect::tail(args),
+        Command::Streams(args) => cli::inspect::streams(args),
+        Command::Groups(args) => cli::inspect::groups(args),
+        Command::Lag(args) => cli::inspect::lag(args),
+        Command::Dlq { command } => cli::dlq::run(command),
+        Command::Schema { command } => cli::schema::run(command),
         Command::Config {
             command: ConfigCommand::Show(args),
         } => serve::show(args),
@@ -88,8 +134,14 @@ fn main() -> ExitCode {
                     error.downcast_ref::<runnel_server::ServerError>(),
                     Some(runnel_server::ServerError::Config(_))
                 );
-            if config_error {
+            let connection_error = error
+                .downcast_ref::<api::ApiError>()
+                .is_some_and(api::ApiError::is_connection);
+            let usage_error = error.downcast_ref::<cli::UsageError>().is_some();
+            if config_error || usage_error {
                 ExitCode::from(2)
+            } else if connection_error {
+                ExitCode::from(3)
             } else {
                 ExitCode::FAILURE
             }

@@ -1,6 +1,7 @@
 //! `runnel bench`: measurements of Runnel on this machine, printed as a table for people or as
 //! JSON (one object per run) for scripts. Results go in `docs/BENCHMARKS.md` with the command.
 
+mod http;
 mod log;
 mod runtime;
 
@@ -15,12 +16,16 @@ pub enum BenchTarget {
     /// The runtime over the embedded backend: consume throughput, publish→handler latency,
     /// memory with many keys.
     Runtime(runtime::RuntimeBenchArgs),
+    /// Publishing over HTTP to an in-process server: 1, 16 and 64 connections, single events
+    /// and batches of 100.
+    Http(http::HttpBenchArgs),
 }
 
 pub fn run(target: BenchTarget) -> anyhow::Result<()> {
     match target {
         BenchTarget::Log(args) => log::run(args),
         BenchTarget::Runtime(args) => runtime::run(args),
+        BenchTarget::Http(args) => http::run(args),
     }
 }
 

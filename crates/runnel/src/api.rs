@@ -1,0 +1,171 @@
+//! A blocking client of the server's HTTP API (`docs/http-api.md`), shared by the CLI's
+//! commands and `runnel demo`: JSON in and out, problem documents turned into errors, and
+//! "cannot connect" kept apart from "the server said no" so the binary can exit 3 for both
+//! with a message naming the URL.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No connection (refused, timed out, bad address).
+    #[error("cannot reach the server at {url}: {message}")]
+    Unreachable { url: String, message: String },
+    /// 401 or 403: the key is missing, unknown or lacks the scope.
+    #[error("the server at {url} refused the request ({status}): {detail}")]
+    Refused {
+        url: String,
+        status: u16,
+        detail: String,
+    },
+    /// Any other non-2xx answer, with the problem document's detail.
+    #[error("{method} {url}: {status} {detail}")]
+    Status {
+        method: &'static str,
+        url: String,
+        status: u16,
+        detail: String,
+        problem: Value,
+    },
+}
+
+impl ApiError {
+    /// Unreachable or refused: exit code 3.
+    pub fn is_connection(&self) -> bool {
+        matches!(self, Self::Unreachable { .. } | Self::Refused { .. })
+    }
+}
+
+/// A server's base URL and optional API key, over one pooled agent.
+#[derive(Debug, Clone)]
+pub struct Api {
+    base: String,
+    key: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl Api {
+    pub fn new(base: &str, key: Option<String>) -> Self {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(5)))
+            .timeout_global(Some(Duration::from_secs(120)))
+            .build()
+            .into();
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            key,
+            agent,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Result<Value, ApiError> {
+        let url = self.url(path);
+        let request = self.auth(self.agent.get(&url));
+        self.finish("GET", &url, request.call())
+    }
+
+    pub fn delete(&self, path: &str) -> Result<Value, ApiError> {
+        let url = self.url(path);
+        let request = self.auth(self.agent.delete(&url));
+        self.finish("DELETE", &url, request.call())
+    }
+
+    pub fn post(&self, path: &str, body: &impl Serialize) -> Result<Value, ApiError> {
+        self.post_as(path, "application/json", body)
+    }
+
+    pub fn put(&self, path: &str, body: &impl Serialize) -> Result<Value, ApiError> {
+        let url = self.url(path);
+        let body = serde_json::to_vec(body).expect("a JSON value serializes");
+        let request = self
+            .auth(self.agent.put(&url))
+            .header("content-type", "application/json");
+        self.finish("PUT", &url, request.send(&body[..]))
+    }
+
+    /// Posts `body` as JSON with the given content type (CloudEvents batches use their own).
+    pub fn post_as(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: &impl Serialize,
+    ) -> Result<Value, ApiError> {
+        let url = self.url(path);
+        let body = serde_json::to_vec(body).expect("a JSON value serializes");
+        let request = self
+            .auth(self.agent.post(&url))
+            .header("content-type", content_type);
+        self.finish("POST", &url, request.send(&body[..]))
+    }
+
+    /// Publishes events as one CloudEvents JSON batch; the answer is one position per event.
+    pub fn publish_batch(&self, events: &[Value]) -> Result<Value, ApiError> {
+        self.post_as("/v1/events", "application/cloudevents-batch+json", &events)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn auth<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.key {
+            Some(key) => request.header("authorization", &format!("Bearer {key}")),
+            None => request,
+        }
+    }
+
+    fn finish(
+        &self,
+        method: &'static str,
+        url: &str,
+        result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<Value, ApiError> {
+        let mut response = result.map_err(|error| ApiError::Unreachable {
+            url: self.base.clone(),
+            message: error.to_string(),
+        })?;
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(256 << 20)
+            .read_to_string()
+            .map_err(|error| ApiError::Unreachable {
+                url: self.base.clone(),
+                message: format!("reading the answer: {error}"),
+            })?;
+        let body: Value = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        if (200..300).contains(&status) {
+            return Ok(body);
+        }
+        let detail = body
+            .get("detail")
+            .and_then(Value::as_str)
+            .or_else(|| body.get("message").and_then(Value::as_str))
+            .or_else(|| body.get("title").and_then(Value::as_str))
+            .map(str::to_string)
+            .unwrap_or_else(|| body.to_string());
+        if status == 401 || status == 403 {
+            return Err(ApiError::Refused {
+                url: self.base.clone(),
+                status,
+                detail,
+            });
+        }
+        Err(ApiError::Status {
+            method,
+            url: url.to_string(),
+            status,
+            detail,
+            problem: body,
+        })
+    }
+}

@@ -1,0 +1,304 @@
+//! `runnel dlq list|show|replay|purge`: a group's dead-letter queue.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+
+use super::{ClientArgs, UsageError, cell, print_json, print_table, progress_on_terminal, segment};
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List a group's dead-letter entries (filter with --type, --class).
+    List(ListArgs),
+    /// Show one entry, with its original event.
+    Show(ShowArgs),
+    /// Deliver entries to the group again (they leave the queue when acked).
+    Replay(ReplayArgs),
+    /// Delete entries for good (asks to confirm unless --yes).
+    Purge(PurgeArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ClassArg {
+    Transient,
+    Service,
+    Permanent,
+}
+
+impl ClassArg {
+    fn as_str(self) -> &'static str {
+        match self {
+            ClassArg::Transient => "transient",
+            ClassArg::Service => "service",
+            ClassArg::Permanent => "permanent",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// The consumer group.
+    pub group: String,
+    /// Only entries whose event type matches this pattern (`order.*`).
+    #[arg(long = "type", value_name = "PATTERN")]
+    pub event_type: Option<String>,
+    /// Only entries of this failure class.
+    #[arg(long, value_enum)]
+    pub class: Option<ClassArg>,
+    /// Most entries to list.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub limit: u64,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The consumer group.
+    pub group: String,
+    /// The entry id (`stream-partition-offset`).
+    pub id: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The consumer group.
+    pub group: String,
+    /// Entry ids to replay.
+    #[arg(value_name = "ID", required_unless_present_any = ["class", "all"])]
+    pub ids: Vec<String>,
+    /// Replay every entry of this failure class.
+    #[arg(long, value_enum, conflicts_with_all = ["ids", "all"])]
+    pub class: Option<ClassArg>,
+    /// Replay every entry.
+    #[arg(long, conflicts_with = "ids")]
+    pub all: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    /// The consumer group.
+    pub group: String,
+    /// Purge only entries of this failure class.
+    #[arg(long, value_enum, required_unless_present = "all")]
+    pub class: Option<ClassArg>,
+    /// Purge every entry.
+    #[arg(long, conflicts_with = "class")]
+    pub all: bool,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+pub fn run(command: DlqCommand) -> anyhow::Result<()> {
+    match command {
+        DlqCommand::List(args) => list(args),
+        DlqCommand::Show(args) => show(args),
+        DlqCommand::Replay(args) => replay(args),
+        DlqCommand::Purge(args) => purge(args),
+    }
+}
+
+fn list(args: ListArgs) -> anyhow::Result<()> {
+    let api = args.client.api()?;
+    let mut query = format!("limit={}", args.limit);
+    if let Some(t) = &args.event_type {
+        query.push_str(&format!("&type={}", segment(t)));
+    }
+    if let Some(c) = args.class {
+        query.push_str(&format!("&class={}", c.as_str()));
+    }
+    let page = api.get(&format!("/v1/groups/{}/dlq?{query}", segment(&args.group)))?;
+    if args.client.json {
+        return print_json(&page);
+    }
+    let entries = page["entries"].as_array().cloned().unwrap_or_default();
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            vec![
+                cell(&e["id"]),
+                cell(&e["event_type"]),
+                cell(&e["event_id"]),
+                cell(&e["class"]),
+                cell(&e["attempts"]),
+                cell(&e["reason"]),
+                cell(&e["dead_lettered_at"]),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "id",
+            "type",
+            "event id",
+            "class",
+            "attempts",
+            "reason",
+            "dead-lettered at",
+        ],
+        &rows,
+    );
+    if page["next"].is_string() {
+        println!("(more: raise --limit)");
+    }
+    Ok(())
+}
+
+fn show(args: ShowArgs) -> anyhow::Result<()> {
+    let api = args.client.api()?;
+    let entry = api.get(&format!(
+        "/v1/groups/{}/dlq/{}",
+        segment(&args.group),
+        segment(&args.id)
+    ))?;
+    if args.client.json {
+        return print_json(&entry);
+    }
+    for field in [
+        "id",
+        "event_id",
+        "event_type",
+        "class",
+        "reason",
+        "attempts",
+        "first_failure_at",
+        "last_failure_at",
+        "dead_lettered_at",
+        "replays",
+        "replay_pending",
+    ] {
+        println!("{field:<18} {}", cell(&entry[field]));
+    }
+    println!("event:");
+    println!("{}", serde_json::to_string_pretty(&entry["event"])?);
+    Ok(())
+}
+
+/// Entries replayed per request, so a large replay shows progress.
+const REPLAY_CHUNK: usize = 500;
+
+fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    let api = args.client.api()?;
+    let group = segment(&args.group);
+    // With --all or --class: list the matching ids first, then replay them in chunks.
+    let ids = if args.ids.is_empty() {
+        let mut ids = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut query = "limit=1000".to_string();
+            if let Some(class) = args.class {
+                query.push_str(&format!("&class={}", class.as_str()));
+            }
+            if let Some(after) = &after {
+                query.push_str(&format!("&after={}", segment(after)));
+            }
+            let page = api.get(&format!("/v1/groups/{group}/dlq?{query}"))?;
+            for entry in page["entries"].as_array().into_iter().flatten() {
+                if let Some(id) = entry["id"].as_str() {
+                    ids.push(id.to_string());
+                }
+            }
+            match page["next"].as_str() {
+                Some(next) => after = Some(next.to_string()),
+                None => break,
+            }
+        }
+        ids
+    } else {
+        args.ids.clone()
+    };
+    let bar = progress_on_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(ids.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "replaying {pos}/{len} entries  {elapsed_precise} {wide_bar}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let mut replayed = 0u64;
+    let mut already_pending = 0u64;
+    let mut missing: Vec<Value> = Vec::new();
+    for chunk in ids.chunks(REPLAY_CHUNK) {
+        let report = api.post(
+            &format!("/v1/groups/{group}/dlq/replay"),
+            &json!({"ids": chunk}),
+        )?;
+        replayed += report["replayed"].as_u64().unwrap_or(0);
+        already_pending += report["already_pending"].as_u64().unwrap_or(0);
+        missing.extend(report["missing"].as_array().cloned().unwrap_or_default());
+        if let Some(bar) = &bar {
+            bar.inc(chunk.len() as u64);
+        }
+    }
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    if args.client.json {
+        return print_json(&json!({
+            "replayed": replayed,
+            "already_pending": already_pending,
+            "missing": missing,
+        }));
+    }
+    println!(
+        "replayed {replayed} entries to group {} ({already_pending} already being replayed, {} not found)",
+        args.group,
+        missing.len()
+    );
+    for id in missing {
+        println!("  not found: {}", cell(&id));
+    }
+    Ok(())
+}
+
+fn purge(args: PurgeArgs) -> anyhow::Result<()> {
+    let api = args.client.api()?;
+    let group = segment(&args.group);
+    let what = match args.class {
+        Some(class) => format!("the {} entries", class.as_str()),
+        None => "every entry".to_string(),
+    };
+    if !args.yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(UsageError(format!(
+                "refusing to purge {what} of group {} without confirmation: pass --yes",
+                args.group
+            ))
+            .into());
+        }
+        let depth = api.get(&format!("/v1/groups/{group}"))?["dlq"]["depth"].clone();
+        eprint!(
+            "Purge {what} of group {}'s dead-letter queue ({} entries in all)? This cannot be undone. [y/N] ",
+            args.group,
+            cell(&depth)
+        );
+        std::io::stderr().flush().ok();
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            eprintln!("nothing purged");
+            return Ok(());
+        }
+    }
+    let query = match args.class {
+        Some(class) => format!("class={}", class.as_str()),
+        None => "all=true".to_string(),
+    };
+    let answer = api.delete(&format!("/v1/groups/{group}/dlq?{query}"))?;
+    if args.client.json {
+        return print_json(&answer);
+    }
+    let purged = answer.get("purged").cloned().unwrap_or(Value::Null);
+    println!("purged {} entries from group {}", cell(&purged), args.group);
+    Ok(())
+}

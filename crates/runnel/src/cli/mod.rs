@@ -1,0 +1,182 @@
+//! The operator's commands: each talks HTTP to a running server (`docs/http-api.md`) and
+//! prints a table for people or, with `--json`, JSON carrying the same figures for scripts.
+//!
+//! The connection flags (`--url`, `--key`, `--json`) are defined once, in [`ClientArgs`], and
+//! flattened into every command. Where they are not given: `RUNNEL_URL` / `RUNNEL_KEY`, then
+//! `~/.config/runnel/cli.toml` (`url = "…"`, `key = "…"`), then `http://127.0.0.1:8717`.
+
+pub mod dlq;
+pub mod inspect;
+pub mod publish;
+pub mod schema;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::Args;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::api::Api;
+
+/// The server the default configuration listens on.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8717";
+
+/// Flags every command that talks to a server takes.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// Server URL [env: RUNNEL_URL; cli.toml: url; default http://127.0.0.1:8717].
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// API key, sent as a bearer token [env: RUNNEL_KEY; cli.toml: key].
+    #[arg(long, value_name = "KEY")]
+    pub key: Option<String>,
+    /// Print JSON for scripts instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `~/.config/runnel/cli.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CliFile {
+    url: Option<String>,
+    key: Option<String>,
+}
+
+/// A usage error found after parsing (bad JSON in `--data`, a missing file): exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// A check that failed (an incompatible schema, a lint): exit code 1, after the reasons were
+/// printed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CheckFailed(pub String);
+
+impl ClientArgs {
+    /// The client for the resolved URL and key: flags, then environment, then `cli.toml`.
+    pub fn api(&self) -> anyhow::Result<Api> {
+        let file = read_cli_file()?;
+        let url = self
+            .url
+            .clone()
+            .or_else(|| non_empty_env("RUNNEL_URL"))
+            .or(file.url)
+            .unwrap_or_else(|| DEFAULT_URL.to_string());
+        if !url.starts_with("http://") {
+            return Err(UsageError(format!(
+                "--url must be an http:// URL (no TLS in this client): {url}"
+            ))
+            .into());
+        }
+        let key = self
+            .key
+            .clone()
+            .or_else(|| non_empty_env("RUNNEL_KEY"))
+            .or(file.key);
+        Ok(Api::new(&url, key))
+    }
+}
+
+fn non_empty_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn cli_file_path() -> Option<PathBuf> {
+    let config = match non_empty_env("XDG_CONFIG_HOME") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(non_empty_env("HOME")?).join(".config"),
+    };
+    Some(config.join("runnel").join("cli.toml"))
+}
+
+fn read_cli_file() -> anyhow::Result<CliFile> {
+    let Some(path) = cli_file_path() else {
+        return Ok(CliFile::default());
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(CliFile::default());
+        }
+        Err(error) => {
+            return Err(UsageError(format!("cannot read {}: {error}", path.display())).into());
+        }
+    };
+    toml::from_str(&text).map_err(|error| UsageError(format!("{}: {error}", path.display())).into())
+}
+
+/// Prints a value as pretty JSON.
+pub fn print_json(value: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Prints rows as a table: the first column left-aligned, numbers right-aligned.
+pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let numeric: Vec<bool> = (0..headers.len())
+        .map(|i| {
+            !rows.is_empty()
+                && rows
+                    .iter()
+                    .all(|r| r[i].parse::<f64>().is_ok() || r[i] == "-")
+        })
+        .collect();
+    let line = |cells: &[String]| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if numeric[i] {
+                    format!("{c:>w$}", w = widths[i])
+                } else {
+                    format!("{c:<w$}", w = widths[i])
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let headers: Vec<String> = headers.iter().map(|h| h.to_uppercase()).collect();
+    println!("{}", line(&headers));
+    for row in rows {
+        println!("{}", line(row));
+    }
+}
+
+/// Whether progress bars should be drawn (stderr is a terminal).
+pub fn progress_on_terminal() -> bool {
+    std::io::stderr().is_terminal()
+}
+
+/// A JSON number or string field as text, `-` when absent.
+pub fn cell(value: &Value) -> String {
+    match value {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A path segment: event types, group and stream names are URL-safe by construction, but ids
+/// given on the command line are escaped anyway.
+pub fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

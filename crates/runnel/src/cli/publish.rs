@@ -1,0 +1,176 @@
+//! `runnel publish`: one event from flags, or CloudEvents JSON lines from a file or stdin,
+//! published in batches; a progress bar on a terminal.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::PathBuf;
+
+use clap::Args;
+use serde_json::{Value, json};
+
+use super::{ClientArgs, UsageError, print_json, print_table, progress_on_terminal};
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// Event type (`order.placed`): publish one event built from the flags. Without it, events
+    /// are read as CloudEvents JSON, one per line, from --file or stdin.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub event_type: Option<String>,
+    /// The event's data, JSON (with --type).
+    #[arg(long, value_name = "JSON", requires = "event_type")]
+    pub data: Option<String>,
+    /// Partition key: events with the same key stay in order (with --type).
+    #[arg(long, value_name = "KEY", requires = "event_type")]
+    pub partition_key: Option<String>,
+    /// Event id (with --type; default: a new unique id).
+    #[arg(long, value_name = "ID", requires = "event_type")]
+    pub id: Option<String>,
+    /// Event source (with --type).
+    #[arg(long, value_name = "URI", default_value = "/runnel-cli")]
+    pub source: String,
+    /// Read CloudEvents JSON lines from this file instead of stdin.
+    #[arg(long, value_name = "PATH", conflicts_with = "event_type")]
+    pub file: Option<PathBuf>,
+    /// Events per request when reading lines.
+    #[arg(long, value_name = "N", default_value_t = 500)]
+    pub batch: usize,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// A new event id: time and randomness, unique enough for a command line.
+fn new_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("cli-{nanos:x}-{:08x}", rand::random::<u32>())
+}
+
+pub fn run(args: PublishArgs) -> anyhow::Result<()> {
+    let api = args.client.api()?;
+    if let Some(event_type) = &args.event_type {
+        let data: Value = match &args.data {
+            Some(text) => serde_json::from_str(text)
+                .map_err(|e| UsageError(format!("--data is not JSON: {e}")))?,
+            None => Value::Null,
+        };
+        let mut event = json!({
+            "specversion": "1.0",
+            "id": args.id.clone().unwrap_or_else(new_id),
+            "source": args.source,
+            "type": event_type,
+        });
+        if !data.is_null() {
+            event["data"] = data;
+        }
+        if let Some(key) = &args.partition_key {
+            event["partitionkey"] = json!(key);
+        }
+        let positions = api.publish_batch(&[event])?;
+        let position = positions.get(0).cloned().unwrap_or(Value::Null);
+        if args.client.json {
+            return print_json(&position);
+        }
+        println!(
+            "published {} to {}/{} at offset {}{}",
+            position["id"].as_str().unwrap_or_default(),
+            position["stream"].as_str().unwrap_or_default(),
+            position["partition"],
+            position["offset"],
+            if position["duplicate"] == true {
+                " (duplicate: already published)"
+            } else {
+                ""
+            }
+        );
+        return Ok(());
+    }
+
+    let reader: Box<dyn BufRead> = match &args.file {
+        Some(path) => Box::new(std::io::BufReader::new(
+            std::fs::File::open(path)
+                .map_err(|e| UsageError(format!("cannot open {}: {e}", path.display())))?,
+        )),
+        None => Box::new(std::io::stdin().lock()),
+    };
+    let total_hint = match &args.file {
+        Some(path) => std::fs::read(path)
+            .map(|b| b.iter().filter(|&&c| c == b'\n').count() as u64)
+            .ok(),
+        None => None,
+    };
+    let bar = if progress_on_terminal() {
+        let bar = match total_hint {
+            Some(n) => indicatif::ProgressBar::new(n),
+            None => indicatif::ProgressBar::no_length(),
+        };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {pos}/{len} events  {elapsed_precise} {wide_bar}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Some(bar)
+    } else {
+        None
+    };
+    let batch_size = args.batch.max(1);
+    let mut batch = Vec::with_capacity(batch_size);
+    let mut published = 0u64;
+    let mut duplicates = 0u64;
+    let mut streams: BTreeMap<String, u64> = BTreeMap::new();
+    let mut flush = |batch: &mut Vec<Value>| -> anyhow::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let positions = api.publish_batch(batch)?;
+        for p in positions.as_array().into_iter().flatten() {
+            if p["duplicate"] == true {
+                duplicates += 1;
+            } else {
+                published += 1;
+                *streams
+                    .entry(p["stream"].as_str().unwrap_or_default().to_string())
+                    .or_default() += 1;
+            }
+        }
+        if let Some(bar) = &bar {
+            bar.inc(batch.len() as u64);
+        }
+        batch.clear();
+        Ok(())
+    };
+    for (number, line) in reader.lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let event: Value = serde_json::from_str(&line)
+            .map_err(|e| UsageError(format!("line {}: not JSON: {e}", number + 1)))?;
+        batch.push(event);
+        if batch.len() >= batch_size {
+            flush(&mut batch)?;
+        }
+    }
+    flush(&mut batch)?;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    if args.client.json {
+        return print_json(&json!({
+            "published": published,
+            "duplicates": duplicates,
+            "streams": streams,
+        }));
+    }
+    let rows: Vec<Vec<String>> = streams
+        .iter()
+        .map(|(s, n)| vec![s.clone(), n.to_string()])
+        .collect();
+    if !rows.is_empty() {
+        print_table(&["stream", "published"], &rows);
+    }
+    println!("published {published} events ({duplicates} duplicates skipped)");
+    Ok(())
+}

@@ -1,0 +1,479 @@
+//! The operator's commands against a real server (started in this test process on a free
+//! loopback port), as a user runs them: human tables and `--json` carrying the same figures,
+//! and the exit codes `runnel --help` documents.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use runnel_server::{Server, ServerConfig};
+use serde_json::{Value, json};
+
+/// A server on 127.0.0.1:0 over a temporary data directory, stopped on drop.
+struct TestServer {
+    url: String,
+    runtime: tokio::runtime::Runtime,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    serving: Option<tokio::task::JoinHandle<Result<(), runnel_server::ServerError>>>,
+    home: tempfile::TempDir,
+    _data: tempfile::TempDir,
+}
+
+impl TestServer {
+    fn start() -> Self {
+        Self::start_with(Vec::new())
+    }
+
+    fn start_with(api_keys: Vec<runnel_server::ApiKeyConfig>) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let home = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let config = ServerConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: data.path().to_path_buf(),
+            api_keys,
+            ..ServerConfig::default()
+        };
+        let server = runtime.block_on(Server::bind(config)).unwrap();
+        let addr = server.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = runtime.spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            url: format!("http://{addr}"),
+            runtime,
+            stop: Some(stop),
+            serving: Some(serving),
+            home,
+            _data: data,
+        }
+    }
+
+    /// Runs `runnel <args> --url <this server>` with an empty home (no cli.toml) and no
+    /// RUNNEL_* variables.
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_with_stdin(args, None)
+    }
+
+    fn run_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut command = runnel(self.home.path());
+        command.args(args).args(["--url", &self.url]);
+        run_command(command, stdin)
+    }
+
+    /// Runs and expects exit 0; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert_success(args, &output);
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// Runs with `--json` and expects exit 0; returns the parsed stdout.
+    fn json(&self, args: &[&str]) -> Value {
+        let mut args = args.to_vec();
+        args.push("--json");
+        let stdout = self.ok(&args);
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {stdout}"))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(serving) = self.serving.take() {
+            let _ = self.runtime.block_on(serving);
+        }
+    }
+}
+
+fn runnel(home: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_runnel"));
+    command
+        .env("HOME", home)
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("RUNNEL_URL")
+        .env_remove("RUNNEL_KEY");
+    command
+}
+
+fn run_command(mut command: Command, stdin: Option<&str>) -> Output {
+    command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("start runnel");
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn assert_success(args: &[&str], output: &Output) {
+    assert!(
+        output.status.success(),
+        "{args:?} exited {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn order_lines(n: usize, offset: usize) -> String {
+    (offset..offset + n)
+        .map(|i| {
+            json!({"specversion": "1.0", "id": format!("o-{i}"), "source": "/test",
+                   "type": "order.placed", "partitionkey": format!("c{}", i % 3),
+                   "data": {"n": i}})
+            .to_string()
+                + "\n"
+        })
+        .collect()
+}
+
+#[test]
+fn publish_from_stdin_then_streams_lag_and_tail_agree_in_tables_and_json() {
+    let server = TestServer::start();
+    let output = server.run_with_stdin(&["publish", "--json"], Some(&order_lines(250, 0)));
+    assert_success(&["publish"], &output);
+    let published: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(published["published"], 250);
+    assert_eq!(published["streams"]["order"], 250);
+    // Piped: no progress bar on stderr.
+    assert!(output.stderr.is_empty(), "{:?}", output.stderr);
+
+    // The same ids again are duplicates, and the human output says so.
+    let output = server.run_with_stdin(&["publish"], Some(&order_lines(10, 0)));
+    assert_success(&["publish again"], &output);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("published 0 events (10 duplicates skipped)"),
+        "{stdout}"
+    );
+
+    let single = server.json(&[
+        "publish",
+        "--type",
+        "order.shipped",
+        "--data",
+        r#"{"n": 1}"#,
+        "--partition-key",
+        "c1",
+    ]);
+    assert_eq!(single["stream"], "order");
+    assert_eq!(single["duplicate"], false);
+
+    let streams = server.json(&["streams"]);
+    let order = streams
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "order")
+        .unwrap();
+    assert_eq!(order["events"], 251);
+    let table = server.ok(&["streams"]);
+    let row = table.lines().find(|l| l.starts_with("order")).unwrap();
+    assert!(row.split_whitespace().any(|c| c == "251"), "{table}");
+
+    // A group: lag shows every event; tail them all (acked); lag drops to 0.
+    let api = ureq_put(
+        &server.url,
+        "/v1/groups/audit",
+        json!({"filter": "order.*", "start": "earliest"}),
+    );
+    assert!(api < 300, "PUT group: {api}");
+    let lag = server.json(&["lag", "audit"]);
+    assert_eq!(lag["total_events"], 251);
+    let table = server.ok(&["lag", "audit"]);
+    assert!(table.contains("group audit: 251 events behind"), "{table}");
+    let groups = server.json(&["groups"]);
+    let audit = &groups.as_array().unwrap()[0];
+    assert_eq!(audit["name"], "audit");
+    assert_eq!(audit["lag"], 251);
+    let table = server.ok(&["groups"]);
+    let row = table.lines().find(|l| l.starts_with("audit")).unwrap();
+    assert!(row.split_whitespace().any(|c| c == "251"), "{table}");
+
+    let tail = server.ok(&["tail", "audit", "--count", "100", "--json"]);
+    let lines: Vec<Value> = tail
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 100);
+    assert!(
+        lines
+            .iter()
+            .all(|m| m["event"]["type"] == "order.placed" || m["event"]["type"] == "order.shipped")
+    );
+    let human = server.ok(&["tail", "audit", "--no-follow", "--wait-ms", "500"]);
+    assert_eq!(
+        human.lines().filter(|l| l.starts_with("order/")).count(),
+        151,
+        "{human}"
+    );
+
+    let lag = wait_for_lag(&server, "audit", 0);
+    assert_eq!(lag["total_events"], 0);
+    let table = server.ok(&["lag", "audit"]);
+    assert!(table.contains("group audit: 0 events behind"), "{table}");
+}
+
+/// Lag is committed a little after the ack: wait for the figure.
+fn wait_for_lag(server: &TestServer, group: &str, expected: u64) -> Value {
+    let mut lag = Value::Null;
+    for _ in 0..100 {
+        lag = server.json(&["lag", group]);
+        if lag["total_events"] == expected {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    lag
+}
+
+/// A raw PUT for test setup (the CLI has no command to create groups).
+fn ureq_put(base: &str, path: &str, body: Value) -> u16 {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    agent
+        .put(&format!("{base}{path}"))
+        .header("content-type", "application/json")
+        .send(body.to_string())
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn ureq_post(base: &str, path: &str, body: Value) -> Value {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    agent
+        .post(&format!("{base}{path}"))
+        .header("content-type", "application/json")
+        .send(body.to_string())
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn dlq_list_show_replay_and_purge() {
+    let server = TestServer::start();
+    let output = server.run_with_stdin(&["publish"], Some(&order_lines(5, 0)));
+    assert_success(&["publish"], &output);
+    ureq_put(
+        &server.url,
+        "/v1/groups/mailer",
+        json!({"filter": "order.*", "start": "earliest"}),
+    );
+    // Dead-letter all five.
+    let mut dead = 0;
+    while dead < 5 {
+        let pulled = ureq_post(
+            &server.url,
+            "/v1/groups/mailer/pull",
+            json!({"max": 10, "wait_ms": 1000}),
+        );
+        for m in pulled["messages"].as_array().unwrap() {
+            ureq_post(
+                &server.url,
+                "/v1/groups/mailer/nack",
+                json!({"receipt": m["receipt"], "class": "permanent", "reason": "bad address"}),
+            );
+            dead += 1;
+        }
+    }
+
+    let page = server.json(&["dlq", "list", "mailer"]);
+    let entries = page["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 5);
+    let id = entries[0]["id"].as_str().unwrap().to_string();
+    let table = server.ok(&["dlq", "list", "mailer"]);
+    assert_eq!(
+        table.lines().filter(|l| l.contains("bad address")).count(),
+        5
+    );
+
+    let entry = server.json(&["dlq", "show", "mailer", &id]);
+    assert_eq!(entry["id"], id.as_str());
+    assert_eq!(entry["class"], "permanent");
+    let human = server.ok(&["dlq", "show", "mailer", &id]);
+    assert!(human.contains("bad address"), "{human}");
+
+    let replay = server.json(&["dlq", "replay", "mailer", &id, "missing-0-9"]);
+    assert_eq!(replay["replayed"], 1);
+    assert_eq!(replay["missing"], json!(["missing-0-9"]));
+
+    // Replay by class: the other four (one is already being replayed).
+    let replay = server.json(&["dlq", "replay", "mailer", "--class", "permanent"]);
+    assert_eq!(replay["replayed"], 4, "{replay}");
+    assert_eq!(replay["already_pending"], 1, "{replay}");
+    let human = server.ok(&["dlq", "replay", "mailer", "--all"]);
+    assert!(
+        human.contains("replayed 0 entries to group mailer (5 already being replayed"),
+        "{human}"
+    );
+
+    // Purge without --yes and without a terminal refuses: a usage error.
+    let output = server.run(&["dlq", "purge", "mailer", "--all"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--yes"));
+    let purged = server.json(&["dlq", "purge", "mailer", "--all", "--yes"]);
+    assert_eq!(purged["purged"], 5, "{purged}");
+    let page = server.json(&["dlq", "list", "mailer"]);
+    assert_eq!(page["entries"], json!([]));
+}
+
+#[test]
+fn schema_register_check_list_show_and_lint() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = dir.path().join("v1.json");
+    let breaking = dir.path().join("breaking.json");
+    std::fs::write(
+        &v1,
+        json!({"type": "object", "properties": {"n": {"type": "integer"}}}).to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        &breaking,
+        json!({"type": "object", "properties": {"n": {"type": "string"}}, "required": ["n"]})
+            .to_string(),
+    )
+    .unwrap();
+    let v1 = v1.to_str().unwrap();
+    let breaking = breaking.to_str().unwrap();
+
+    let check = server.json(&["schema", "check", "order.placed", v1]);
+    assert_eq!(check["compatible"], true);
+    let registered = server.json(&["schema", "register", "order.placed", v1]);
+    assert_eq!(registered["version"], 1);
+
+    let output = server.run(&["schema", "check", "order.placed", breaking]);
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("INCOMPATIBLE"), "{stdout}");
+    let output = server.run(&["schema", "check", "order.placed", breaking, "--json"]);
+    assert_eq!(output.status.code(), Some(1));
+    let check: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(check["compatible"], false);
+    assert!(!check["reasons"].as_array().unwrap().is_empty());
+
+    let list = server.json(&["schema", "list"]);
+    assert_eq!(
+        list,
+        json!([{"event_type": "order.placed", "version": 1, "id": registered["id"]}])
+    );
+    assert!(server.ok(&["schema", "list"]).contains("order.placed"));
+    let shown = server.json(&["schema", "show", "order.placed"]);
+    assert_eq!(shown["schema"]["properties"]["n"]["type"], "integer");
+
+    assert_eq!(server.json(&["schema", "lint"])["lints"], json!([]));
+    let output = server.run(&["schema", "lint", "order.place", "order.placed"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("order.place"));
+}
+
+#[test]
+fn exit_codes_unreachable_is_3_usage_is_2_and_config_comes_from_env_and_cli_toml() {
+    let home = tempfile::tempdir().unwrap();
+    // Nothing listens on port 1.
+    let output = run_command(
+        {
+            let mut c = runnel(home.path());
+            c.args(["streams", "--url", "http://127.0.0.1:1"]);
+            c
+        },
+        None,
+    );
+    assert_eq!(output.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("http://127.0.0.1:1"));
+
+    let output = run_command(
+        {
+            let mut c = runnel(home.path());
+            c.args(["lag"]);
+            c
+        },
+        None,
+    );
+    assert_eq!(output.status.code(), Some(2), "missing argument");
+
+    let server = TestServer::start();
+    let output = server.run(&["publish", "--type", "order.placed", "--data", "{not json"]);
+    assert_eq!(output.status.code(), Some(2));
+
+    // RUNNEL_URL, then cli.toml.
+    let output = run_command(
+        {
+            let mut c = runnel(home.path());
+            c.args(["streams", "--json"]).env("RUNNEL_URL", &server.url);
+            c
+        },
+        None,
+    );
+    assert_success(&["streams via RUNNEL_URL"], &output);
+    std::fs::create_dir_all(home.path().join(".config/runnel")).unwrap();
+    std::fs::write(
+        home.path().join(".config/runnel/cli.toml"),
+        format!("url = \"{}\"\n", server.url),
+    )
+    .unwrap();
+    let output = run_command(
+        {
+            let mut c = runnel(home.path());
+            c.args(["streams"]);
+            c
+        },
+        None,
+    );
+    assert_success(&["streams via cli.toml"], &output);
+}
+
+#[test]
+fn with_api_keys_no_key_is_refused_with_exit_3_and_the_key_from_flag_or_env_is_sent() {
+    let key = "ops-key-0123456789abcdef";
+    let server = TestServer::start_with(vec![
+        serde_json::from_value(json!({"name": "ops", "key": key, "scopes": ["admin"]})).unwrap(),
+    ]);
+    let output = server.run(&["streams"]);
+    assert_eq!(output.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&server.url) && stderr.contains("401"),
+        "{stderr}"
+    );
+
+    assert_eq!(server.json(&["streams", "--key", key]), json!([]));
+    let output = run_command(
+        {
+            let mut c = runnel(server.home.path());
+            c.args(["streams", "--url", &server.url])
+                .env("RUNNEL_KEY", key);
+            c
+        },
+        None,
+    );
+    assert_success(&["streams with RUNNEL_KEY"], &output);
+}
