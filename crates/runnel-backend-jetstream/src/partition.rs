@@ -1,0 +1,1064 @@
+//! One Runnel partition = one JetStream stream, so that offsets are dense for free:
+//! **offset = stream sequence − 1**. JetStream numbers a stream's messages 1, 2, 3, … without
+//! gaps (the streams deny single-message deletes; retention only removes from the head), so
+//! reading offset `o` is reading sequence `o + 1`, the high watermark is the last sequence,
+//! and the start offset is the first sequence − 1. The alternative, one stream per Runnel
+//! stream with a subject per partition, numbers messages across partitions, and would need a
+//! sequence ↔ offset index kept beside it to read a partition by offset.
+//!
+//! **Appends.** A batch must land contiguously (the ack names a base offset and a count) even
+//! when several processes append to the same partition. Each message of a batch carries a
+//! condition the stream leader checks atomically with the write: the first
+//! `Nats-Expected-Last-Sequence: <the tail we know>`, each next one
+//! `Nats-Expected-Last-Msg-Id: <the id of the message before it>`. If another writer slipped
+//! in, the first message is refused and so is every later one (their predecessor was not
+//! stored), nothing of the batch is written, and the append re-reads the tail and tries again.
+//! Within one process, appends to a partition are sent one batch after another under a lock
+//! that is held only while sending, not while waiting for acknowledgements, so they pipeline.
+//! Because every message is conditional on its predecessor, the append timestamp (the
+//! injected clock, never below the previous record's) never decreases along a partition.
+//!
+//! **Dedup.** A record's `Nats-Msg-Id` is its dedup header (the event id) when it has one;
+//! JetStream then drops a second publish of it within the stream's duplicate window and
+//! acknowledges the first sequence, which the append reports as the original position (a
+//! retry after a lost acknowledgement cannot append twice). The other records of a batch of
+//! several get random ids (the chain of conditions needs them). A lone record without a dedup
+//! header gets none, which spares JetStream's duplicate tracking (about half of its publish
+//! rate on this machine); a retry of it after a lost acknowledgement first reads the message
+//! after the tail it was conditional on and, if that is the record, reports it appended. A
+//! batch that is only partly new is refused as an error (a base offset and a count cannot
+//! describe it).
+//!
+//! **Reads** keep cursors: an ephemeral pull consumer (no acks, in memory) positioned at the
+//! next offset, reused by the next read that starts there, so a consumer reading a partition
+//! sequentially costs one fetch per read. Single-record reads without a cursor (lag probes)
+//! are one `STREAM.MSG.GET`. Reads by time binary-search the records' own timestamps.
+//!
+//! **Waits** watch the high watermark in a `tokio::sync::watch`: appends from this process
+//! raise it, and while anyone waits, a watcher task follows the stream with an ordered
+//! consumer (headers only) from the last sequence, so an append from any process wakes the
+//! waiters. The watcher stops two seconds after the last waiter leaves.
+
+use std::collections::VecDeque;
+use std::future::IntoFuture;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::Message;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
+use async_nats::jetstream::publish::PublishAck;
+use async_nats::jetstream::stream::{RawMessageErrorKind, Stream};
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::future::join_all;
+use runnel_backend::{
+    AppendAck, BackendError, Partition as PartitionId, PartitionInfo, Record, StoredRecord,
+    StreamName,
+};
+use runnel_clock::Micros;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::error::{describe, engine};
+use crate::frame::{decode_record, encode_record, record_overhead, record_timestamp};
+use crate::shared::Shared;
+
+const MSG_ID: &str = "Nats-Msg-Id";
+const EXPECTED_LAST_SEQ: &str = "Nats-Expected-Last-Sequence";
+const EXPECTED_LAST_MSG_ID: &str = "Nats-Expected-Last-Msg-Id";
+/// Room left in a message for the NATS headers the backend adds (ids are at most 256 bytes).
+const HEADER_ROOM: usize = 700;
+/// Tries of one append: refusals because another writer moved the tail, and transient
+/// failures (no responders while a stream leader is elected, lost acknowledgements).
+const MAX_APPEND_ATTEMPTS: u32 = 40;
+/// Cursors kept per partition; the least recently used goes first.
+const MAX_CURSORS: usize = 4;
+/// A cursor idle this long is not reused (its consumer goes away on the server after
+/// [`CURSOR_INACTIVE`]).
+const CURSOR_IDLE: Duration = Duration::from_secs(20);
+const CURSOR_INACTIVE: Duration = Duration::from_secs(30);
+/// Most records read by single gets when no reader can be opened.
+const DIRECT_READ_MAX: usize = 32;
+/// Most records asked for in one fetch.
+const FETCH_CAP: usize = 10_000;
+/// How long the watcher keeps following the stream after the last waiter left.
+const WATCHER_LINGER_TICKS: u32 = 2;
+
+/// The last record of the partition as this process believes it to be.
+#[derive(Debug, Clone, Copy)]
+struct Tail {
+    last_seq: u64,
+    last_timestamp: Micros,
+}
+
+#[derive(Debug, Default)]
+struct Writer {
+    /// `None` until read from the server, and again after a refusal showed it was stale.
+    tail: Option<Tail>,
+    /// Bumped whenever the tail is forgotten, so that several appends refused for the same
+    /// stale tail forget it once.
+    generation: u64,
+}
+
+/// A consumer positioned in the partition, with records it fetched but has not handed out.
+struct Cursor {
+    consumer: PullConsumer,
+    name: String,
+    /// Sequence of the next message the consumer will deliver.
+    next_seq: u64,
+    buffer: VecDeque<StoredRecord>,
+    used: Instant,
+}
+
+impl Cursor {
+    /// The offset the next read from this cursor starts at.
+    fn position(&self) -> u64 {
+        self.buffer
+            .front()
+            .map_or(self.next_seq.saturating_sub(1), |r| r.offset)
+    }
+}
+
+/// One partition's JetStream stream and what this process keeps for it.
+pub(crate) struct Partition {
+    pub stream: StreamName,
+    pub id: PartitionId,
+    subject: String,
+    handle: Stream<()>,
+    shared: Arc<Shared>,
+    writer: tokio::sync::Mutex<Writer>,
+    watermark: watch::Sender<u64>,
+    watcher: Mutex<Option<JoinHandle<()>>>,
+    cursors: Mutex<Vec<Cursor>>,
+}
+
+impl std::fmt::Debug for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partition")
+            .field("stream", &self.stream)
+            .field("partition", &self.id)
+            .field("subject", &self.subject)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How one message of a batch fared.
+type Outcome = Result<PublishAck, async_nats::jetstream::context::PublishError>;
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Partition {
+    pub fn new(
+        stream: StreamName,
+        id: PartitionId,
+        subject: String,
+        handle: Stream<()>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Self {
+            stream,
+            id,
+            subject,
+            handle,
+            shared,
+            writer: tokio::sync::Mutex::new(Writer::default()),
+            watermark: watch::channel(0).0,
+            watcher: Mutex::new(None),
+            cursors: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn at(&self) -> String {
+        format!("stream `{}` partition {}", self.stream, self.id)
+    }
+
+    fn raise_watermark(&self, high: u64) {
+        self.watermark.send_if_modified(|current| {
+            if high > *current {
+                *current = high;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Start offset and high watermark, from the server.
+    pub async fn bounds(&self) -> Result<(u64, u64, u64), BackendError> {
+        let info = self
+            .handle
+            .get_info()
+            .await
+            .map_err(|e| engine(format!("reading the state of {}", self.at()), e))?;
+        let state = info.state;
+        let high = state.last_sequence;
+        let start = if state.messages == 0 {
+            high
+        } else {
+            state.first_sequence.saturating_sub(1)
+        };
+        self.raise_watermark(high);
+        Ok((start, high, state.bytes))
+    }
+
+    pub async fn info(&self) -> Result<PartitionInfo, BackendError> {
+        let (start_offset, high_watermark, bytes) = self.bounds().await?;
+        Ok(PartitionInfo {
+            partition: self.id,
+            start_offset,
+            high_watermark,
+            bytes: Some(bytes),
+        })
+    }
+
+    fn out_of_range(&self, requested: u64, start: u64, end: u64) -> BackendError {
+        BackendError::OffsetOutOfRange {
+            stream: self.stream.clone(),
+            partition: self.id,
+            requested,
+            start,
+            end,
+        }
+    }
+
+    // ---- appends -------------------------------------------------------------------------
+
+    async fn read_tail(&self) -> Result<Tail, BackendError> {
+        let (start, high, _) = self.bounds().await?;
+        let last_timestamp = if high > start {
+            match self.handle.get_raw_message(high).await {
+                Ok(message) => record_timestamp(&message.payload).unwrap_or(0),
+                Err(error) if error.kind() == RawMessageErrorKind::NoMessageFound => 0,
+                Err(error) => {
+                    return Err(engine(
+                        format!("reading the last record of {}", self.at()),
+                        error,
+                    ));
+                }
+            }
+        } else {
+            0
+        };
+        Ok(Tail {
+            last_seq: high,
+            last_timestamp,
+        })
+    }
+
+    /// The `Nats-Msg-Id` of each record: its dedup header when it has a usable one (and the
+    /// batch has not used it already); a random id when the batch has several records (the
+    /// chain of conditions needs ids); none for a lone record without one, which saves
+    /// JetStream's duplicate tracking (about half its publish rate on this machine); a retry
+    /// of such a record checks whether it landed instead (see `Partition::find_landed`).
+    fn message_ids(&self, records: &[Record]) -> Vec<Option<String>> {
+        let mut seen = std::collections::HashSet::new();
+        let chained = records.len() > 1;
+        records
+            .iter()
+            .map(|record| {
+                let from_header = self.shared.dedup_header.as_deref().and_then(|name| {
+                    record
+                        .headers
+                        .iter()
+                        .find(|h| h.name.as_ref() == name.as_bytes())
+                        .and_then(|h| std::str::from_utf8(&h.value).ok())
+                        .filter(|v| {
+                            !v.is_empty()
+                                && v.len() <= 256
+                                && v.bytes().all(|b| b.is_ascii_graphic())
+                        })
+                        .map(str::to_string)
+                });
+                match from_header {
+                    Some(id) if seen.insert(id.clone()) => Some(id),
+                    _ if chained => Some(uuid::Uuid::new_v4().simple().to_string()),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    /// Which of the unconfirmed sends (see `append`) landed, if one did: the message right
+    /// after the tail it was conditional on is its payload. Returns that tail and the
+    /// record's timestamp.
+    async fn find_landed(
+        &self,
+        unconfirmed: &[(u64, Bytes, Micros)],
+    ) -> Result<Option<(u64, Micros)>, BackendError> {
+        for (base, payload, timestamp) in unconfirmed {
+            match self.handle.get_raw_message(base + 1).await {
+                Ok(message) if message.payload == *payload => {
+                    return Ok(Some((*base, *timestamp)));
+                }
+                Ok(_) => {}
+                Err(error) if error.kind() == RawMessageErrorKind::NoMessageFound => {}
+                Err(error) => {
+                    return Err(engine(
+                        format!("checking whether a retried append to {} landed", self.at()),
+                        error,
+                    ));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    pub async fn append(&self, records: Vec<Record>) -> Result<AppendAck, BackendError> {
+        if records.is_empty() {
+            return Err(BackendError::Invalid(format!(
+                "{}: an append needs at least one record",
+                self.at()
+            )));
+        }
+        let max_payload = self.shared.max_payload;
+        for (i, record) in records.iter().enumerate() {
+            let size = record_overhead(record)
+                + record.key.len()
+                + record.value.len()
+                + record
+                    .headers
+                    .iter()
+                    .map(|h| h.name.len() + h.value.len())
+                    .sum::<usize>();
+            if size + HEADER_ROOM > max_payload {
+                return Err(BackendError::Invalid(format!(
+                    "{}: record {i} of the batch is {size} bytes framed; the NATS server's \
+                     max_payload is {max_payload} bytes (raise `max_payload` in its configuration)",
+                    self.at()
+                )));
+            }
+        }
+        let ids = self.message_ids(&records);
+        let count = records.len() as u32;
+        let mut last_error = None;
+        let started = Instant::now();
+        // Sends of a lone record without an id whose outcome is unknown (the acknowledgement
+        // was lost): (the tail it was conditional on, its payload, its timestamp). At most
+        // one of them can have landed, right after its tail; look before sending again.
+        let mut unconfirmed: Vec<(u64, Bytes, Micros)> = Vec::new();
+        for attempt in 0..MAX_APPEND_ATTEMPTS {
+            match self.find_landed(&unconfirmed).await {
+                Ok(Some((base, timestamp))) => {
+                    self.raise_watermark(base + 1);
+                    return Ok(AppendAck {
+                        partition: self.id,
+                        base_offset: base,
+                        count,
+                        timestamp,
+                    });
+                }
+                Ok(None) => {}
+                Err(BackendError::Unavailable(error))
+                    if started.elapsed() < self.shared.retry_for =>
+                {
+                    last_error = Some(error);
+                    tokio::time::sleep(retry_delay(attempt, true)).await;
+                    continue;
+                }
+                Err(error) => return Err(error),
+            }
+            let Sent {
+                base,
+                timestamp,
+                generation,
+                acks,
+                error: send_error,
+                first_payload,
+            } = match self.send(&records, &ids).await {
+                Ok(sent) => sent,
+                // Reading the tail went unanswered (a leader election): nothing was sent.
+                Err(BackendError::Unavailable(error))
+                    if started.elapsed() < self.shared.retry_for =>
+                {
+                    last_error = Some(error);
+                    tokio::time::sleep(retry_delay(attempt, true)).await;
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            let outcomes: Vec<Outcome> =
+                join_all(acks.into_iter().map(IntoFuture::into_future)).await;
+            match self.judge(base, &outcomes, send_error, records.len()) {
+                Judged::Appended { first_seq } => {
+                    self.raise_watermark(first_seq + u64::from(count) - 1);
+                    if first_seq != base + 1 {
+                        self.forget_tail(generation).await;
+                    }
+                    return Ok(AppendAck {
+                        partition: self.id,
+                        base_offset: first_seq - 1,
+                        count,
+                        timestamp,
+                    });
+                }
+                Judged::Retry { transient, error } => {
+                    tracing::debug!(
+                        stream = %self.stream,
+                        partition = self.id,
+                        attempt,
+                        %error,
+                        "append refused or lost; retrying"
+                    );
+                    self.forget_tail(generation).await;
+                    last_error = Some(error);
+                    if transient && ids[0].is_none() {
+                        unconfirmed.push((base, first_payload, timestamp));
+                    }
+                    if transient && started.elapsed() > self.shared.retry_for {
+                        break;
+                    }
+                    tokio::time::sleep(retry_delay(attempt, transient)).await;
+                }
+                Judged::Failed(error) => {
+                    self.forget_tail(generation).await;
+                    return Err(error);
+                }
+            }
+        }
+        Err(BackendError::Unavailable(format!(
+            "{}: the append did not succeed in {:.1?}; last error: {}",
+            self.at(),
+            started.elapsed(),
+            last_error.unwrap_or_else(|| "unknown".into())
+        )))
+    }
+
+    /// Sends a batch under the writer lock, conditional on the tail this process knows;
+    /// returns the base sequence, the timestamp, the tail's generation, the acknowledgement
+    /// futures of what was sent, and the error that stopped sending, if any.
+    async fn send(&self, records: &[Record], ids: &[Option<String>]) -> Result<Sent, BackendError> {
+        let mut writer = self.writer.lock().await;
+        let tail = match writer.tail {
+            Some(tail) => tail,
+            None => {
+                let tail = self.read_tail().await?;
+                writer.tail = Some(tail);
+                tail
+            }
+        };
+        let timestamp = self.shared.clock.now_micros().max(tail.last_timestamp);
+        let base = tail.last_seq;
+        let mut sent = Vec::with_capacity(records.len());
+        let mut send_error = None;
+        let mut first_payload = Bytes::new();
+        for (i, record) in records.iter().enumerate() {
+            let mut headers = HeaderMap::new();
+            if let Some(id) = &ids[i] {
+                headers.insert(MSG_ID, id.as_str());
+            }
+            match (i, &ids[i.saturating_sub(1)]) {
+                (0, _) => headers.insert(EXPECTED_LAST_SEQ, base.to_string()),
+                (_, Some(previous)) => headers.insert(EXPECTED_LAST_MSG_ID, previous.as_str()),
+                // Every record of a batch of several has an id (see `message_ids`).
+                (_, None) => headers.insert(EXPECTED_LAST_SEQ, (base + i as u64).to_string()),
+            }
+            let payload = encode_record(record, timestamp);
+            if i == 0 {
+                first_payload = payload.clone();
+            }
+            match self
+                .shared
+                .js
+                .publish_with_headers(self.subject.clone(), headers, payload)
+                .await
+            {
+                Ok(ack) => sent.push(ack),
+                Err(error) => {
+                    send_error = Some(error);
+                    break;
+                }
+            }
+        }
+        writer.tail = Some(Tail {
+            last_seq: base + sent.len() as u64,
+            last_timestamp: timestamp,
+        });
+        Ok(Sent {
+            base,
+            timestamp,
+            generation: writer.generation,
+            acks: sent,
+            error: send_error,
+            first_payload,
+        })
+    }
+
+    async fn forget_tail(&self, generation: u64) {
+        let mut writer = self.writer.lock().await;
+        if writer.generation == generation {
+            writer.tail = None;
+            writer.generation += 1;
+        }
+    }
+
+    fn judge(
+        &self,
+        base: u64,
+        outcomes: &[Outcome],
+        send_error: Option<async_nats::jetstream::context::PublishError>,
+        count: usize,
+    ) -> Judged {
+        let acks: Vec<&PublishAck> = outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
+        if acks.len() == count && send_error.is_none() {
+            let first = acks[0].sequence;
+            let dense = acks
+                .iter()
+                .enumerate()
+                .all(|(i, a)| a.sequence == first + i as u64);
+            let duplicates = acks.iter().filter(|a| a.duplicate).count();
+            if dense && (duplicates == 0 || duplicates == count) {
+                return Judged::Appended { first_seq: first };
+            }
+            return Judged::Failed(BackendError::Engine(format!(
+                "{}: {duplicates} of the batch's {count} records were already in the stream \
+                 (JetStream dropped them as duplicates by Nats-Msg-Id) and the others were \
+                 appended after base offset {base}; a batch mixing new and duplicate records \
+                 cannot be acknowledged as one",
+                self.at()
+            )));
+        }
+        let first_error = outcomes
+            .iter()
+            .find_map(|o| o.as_ref().err())
+            .or(send_error.as_ref());
+        let Some(error) = first_error else {
+            return Judged::Failed(BackendError::Engine(format!(
+                "{}: the batch was not fully sent",
+                self.at()
+            )));
+        };
+        let kind = error.kind();
+        if acks.is_empty() {
+            match kind {
+                PublishErrorKind::WrongLastSequence | PublishErrorKind::WrongLastMessageId => {
+                    return Judged::Retry {
+                        transient: false,
+                        error: error.to_string(),
+                    };
+                }
+                PublishErrorKind::TimedOut
+                | PublishErrorKind::BrokenPipe
+                | PublishErrorKind::StreamNotFound
+                | PublishErrorKind::MaxAckPending => {
+                    return Judged::Retry {
+                        transient: true,
+                        error: error.to_string(),
+                    };
+                }
+                PublishErrorKind::MaxPayloadExceeded => {
+                    return Judged::Failed(BackendError::Invalid(format!(
+                        "{}: {error}",
+                        self.at()
+                    )));
+                }
+                _ => {}
+            }
+        }
+        let what = if acks.is_empty() {
+            format!("appending to {}", self.at())
+        } else {
+            format!(
+                "appending to {}: {} of the batch's {count} records were stored before the \
+                 rest failed (a batch is not atomic)",
+                self.at(),
+                acks.len()
+            )
+        };
+        Judged::Failed(engine(what, ErrorText(describe(error))))
+    }
+
+    // ---- reads ---------------------------------------------------------------------------
+
+    fn take_cursor(&self, offset: u64) -> Option<Cursor> {
+        let mut cursors = lock(&self.cursors);
+        let mut stale = Vec::new();
+        cursors.retain(|c| {
+            let keep = c.used.elapsed() < CURSOR_IDLE;
+            if !keep {
+                stale.push(c.name.clone());
+            }
+            keep
+        });
+        self.delete_consumers(stale);
+        let at = cursors.iter().position(|c| c.position() == offset)?;
+        Some(cursors.swap_remove(at))
+    }
+
+    fn put_back(&self, mut cursor: Cursor) {
+        cursor.used = Instant::now();
+        let mut cursors = lock(&self.cursors);
+        cursors.push(cursor);
+        let mut evicted = Vec::new();
+        while cursors.len() > MAX_CURSORS {
+            let oldest = cursors
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, c)| c.used)
+                .map(|(i, _)| i)
+                .unwrap_or(0);
+            evicted.push(cursors.swap_remove(oldest).name);
+        }
+        self.delete_consumers(evicted);
+    }
+
+    fn delete_consumers(&self, names: Vec<String>) {
+        if names.is_empty() {
+            return;
+        }
+        let handle = self.handle.clone();
+        tokio::spawn(async move {
+            for name in names {
+                let _ = handle.delete_consumer(&name).await;
+            }
+        });
+    }
+
+    /// Drops every cursor (their consumers are deleted in the background).
+    pub fn drop_cursors(&self) -> Vec<String> {
+        lock(&self.cursors).drain(..).map(|c| c.name).collect()
+    }
+
+    pub fn handle(&self) -> &Stream<()> {
+        &self.handle
+    }
+
+    async fn open_cursor(&self, offset: u64) -> Result<Cursor, BackendError> {
+        let consumer: PullConsumer = self
+            .handle
+            .create_consumer(pull::Config {
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: offset + 1,
+                },
+                ack_policy: AckPolicy::None,
+                memory_storage: true,
+                inactive_threshold: CURSOR_INACTIVE,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| engine(format!("opening a reader on {}", self.at()), e))?;
+        let name = consumer.cached_info().name.clone();
+        Ok(Cursor {
+            consumer,
+            name,
+            next_seq: offset + 1,
+            buffer: VecDeque::new(),
+            used: Instant::now(),
+        })
+    }
+
+    /// Fetches what is there (up to `max_records`) into the cursor's buffer.
+    async fn fill(
+        &self,
+        cursor: &mut Cursor,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Fill, BackendError> {
+        let mut fetch = cursor
+            .consumer
+            .fetch()
+            .max_messages(max_records.min(FETCH_CAP));
+        if max_bytes < usize::MAX / 2 {
+            // The server refuses a fetch whose first message is larger than max_bytes; ask
+            // for room for one whole message and cut to max_bytes here.
+            let room = self.shared.max_payload + 64 * 1024;
+            fetch = fetch.max_bytes(max_bytes.max(room));
+        }
+        let what = || format!("reading {}", self.at());
+        let deadline = tokio::time::Instant::now() + self.shared.request_timeout;
+        // A fetch is answered by the server that holds the consumer; if it died, nothing
+        // ends the batch: bound it.
+        let unanswered = || {
+            BackendError::Unavailable(format!(
+                "{}: the reader's server did not answer within {:?}",
+                what(),
+                self.shared.request_timeout
+            ))
+        };
+        let mut batch = tokio::time::timeout_at(deadline, fetch.messages())
+            .await
+            .map_err(|_| unanswered())?
+            .map_err(|e| engine(what(), e))?;
+        loop {
+            let message = match tokio::time::timeout_at(deadline, batch.next()).await {
+                Ok(Some(message)) => message,
+                Ok(None) => return Ok(Fill::Done),
+                Err(_) => return Err(unanswered()),
+            };
+            let message = message.map_err(|e| BackendError::Engine(format!("{}: {e}", what())))?;
+            let (seq, pending) = {
+                let info = message
+                    .info()
+                    .map_err(|e| BackendError::Engine(format!("{}: {e}", what())))?;
+                (info.stream_sequence, info.pending)
+            };
+            if seq != cursor.next_seq {
+                // Records between were removed (retention) while this cursor waited.
+                return Ok(Fill::Gap);
+            }
+            self.raise_watermark(seq + pending);
+            let record = self.decode(message, seq)?;
+            cursor.buffer.push_back(record);
+            cursor.next_seq = seq + 1;
+        }
+    }
+
+    fn decode(&self, message: Message, seq: u64) -> Result<StoredRecord, BackendError> {
+        let payload = message.message.payload;
+        decode_record(payload, seq - 1)
+            .map_err(|e| BackendError::Corrupt(format!("{} offset {}: {e}", self.at(), seq - 1)))
+    }
+
+    /// Reads from `offset` (see the trait's `read`).
+    pub async fn read(
+        &self,
+        offset: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredRecord>, BackendError> {
+        if max_records == 0 || max_bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let mut cursor = match self.take_cursor(offset) {
+            Some(cursor) => cursor,
+            None if max_records == 1 => return self.read_one(offset).await,
+            None => match self.open_cursor(offset).await {
+                Ok(cursor) => cursor,
+                // Creating a consumer needs the cluster's meta leader; while it is elected,
+                // the stream leader still answers single gets.
+                Err(BackendError::Unavailable(_)) => {
+                    return self
+                        .read_direct(offset, max_records.min(DIRECT_READ_MAX), max_bytes)
+                        .await;
+                }
+                Err(error) => return Err(error),
+            },
+        };
+        if cursor.buffer.is_empty() {
+            match self.fill(&mut cursor, max_records, max_bytes).await {
+                Ok(Fill::Done) => {}
+                Ok(Fill::Gap) | Err(_) if !cursor.buffer.is_empty() => {
+                    // Hand out what is contiguous; the next read starts afresh.
+                    self.delete_consumers(vec![cursor.name.clone()]);
+                    return Ok(take(&mut cursor.buffer, max_records, max_bytes));
+                }
+                Ok(Fill::Gap) => {
+                    self.delete_consumers(vec![cursor.name]);
+                    let (start, end, _) = self.bounds().await?;
+                    return Err(self.out_of_range(offset, start, end));
+                }
+                Err(error) => {
+                    self.delete_consumers(vec![cursor.name]);
+                    return Err(error);
+                }
+            }
+        }
+        if cursor.buffer.is_empty() {
+            let (start, end, _) = self.bounds().await?;
+            if offset < start || offset > end {
+                self.delete_consumers(vec![cursor.name]);
+                return Err(self.out_of_range(offset, start, end));
+            }
+            self.put_back(cursor);
+            return Ok(Vec::new());
+        }
+        let records = take(&mut cursor.buffer, max_records, max_bytes);
+        self.put_back(cursor);
+        Ok(records)
+    }
+
+    /// Up to `max_records` records by single gets from the stream leader.
+    async fn read_direct(
+        &self,
+        offset: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredRecord>, BackendError> {
+        let mut buffer = VecDeque::new();
+        for next in offset..offset + max_records as u64 {
+            match self.handle.get_raw_message(next + 1).await {
+                Ok(message) => {
+                    buffer.push_back(decode_record(message.payload, next).map_err(|e| {
+                        BackendError::Corrupt(format!("{} offset {next}: {e}", self.at()))
+                    })?)
+                }
+                Err(error) if error.kind() == RawMessageErrorKind::NoMessageFound => break,
+                Err(error) if buffer.is_empty() => {
+                    return Err(engine(
+                        format!("reading offset {next} of {}", self.at()),
+                        error,
+                    ));
+                }
+                Err(_) => break,
+            }
+        }
+        if buffer.is_empty() {
+            return self.read_one(offset).await;
+        }
+        Ok(take(&mut buffer, max_records, max_bytes))
+    }
+
+    /// One record by a direct request to the stream leader.
+    async fn read_one(&self, offset: u64) -> Result<Vec<StoredRecord>, BackendError> {
+        match self.handle.get_raw_message(offset + 1).await {
+            Ok(message) => {
+                let record = decode_record(message.payload, offset).map_err(|e| {
+                    BackendError::Corrupt(format!("{} offset {offset}: {e}", self.at()))
+                })?;
+                Ok(vec![record])
+            }
+            Err(error) if error.kind() == RawMessageErrorKind::NoMessageFound => {
+                let (start, end, _) = self.bounds().await?;
+                if offset == end && offset >= start {
+                    Ok(Vec::new())
+                } else {
+                    Err(self.out_of_range(offset, start, end))
+                }
+            }
+            Err(error) => Err(engine(
+                format!("reading offset {offset} of {}", self.at()),
+                error,
+            )),
+        }
+    }
+
+    /// The timestamp of the record at `offset`; `None` if it is gone.
+    async fn timestamp_at(&self, offset: u64) -> Result<Option<Micros>, BackendError> {
+        match self.handle.get_raw_message(offset + 1).await {
+            Ok(message) => record_timestamp(&message.payload)
+                .map(Some)
+                .map_err(|e| BackendError::Corrupt(format!("{} offset {offset}: {e}", self.at()))),
+            Err(error) if error.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(error) => Err(engine(
+                format!("reading offset {offset} of {}", self.at()),
+                error,
+            )),
+        }
+    }
+
+    /// The first offset whose record was appended at or after `timestamp`, by binary search
+    /// over the records' timestamps (which never decrease along a partition).
+    pub async fn offset_for_time(&self, timestamp: Micros) -> Result<u64, BackendError> {
+        let (start, end, _) = self.bounds().await?;
+        if start == end {
+            return Ok(end);
+        }
+        // A record gone by the time it is read was older than anything left.
+        let at_or_after = |ts: Option<Micros>| -> bool { ts.is_some_and(|ts| ts >= timestamp) };
+        if at_or_after(self.timestamp_at(start).await?) {
+            return Ok(start);
+        }
+        if !at_or_after(self.timestamp_at(end - 1).await?) {
+            return Ok(end);
+        }
+        // Invariant: the record at `low` is before `timestamp`, the one at `high` is not.
+        let (mut low, mut high) = (start, end - 1);
+        while high - low > 1 {
+            let middle = low + (high - low) / 2;
+            if at_or_after(self.timestamp_at(middle).await?) {
+                high = middle;
+            } else {
+                low = middle;
+            }
+        }
+        Ok(high)
+    }
+
+    // ---- waits ---------------------------------------------------------------------------
+
+    /// Waits until the high watermark is above `offset` or `timeout` passes.
+    pub async fn wait_for_data(self: &Arc<Self>, offset: u64, timeout: Duration) -> u64 {
+        // Subscribe before making sure the watcher runs: it only stops when nobody listens.
+        let mut receiver = self.watermark.subscribe();
+        self.ensure_watcher();
+        let current = *receiver.borrow_and_update();
+        if current > offset {
+            return current;
+        }
+        match tokio::time::timeout(timeout, receiver.wait_for(|high| *high > offset)).await {
+            Ok(Ok(high)) => *high,
+            _ => *self.watermark.borrow(),
+        }
+    }
+
+    fn ensure_watcher(self: &Arc<Self>) {
+        let mut watcher = lock(&self.watcher);
+        if watcher.as_ref().is_none_or(|task| task.is_finished()) {
+            let partition = Arc::clone(self);
+            *watcher = Some(tokio::spawn(async move { partition.watch().await }));
+        }
+    }
+
+    /// Stops the watcher, if it runs.
+    pub fn stop_watcher(&self) {
+        if let Some(task) = lock(&self.watcher).take() {
+            task.abort();
+        }
+    }
+
+    async fn watch(self: Arc<Self>) {
+        loop {
+            match self.follow().await {
+                Ok(()) => return,
+                Err(error) => {
+                    tracing::warn!(
+                        stream = %self.stream,
+                        partition = self.id,
+                        %error,
+                        "following the partition for waiters failed; retrying"
+                    );
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    if self.no_waiters_stop() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Clears the watcher slot if nobody waits; says whether it did (the watcher must end).
+    fn no_waiters_stop(&self) -> bool {
+        let mut watcher = lock(&self.watcher);
+        if self.watermark.receiver_count() == 0 {
+            *watcher = None;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Follows the stream from its current end, raising the watermark on every new message,
+    /// until nobody has waited for a while.
+    async fn follow(&self) -> Result<(), BackendError> {
+        let (_, high, _) = self.bounds().await?;
+        let consumer = self
+            .handle
+            .create_consumer(pull::OrderedConfig {
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: high + 1,
+                },
+                headers_only: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| engine(format!("following {}", self.at()), e))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| engine(format!("following {}", self.at()), e))?;
+        let mut ticks = tokio::time::interval(Duration::from_secs(1));
+        let mut idle = 0;
+        loop {
+            tokio::select! {
+                message = messages.next() => match message {
+                    Some(Ok(message)) => {
+                        if let Ok(info) = message.info() {
+                            self.raise_watermark(info.stream_sequence + info.pending);
+                        }
+                    }
+                    Some(Err(error)) => {
+                        return Err(BackendError::Engine(format!("following {}: {error}", self.at())));
+                    }
+                    None => {
+                        return Err(BackendError::Engine(format!("following {}: the consumer ended", self.at())));
+                    }
+                },
+                _ = ticks.tick() => {
+                    if self.watermark.receiver_count() == 0 {
+                        idle += 1;
+                        if idle >= WATCHER_LINGER_TICKS && self.no_waiters_stop() {
+                            return Ok(());
+                        }
+                    } else {
+                        idle = 0;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How long to wait before trying an append again. After a refusal (another writer moved
+/// the tail), a random pause that grows with the attempts, so that two writers racing for
+/// one partition stop colliding; after a transient failure (no stream leader, a lost
+/// acknowledgement), a longer one, up to about a second, while the cluster recovers.
+fn retry_delay(attempt: u32, transient: bool) -> Duration {
+    let ceiling_us: u64 = if transient {
+        (50_000u64 << attempt.min(5)).min(1_000_000)
+    } else {
+        (250u64 << attempt.min(6)).min(16_000)
+    };
+    Duration::from_micros(rand::random_range(ceiling_us / 2..=ceiling_us))
+}
+
+/// What [`Partition::send`] sent: the tail it was conditional on, the batch's timestamp, the
+/// tail's generation, the acknowledgement futures, the error that stopped sending (if any)
+/// and the first record's payload.
+struct Sent {
+    base: u64,
+    timestamp: Micros,
+    generation: u64,
+    acks: Vec<PublishAckFuture>,
+    error: Option<async_nats::jetstream::context::PublishError>,
+    first_payload: Bytes,
+}
+
+enum Fill {
+    Done,
+    Gap,
+}
+
+enum Judged {
+    Appended { first_seq: u64 },
+    Retry { transient: bool, error: String },
+    Failed(BackendError),
+}
+
+/// An error known only by its message.
+#[derive(Debug)]
+struct ErrorText(String);
+
+impl std::fmt::Display for ErrorText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ErrorText {}
+
+/// Takes records from the front of `buffer`: at least one, at most `max_records`, stopping
+/// once `max_bytes` are taken.
+fn take(
+    buffer: &mut VecDeque<StoredRecord>,
+    max_records: usize,
+    max_bytes: usize,
+) -> Vec<StoredRecord> {
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    while out.len() < max_records {
+        let Some(next) = buffer.front() else { break };
+        let size = next.key.len()
+            + next.value.len()
+            + next
+                .headers
+                .iter()
+                .map(|h| h.name.len() + h.value.len())
+                .sum::<usize>();
+        if !out.is_empty() && bytes.saturating_add(size) > max_bytes {
+            break;
+        }
+        bytes = bytes.saturating_add(size);
+        if let Some(record) = buffer.pop_front() {
+            out.push(record);
+        }
+        if bytes >= max_bytes {
+            break;
+        }
+    }
+    out
+}

@@ -1,0 +1,18 @@
+//! The three conformance suites (`runnel-test-util`) against a real nats-server with
+//! JetStream: the backend suite, the runtime suite and the failure-handling suite. Each test
+//! gets a namespace of its own, so they run in parallel on one server; `open()` reconnects
+//! (a restart). Needs `RUNNEL_TEST_NATS_URL` (see `common`).
+
+mod common;
+
+mod backend {
+    runnel_test_util::conformance_tests!(crate::harness_or_skip!());
+}
+
+mod runtime {
+    runnel_test_util::runtime_conformance_tests!(crate::harness_or_skip!());
+}
+
+mod failures {
+    runnel_test_util::failure_conformance_tests!(crate::harness_or_skip!());
+}

@@ -1,0 +1,449 @@
+//! What the JetStream backend does beyond the shared suites: several processes on one
+//! namespace (contiguous batches, wake-ups, id-based dedup), removal of expired key-value
+//! entries, names that need escaping, and refusing bad configuration. Each test opens its
+//! backends directly, as separate connections stand for separate Runnel processes. Needs
+//! `RUNNEL_TEST_NATS_URL` (see `common`).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use runnel_backend::{Backend, BackendError, Expect, ReadFrom, Record, StreamConfig};
+use runnel_backend_jetstream::{JetStreamBackend, JetStreamConfig};
+use runnel_clock::ManualClock;
+use runnel_test_util::{manual_clock, read_all, record, stream};
+
+/// A namespace of its own, deleted at the end; `backend()` connects another "process".
+struct Namespace {
+    url: String,
+    namespace: String,
+    clock: ManualClock,
+}
+
+impl Namespace {
+    fn new() -> Option<Self> {
+        Some(Self {
+            url: common::nats_url()?,
+            namespace: common::unique_namespace(),
+            clock: manual_clock(),
+        })
+    }
+
+    fn config(&self) -> JetStreamConfig {
+        common::config(&self.url, &self.namespace, &self.clock)
+    }
+
+    async fn backend_with(&self, config: JetStreamConfig) -> Arc<JetStreamBackend> {
+        Arc::new(
+            JetStreamBackend::connect(config)
+                .await
+                .expect("connect the JetStream backend"),
+        )
+    }
+
+    async fn backend(&self) -> Arc<JetStreamBackend> {
+        self.backend_with(self.config()).await
+    }
+
+    async fn delete(self) {
+        JetStreamBackend::delete_namespace(self.config())
+            .await
+            .expect("delete the test namespace");
+    }
+}
+
+macro_rules! namespace_or_skip {
+    () => {
+        match Namespace::new() {
+            Some(namespace) => namespace,
+            None => return,
+        }
+    };
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_two_processes_appending_batches_to_one_partition_each_batch_stays_contiguous() {
+    const BATCHES: u32 = 25;
+    const SIZE: u32 = 4;
+    let ns = namespace_or_skip!();
+    let s = stream("orders");
+    let a = ns.backend().await;
+    a.create_stream(
+        &s,
+        StreamConfig {
+            partitions: 1,
+            ..StreamConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let b = ns.backend().await;
+    let mut writers = Vec::new();
+    for (name, backend) in [("a", a.clone()), ("b", b.clone())] {
+        let s = s.clone();
+        writers.push(tokio::spawn(async move {
+            let mut acks = Vec::new();
+            for batch in 0..BATCHES {
+                let records = (0..SIZE)
+                    .map(|i| record("k", &format!("{name}-{batch}-{i}")))
+                    .collect();
+                acks.push((batch, backend.append(&s, 0, records).await.expect("append")));
+            }
+            (name, acks)
+        }));
+    }
+    let all = read_all(&*a, &s, 0).await;
+    let mut total = 0;
+    for writer in writers {
+        let (name, acks) = writer.await.unwrap();
+        for (batch, ack) in acks {
+            total += ack.count;
+            let records = read_all(&*a, &s, 0).await;
+            let landed: Vec<String> = records
+                [ack.base_offset as usize..(ack.base_offset + u64::from(SIZE)) as usize]
+                .iter()
+                .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+                .collect();
+            let sent: Vec<String> = (0..SIZE).map(|i| format!("{name}-{batch}-{i}")).collect();
+            assert_eq!(
+                landed, sent,
+                "batch {batch} of {name} at {}",
+                ack.base_offset
+            );
+        }
+    }
+    let after = read_all(&*a, &s, 0).await;
+    assert!(all.len() <= after.len());
+    assert_eq!(after.len() as u32, total, "nothing lost, nothing doubled");
+    assert!(
+        after.windows(2).all(|w| w[0].timestamp <= w[1].timestamp),
+        "append timestamps never decrease along the partition"
+    );
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn given_a_waiter_in_one_process_an_append_from_another_wakes_it() {
+    let ns = namespace_or_skip!();
+    let s = stream("orders");
+    let waiter = ns.backend().await;
+    waiter
+        .create_stream(
+            &s,
+            StreamConfig {
+                partitions: 2,
+                ..StreamConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+    let writer = ns.backend().await;
+    let started = tokio::time::Instant::now();
+    let wait = waiter.wait_for_data(&s, 1, 0, Duration::from_secs(30));
+    let append = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        writer.append(&s, 1, vec![record("k", "v")]).await
+    };
+    let (woken, appended) = tokio::join!(wait, append);
+    appended.unwrap();
+    assert_eq!(woken.unwrap(), 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "woken by the append, not the timeout"
+    );
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn a_record_appended_again_with_the_same_id_is_answered_with_its_first_position() {
+    let ns = namespace_or_skip!();
+    let s = stream("orders");
+    let with_ids = || JetStreamConfig {
+        dedup_header: Some("id".into()),
+        ..ns.config()
+    };
+    let first = ns.backend_with(with_ids()).await;
+    first
+        .create_stream(
+            &s,
+            StreamConfig {
+                partitions: 1,
+                ..StreamConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+    let event =
+        |id: &str| Record::new("k", format!("event {id}")).with_header("id", id.to_string());
+    first.append(&s, 0, vec![event("x0")]).await.unwrap();
+    let original = first
+        .append(&s, 0, vec![event("e1"), event("e2")])
+        .await
+        .unwrap();
+    assert_eq!((original.base_offset, original.count), (1, 2));
+
+    // Another process publishes the same ids (e.g. a client retried through another node).
+    let second = ns.backend_with(with_ids()).await;
+    let again = second
+        .append(&s, 0, vec![event("e1"), event("e2")])
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.base_offset, again.count),
+        (1, 2),
+        "the first position"
+    );
+    let single = second.append(&s, 0, vec![event("e2")]).await.unwrap();
+    assert_eq!(single.base_offset, 2);
+    assert_eq!(
+        second.partition_info(&s, 0).await.unwrap().high_watermark,
+        3,
+        "nothing appended twice"
+    );
+    // A batch only partly seen before cannot be described by one base offset: refused.
+    match second.append(&s, 0, vec![event("e2"), event("e3")]).await {
+        Err(BackendError::Engine(message)) => assert!(message.contains("duplicate"), "{message}"),
+        other => panic!("expected a refusal of a half-duplicate batch, got {other:?}"),
+    }
+    // Appends go on normally afterwards, from either process.
+    let next = first.append(&s, 0, vec![event("e4")]).await.unwrap();
+    let records = read_all(&*second, &s, 0).await;
+    assert_eq!(next.base_offset as usize, records.len() - 1);
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn expired_entries_and_delete_markers_are_removed_and_revisions_keep_growing() {
+    let ns = namespace_or_skip!();
+    let b = ns.backend().await;
+    let bucket = "leases";
+    let short = b
+        .kv_put(
+            bucket,
+            "g/lease",
+            Bytes::from("a"),
+            Expect::Absent,
+            Some(Duration::from_secs(5)),
+        )
+        .await
+        .unwrap();
+    b.kv_put(bucket, "g/gone", Bytes::from("b"), Expect::Any, None)
+        .await
+        .unwrap();
+    b.kv_delete(bucket, "g/gone", Expect::Any).await.unwrap();
+    let kept = b
+        .kv_put(
+            bucket,
+            "g/kept",
+            Bytes::from("c"),
+            Expect::Any,
+            Some(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        b.remove_expired_now().await.unwrap(),
+        1,
+        "only the delete marker"
+    );
+
+    ns.clock.advance(Duration::from_secs(10));
+    assert_eq!(
+        b.remove_expired_now().await.unwrap(),
+        1,
+        "the expired lease"
+    );
+    assert_eq!(
+        b.remove_expired_now().await.unwrap(),
+        0,
+        "nothing left to remove"
+    );
+    assert_eq!(b.kv_get(bucket, "g/lease").await.unwrap(), None);
+    let kept_entry = b.kv_get(bucket, "g/kept").await.unwrap().unwrap();
+    assert_eq!(kept_entry.revision, kept);
+
+    let again = b
+        .kv_put(bucket, "g/lease", Bytes::from("a2"), Expect::Absent, None)
+        .await
+        .unwrap();
+    assert!(
+        again > kept && kept > short,
+        "revisions are never given twice"
+    );
+    let scanned: Vec<String> = b
+        .kv_scan(bucket, "g/", None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    assert_eq!(scanned, ["g/kept", "g/lease"]);
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn keys_and_buckets_that_need_escaping_round_trip_and_scan_by_prefix() {
+    let ns = namespace_or_skip!();
+    let b = ns.backend().await;
+    let bucket = "Schemas.v1 (test)";
+    let keys = [
+        "order.placed-value/versions/1",
+        "order.placed-value/head",
+        "a//b",
+        "trailing/",
+        "spaces and = signs/x",
+        "ünïcode/ключ",
+    ];
+    for key in keys {
+        b.kv_put(
+            bucket,
+            key,
+            Bytes::from(key.to_string()),
+            Expect::Absent,
+            None,
+        )
+        .await
+        .unwrap();
+        let entry = b.kv_get(bucket, key).await.unwrap().unwrap();
+        assert_eq!(
+            (entry.key.as_str(), entry.value),
+            (key, Bytes::from(key.to_string()))
+        );
+    }
+    let versions: Vec<String> = b
+        .kv_scan(bucket, "order.placed-value/", None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    assert_eq!(
+        versions,
+        ["order.placed-value/head", "order.placed-value/versions/1"]
+    );
+    let mut all: Vec<&str> = keys.to_vec();
+    all.sort_unstable();
+    let scanned: Vec<String> = b
+        .kv_scan(bucket, "", None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    assert_eq!(scanned, all);
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn reads_continue_where_the_last_one_stopped_and_single_reads_need_no_reader() {
+    let ns = namespace_or_skip!();
+    let b = ns.backend().await;
+    let s = stream("orders");
+    b.create_stream(
+        &s,
+        StreamConfig {
+            partitions: 1,
+            ..StreamConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let records: Vec<Record> = (0..50).map(|i| record("k", &format!("v{i}"))).collect();
+    b.append(&s, 0, records).await.unwrap();
+    let mut next = 0;
+    let mut seen = 0;
+    while next < 50 {
+        let batch = b
+            .read(&s, 0, ReadFrom::Offset(next), 7, usize::MAX)
+            .await
+            .unwrap();
+        assert!(!batch.is_empty());
+        for (i, r) in batch.iter().enumerate() {
+            assert_eq!(r.offset, next + i as u64);
+            assert_eq!(r.value, Bytes::from(format!("v{}", r.offset)));
+        }
+        seen += batch.len();
+        next += batch.len() as u64;
+    }
+    assert_eq!(seen, 50);
+    let one = b
+        .read(&s, 0, ReadFrom::Offset(42), 1, usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(one[0].value, Bytes::from("v42"));
+    assert!(
+        b.read(&s, 0, ReadFrom::Offset(50), 1, usize::MAX)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        b.read(&s, 0, ReadFrom::Offset(51), 1, usize::MAX).await,
+        Err(BackendError::OffsetOutOfRange {
+            requested: 51,
+            start: 0,
+            end: 50,
+            ..
+        })
+    ));
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn bad_configuration_and_unreachable_servers_are_typed_errors() {
+    let Some(url) = common::nats_url() else {
+        return;
+    };
+    let bad_namespace = JetStreamConfig {
+        namespace: "has_underscore".into(),
+        ..JetStreamConfig::new(url.clone())
+    };
+    assert!(matches!(
+        JetStreamBackend::connect(bad_namespace).await,
+        Err(BackendError::Invalid(_))
+    ));
+    let no_replicas = JetStreamConfig {
+        replicas: 0,
+        ..JetStreamConfig::new(url)
+    };
+    assert!(matches!(
+        JetStreamBackend::connect(no_replicas).await,
+        Err(BackendError::Invalid(_))
+    ));
+    // Port 1 on loopback: nothing listens there.
+    let nowhere = JetStreamConfig {
+        request_timeout: Duration::from_secs(2),
+        ..JetStreamConfig::new("nats://127.0.0.1:1")
+    };
+    match JetStreamBackend::connect(nowhere).await {
+        Err(BackendError::Unavailable(message)) => {
+            assert!(message.contains("127.0.0.1:1"), "{message}")
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+/// Runs when `RUNNEL_TEST_OLD_NATS_URL` names a nats-server older than 2.10 (such as
+/// Debian's 2.9 package); says it was skipped otherwise.
+#[tokio::test]
+async fn a_server_older_than_2_10_is_refused_naming_both_versions() {
+    let Some(url) = std::env::var("RUNNEL_TEST_OLD_NATS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        println!("skipped: set RUNNEL_TEST_OLD_NATS_URL to a nats-server older than 2.10");
+        return;
+    };
+    match JetStreamBackend::connect(JetStreamConfig::new(url)).await {
+        Err(BackendError::Unavailable(message)) => {
+            assert!(
+                message.contains("too old") && message.contains("2.10.0"),
+                "{message}"
+            );
+            println!("refused as expected: {message}");
+        }
+        other => panic!("expected the old server to be refused, got {other:?}"),
+    }
+}
