@@ -85,7 +85,7 @@ impl Schemas {
             event_type: subject.to_string(),
         })?;
         self.registry
-            .validate(&subject, Some(version), &data)
+            .validate(&subject, Some(version), data)
             .await?;
         if named.is_some() {
             return Ok(event);
@@ -109,7 +109,7 @@ impl Schemas {
                 "schema_invalid: the data is not JSON".into(),
             )));
         };
-        match self.registry.validate(&subject, Some(version), &data).await {
+        match self.registry.validate(&subject, Some(version), data).await {
             Ok(_) => {}
             Err(invalid @ ValidationError::Invalid { .. }) => {
                 return Ok(Err(SchemaRejection(format!("schema_invalid: {invalid}"))));
@@ -125,7 +125,11 @@ impl Schemas {
         let Some(to) = pinned.filter(|to| *to != version) else {
             return Ok(Ok(event));
         };
-        let adapted = match self.registry.adapt(&subject, version, to, data).await {
+        let adapted = match self
+            .registry
+            .adapt(&subject, version, to, data.clone())
+            .await
+        {
             Ok(adapted) => adapted,
             Err(e) => {
                 return Ok(Err(SchemaRejection(format!(
@@ -141,10 +145,12 @@ impl Schemas {
     }
 }
 
-fn json_data(event: &Event) -> Option<Value> {
+/// The data to validate, borrowed: validation happens on every publish and consume.
+fn json_data(event: &Event) -> Option<&Value> {
+    static NULL: Value = Value::Null;
     match event.data() {
-        Data::Json(value) => Some(value.clone()),
-        Data::None => Some(Value::Null),
+        Data::Json(value) => Some(value),
+        Data::None => Some(&NULL),
         _ => None,
     }
 }
