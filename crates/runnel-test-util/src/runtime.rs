@@ -520,3 +520,40 @@ pub async fn an_event_not_acknowledged_within_ack_wait_is_delivered_again(h: &im
     handle.stop().await.expect("stop");
     assert_eq!(runnel.lag("slow").await.expect("lag").total_events, 0);
 }
+
+pub async fn a_clean_stop_counts_no_crash_against_unsettled_deliveries(h: &impl BackendHarness) {
+    let clock = h.clock();
+    let runnel = runtime(h).await;
+    runnel
+        .publish(numbered_event(&clock, "order.placed", "k", 0))
+        .await
+        .expect("publish");
+    let mut consumer = runnel
+        .group("clean")
+        .subscribe("order.*")
+        .start()
+        .await
+        .expect("start");
+    let held = consumer.next().await.expect("delivery");
+    // Stopped cleanly while the delivery is still unsettled.
+    consumer.handle().stop().await.expect("stop");
+    drop(consumer);
+
+    let mut again = runnel.group("clean").start().await.expect("restart");
+    let redelivered = tokio::time::timeout(Duration::from_secs(20), again.next())
+        .await
+        .expect("delivered again")
+        .expect("delivery");
+    assert_eq!(redelivered.offset, held.offset);
+    let retries = runnel.scheduled_retries("clean").await.expect("retries");
+    assert!(
+        retries.iter().all(|r| r.crashes == 0),
+        "a clean stop is not a crash: {retries:?}"
+    );
+    redelivered.ack();
+    drop(held);
+    let handle = again.handle();
+    eventually("acked", || handle.stats().acked == 1).await;
+    handle.stop().await.expect("stop");
+    assert_eq!(runnel.lag("clean").await.expect("lag").total_events, 0);
+}

@@ -11,8 +11,6 @@ pub const GROUPS: &str = "runnel_groups";
 pub const LEASES: &str = "runnel_leases";
 /// Live consumer instances: `group/instance`, kept alive by heartbeats.
 pub const MEMBERS: &str = "runnel_members";
-/// Per-partition delivery cursor: how far events may have been delivered.
-pub const CURSORS: &str = "runnel_cursors";
 /// Dead-letter entries: `group/stream-partition-offset`.
 pub const DLQ: &str = "runnel_dlq";
 /// Scheduled retries and crash counts: `group/stream/partition/offset`.

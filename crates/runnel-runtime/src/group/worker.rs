@@ -13,9 +13,10 @@
 //!   first deliveries as a range declared a little ahead (so most deliveries need no write).
 //!   After a crash those are the suspects: each unprocessed one gets a crash counted and is
 //!   delivered alone (so an innocent neighbour is never blamed), and one that has crashed the
-//!   process `max_crashes` times is quarantined to the dead-letter queue as `crash_loop`;
-//! - the delivery cursor (events below it may have been delivered), so after a crash only
-//!   those are checked against the processed ids.
+//!   process `max_crashes` times is quarantined to the dead-letter queue as `crash_loop`.
+//!   The same declared range says which events may have been processed but not committed, so
+//!   only those are checked against the processed ids when the partition changes hands (after
+//!   a clean stop too, but then nobody is blamed for a crash).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -46,19 +47,10 @@ const READ_BATCH: usize = 512;
 const COMMIT_EVERY: Duration = Duration::from_millis(100);
 /// How often due retries and `ack_wait` deadlines are checked.
 const TIMER_EVERY: Duration = Duration::from_millis(20);
-/// The delivery cursor is written this far ahead of what is read, so tail-following does not
-/// wait for a metadata write per batch; after a crash it only widens the re-check a little.
-const CURSOR_AHEAD: u64 = 8192;
 /// First deliveries are declared in flight this far ahead, renewed in the background when half
 /// is used, so deliveries rarely wait for a write; after a crash at most about this many
 /// innocent events are delivered one at a time.
 const DECLARE_AHEAD: u64 = 128;
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Cursor {
-    /// Events below this offset may have been delivered before.
-    delivered_to: u64,
-}
 
 /// The durable failure history of one event.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -83,6 +75,9 @@ pub(crate) struct RetryRecord {
 struct InFlightList {
     #[serde(default)]
     declared_to: u64,
+    /// Written by a clean stop: nothing was in flight when the owner let go.
+    #[serde(default)]
+    clean: bool,
     deliveries: BTreeMap<u64, u32>,
 }
 
@@ -198,7 +193,6 @@ struct Worker {
     caught_up: bool,
     committed: u64,
     commit_revision: Option<Revision>,
-    cursor: u64,
     /// Offsets below this were possibly delivered before this worker started.
     recheck_below: u64,
     /// Failure histories loaded at start, taken as their events are read again.
@@ -237,13 +231,6 @@ pub(crate) async fn run(ctx: WorkerCtx) -> Result<WorkerExit> {
             StartFrom::Latest => (info.high_watermark, None),
         },
     };
-    let partition_key = keys::partition_key(&group, &ctx.stream, ctx.partition);
-    let cursor = match backend.kv_get(keys::CURSORS, &partition_key).await? {
-        Some(entry) => serde_json::from_slice::<Cursor>(&entry.value)
-            .map(|c| c.delivered_to)
-            .unwrap_or(u64::MAX),
-        None => 0,
-    };
     let replay = dlq::replay_stream(&group).is_ok_and(|s| s == ctx.stream);
     let mut worker = Worker {
         runnel: Runnel {
@@ -255,8 +242,7 @@ pub(crate) async fn run(ctx: WorkerCtx) -> Result<WorkerExit> {
         caught_up: false,
         committed: start,
         commit_revision,
-        cursor: cursor.max(start),
-        recheck_below: cursor,
+        recheck_below: 0,
         histories: HashMap::new(),
         pending: BTreeMap::new(),
         key_queues: HashMap::new(),
@@ -306,7 +292,20 @@ impl Worker {
         let Some(entry) = backend.kv_get(keys::INFLIGHT, &list_key).await? else {
             return Ok(());
         };
-        let in_flight: InFlightList = serde_json::from_slice(&entry.value).unwrap_or_default();
+        // An unreadable list is treated as covering everything: recheck, suspect nothing.
+        let in_flight: InFlightList =
+            serde_json::from_slice(&entry.value).unwrap_or(InFlightList {
+                declared_to: u64::MAX,
+                clean: true,
+                deliveries: BTreeMap::new(),
+            });
+        // Events below `declared_to` may have been processed: check their ids when read.
+        self.recheck_below = in_flight.declared_to;
+        // Keep that bound durable for whoever comes next.
+        self.declared_to = in_flight.declared_to;
+        if in_flight.clean {
+            return Ok(());
+        }
         // First deliveries below `declared_to` are judged as they are read again (`admit`).
         self.suspect_below = in_flight.declared_to;
         for (offset, attempt) in in_flight.deliveries {
@@ -327,10 +326,9 @@ impl Worker {
             );
             self.histories.insert(offset, history);
         }
-        backend
-            .kv_delete(keys::INFLIGHT, &list_key, Expect::Any)
-            .await?;
-        Ok(())
+        // Counted once: a crash of this owner must not count them again.
+        let value = self.in_flight_value()?;
+        self.write_in_flight(value).await
     }
 
     async fn store_history(&self, offset: u64, history: &RetryRecord) -> Result<()> {
@@ -450,15 +448,11 @@ impl Worker {
             }
             self.commit().await?;
             self.settle_declaring(true).await?;
-            if self.in_flight.is_empty() {
-                let key =
-                    keys::partition_key(&self.ctx.group.name, &self.ctx.stream, self.ctx.partition);
-                self.ctx
-                    .shared
-                    .backend
-                    .kv_delete(keys::INFLIGHT, &key, Expect::Any)
-                    .await?;
-            }
+            // A clean stop is not a crash: whatever is still unsettled is simply delivered
+            // again, without counting a crash against it (the range still says what to
+            // recheck against the processed ids).
+            let value = self.in_flight_list(true)?;
+            self.write_in_flight(value).await?;
         }
         Ok(exit)
     }
@@ -495,32 +489,14 @@ impl Worker {
             }
             Err(e) => return Err(e.into()),
         };
-        let Some(last) = records.last() else {
+        if records.is_empty() {
             self.caught_up = true;
             return Ok(());
-        };
-        let through = last.offset + 1;
-        // Make "these may be delivered" durable before any of them is.
-        if through > self.cursor {
-            self.write_cursor(through + CURSOR_AHEAD).await?;
         }
         for record in records {
             self.next_read = record.offset + 1;
             self.admit(record).await?;
         }
-        Ok(())
-    }
-
-    async fn write_cursor(&mut self, delivered_to: u64) -> Result<()> {
-        let key = keys::partition_key(&self.ctx.group.name, &self.ctx.stream, self.ctx.partition);
-        let value = serde_json::to_vec(&Cursor { delivered_to })
-            .map_err(|e| RuntimeError::Serialize(e.to_string()))?;
-        self.ctx
-            .shared
-            .backend
-            .kv_put(keys::CURSORS, &key, value.into(), Expect::Any, None)
-            .await?;
-        self.cursor = delivered_to;
         Ok(())
     }
 
@@ -841,8 +817,13 @@ impl Worker {
     }
 
     fn in_flight_value(&self) -> Result<Bytes> {
+        self.in_flight_list(false)
+    }
+
+    fn in_flight_list(&self, clean: bool) -> Result<Bytes> {
         let list = InFlightList {
             declared_to: self.declared_to,
+            clean,
             deliveries: self
                 .in_flight
                 .iter()
