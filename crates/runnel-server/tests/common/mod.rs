@@ -193,3 +193,95 @@ pub async fn serve(edit: impl FnOnce(&mut ServerConfig)) -> Running {
         task: Some(task),
     }
 }
+
+/// The Python interpreter for tests with clients of other ecosystems (`RUNNEL_PYTHON`), if it
+/// has `module`. Without one the test is skipped — except under `RUNNEL_CI`, where `.ci/run`
+/// installs them, so a missing client is a failure.
+pub fn outside_python(module: &str) -> Option<std::ffi::OsString> {
+    let ci = std::env::var_os("RUNNEL_CI").is_some();
+    let Some(python) = std::env::var_os("RUNNEL_PYTHON").filter(|p| !p.is_empty()) else {
+        assert!(
+            !ci,
+            "RUNNEL_CI is set but RUNNEL_PYTHON is not: this test must run in CI"
+        );
+        println!("skipped: set RUNNEL_PYTHON to a Python with `{module}` installed");
+        return None;
+    };
+    let installed = std::process::Command::new(&python)
+        .args(["-c", &format!("import {module}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !installed {
+        assert!(
+            !ci,
+            "RUNNEL_CI is set but `{module}` is not installed in RUNNEL_PYTHON"
+        );
+        println!("skipped: `{module}` is not installed in RUNNEL_PYTHON");
+        return None;
+    }
+    Some(python)
+}
+
+/// Runs `python args…` with `env` (off the async runtime), killing it after `deadline`;
+/// returns whether it succeeded and everything it printed. Output goes to a file, so a chatty
+/// failure cannot fill a pipe and stall the child.
+pub async fn run_python(
+    python: std::ffi::OsString,
+    args: Vec<String>,
+    env: Vec<(&'static str, String)>,
+    deadline: std::time::Duration,
+) -> (bool, String) {
+    tokio::task::spawn_blocking(move || {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut child = std::process::Command::new(&python)
+            .args(&args)
+            .envs(env)
+            .stdout(std::process::Stdio::from(log.reopen().unwrap()))
+            .stderr(std::process::Stdio::from(log.reopen().unwrap()))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", python.to_string_lossy()));
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{args:?} ran longer than {deadline:?}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let mut text = std::fs::read_to_string(log.path()).unwrap_or_default();
+        text.push_str(&format!(
+            "\n{} exited with {status}",
+            python.to_string_lossy()
+        ));
+        (status.success(), text)
+    })
+    .await
+    .unwrap()
+}
+
+/// Runs a test script of `tests/python/` under pytest against `env`.
+pub async fn run_python_script(
+    python: std::ffi::OsString,
+    script: &str,
+    env: Vec<(&'static str, String)>,
+) -> (bool, String) {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/python")
+        .join(script);
+    assert!(path.exists(), "missing {}", path.display());
+    let args = vec![
+        "-m".into(),
+        "pytest".into(),
+        "-v".into(),
+        "-p".into(),
+        "no:cacheprovider".into(),
+        path.to_string_lossy().into_owned(),
+    ];
+    run_python(python, args, env, std::time::Duration::from_secs(300)).await
+}
