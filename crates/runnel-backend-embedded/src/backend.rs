@@ -440,6 +440,7 @@ impl Backend for EmbeddedBackend {
             base_offset: appended.base_offset,
             count: appended.count,
             timestamp: appended.timestamp,
+            duplicate: false,
         })
     }
 

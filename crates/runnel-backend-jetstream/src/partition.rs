@@ -342,6 +342,9 @@ impl Partition {
         // was lost): (the tail it was conditional on, its payload, its timestamp). At most
         // one of them can have landed, right after its tail; look before sending again.
         let mut unconfirmed: Vec<(u64, Bytes, Micros)> = Vec::new();
+        // Whether an earlier send of this call may have landed: then JetStream calling this
+        // send a duplicate means it found that send, not another publisher's.
+        let mut maybe_sent = false;
         for attempt in 0..MAX_APPEND_ATTEMPTS {
             match self.find_landed(&unconfirmed).await {
                 Ok(Some((base, timestamp))) => {
@@ -351,6 +354,7 @@ impl Partition {
                         base_offset: base,
                         count,
                         timestamp,
+                        duplicate: false,
                     });
                 }
                 Ok(None) => {}
@@ -385,7 +389,10 @@ impl Partition {
             let outcomes: Vec<Outcome> =
                 join_all(acks.into_iter().map(IntoFuture::into_future)).await;
             match self.judge(base, &outcomes, send_error, records.len()) {
-                Judged::Appended { first_seq } => {
+                Judged::Appended {
+                    first_seq,
+                    duplicate,
+                } => {
                     self.raise_watermark(first_seq + u64::from(count) - 1);
                     if first_seq != base + 1 {
                         self.forget_tail(generation).await;
@@ -395,6 +402,7 @@ impl Partition {
                         base_offset: first_seq - 1,
                         count,
                         timestamp,
+                        duplicate: duplicate && !maybe_sent,
                     });
                 }
                 Judged::Retry { transient, error } => {
@@ -407,6 +415,7 @@ impl Partition {
                     );
                     self.forget_tail(generation).await;
                     last_error = Some(error);
+                    maybe_sent |= transient;
                     if transient && ids[0].is_none() {
                         unconfirmed.push((base, first_payload, timestamp));
                     }
@@ -513,7 +522,10 @@ impl Partition {
                 .all(|(i, a)| a.sequence == first + i as u64);
             let duplicates = acks.iter().filter(|a| a.duplicate).count();
             if dense && (duplicates == 0 || duplicates == count) {
-                return Judged::Appended { first_seq: first };
+                return Judged::Appended {
+                    first_seq: first,
+                    duplicate: duplicates == count,
+                };
             }
             return Judged::Failed(BackendError::Engine(format!(
                 "{}: {duplicates} of the batch's {count} records were already in the stream \
@@ -1014,8 +1026,15 @@ enum Fill {
 }
 
 enum Judged {
-    Appended { first_seq: u64 },
-    Retry { transient: bool, error: String },
+    /// `duplicate`: JetStream dropped every record as one it already had.
+    Appended {
+        first_seq: u64,
+        duplicate: bool,
+    },
+    Retry {
+        transient: bool,
+        error: String,
+    },
     Failed(BackendError),
 }
 

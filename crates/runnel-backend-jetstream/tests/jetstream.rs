@@ -183,6 +183,7 @@ async fn a_record_appended_again_with_the_same_id_is_answered_with_its_first_pos
         .await
         .unwrap();
     assert_eq!((original.base_offset, original.count), (1, 2));
+    assert!(!original.duplicate, "a first append is not a duplicate");
 
     // Another process publishes the same ids (e.g. a client retried through another node).
     let second = ns.backend_with(with_ids()).await;
@@ -195,8 +196,10 @@ async fn a_record_appended_again_with_the_same_id_is_answered_with_its_first_pos
         (1, 2),
         "the first position"
     );
+    assert!(again.duplicate, "answered as a duplicate");
     let single = second.append(&s, 0, vec![event("e2")]).await.unwrap();
     assert_eq!(single.base_offset, 2);
+    assert!(single.duplicate);
     assert_eq!(
         second.partition_info(&s, 0).await.unwrap().high_watermark,
         3,
@@ -209,6 +212,7 @@ async fn a_record_appended_again_with_the_same_id_is_answered_with_its_first_pos
     }
     // Appends go on normally afterwards, from either process.
     let next = first.append(&s, 0, vec![event("e4")]).await.unwrap();
+    assert!(!next.duplicate);
     let records = read_all(&*second, &s, 0).await;
     assert_eq!(next.base_offset as usize, records.len() - 1);
     ns.delete().await;
@@ -446,4 +450,51 @@ async fn a_server_older_than_2_10_is_refused_naming_both_versions() {
         }
         other => panic!("expected the old server to be refused, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn two_runtimes_publishing_one_event_id_append_it_once_and_the_second_is_told_duplicate() {
+    let ns = namespace_or_skip!();
+    let with_ids = || JetStreamConfig {
+        dedup_header: Some("id".into()),
+        ..ns.config()
+    };
+    let runtime = |backend: Arc<JetStreamBackend>| {
+        runnel_runtime::Runnel::open(
+            runnel_runtime::RuntimeConfig {
+                clock: ns.clock.shared(),
+                default_partitions: 1,
+                ..runnel_runtime::RuntimeConfig::default()
+            },
+            backend,
+        )
+    };
+    // Two servers on one JetStream: neither's dedup window knows the other's publishes.
+    let first = runtime(ns.backend_with(with_ids()).await);
+    let second = runtime(ns.backend_with(with_ids()).await);
+    let event = runnel_test_util::runtime::numbered_event(&ns.clock, "order.placed", "k1", 1);
+    let original = first.publish(event.clone()).await.unwrap();
+    assert!(!original.duplicate);
+    let again = second.publish(event).await.unwrap();
+    assert!(
+        again.duplicate,
+        "JetStream's duplicate window caught it: {again:?}"
+    );
+    assert_eq!(
+        (again.partition, again.offset),
+        (original.partition, original.offset),
+        "answered with the first position"
+    );
+    let s = stream("order");
+    assert_eq!(
+        first
+            .backend()
+            .partition_info(&s, 0)
+            .await
+            .unwrap()
+            .high_watermark,
+        1,
+        "appended once"
+    );
+    ns.delete().await;
 }

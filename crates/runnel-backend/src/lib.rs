@@ -92,6 +92,10 @@ pub struct AppendAck {
     pub count: u32,
     /// Append timestamp of the batch (microseconds since the epoch).
     pub timestamp: Micros,
+    /// The engine recognised the whole batch as one it had already stored (JetStream's
+    /// `Nats-Msg-Id` duplicate window) and appended nothing: the offsets are the first
+    /// append's. Always false for engines without their own deduplication.
+    pub duplicate: bool,
 }
 
 /// Where a read starts.

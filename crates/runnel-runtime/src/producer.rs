@@ -164,7 +164,9 @@ impl Shared {
         });
         let results: Vec<_> = join_all(appends).await;
 
-        let mut positions: HashMap<usize, (Partition, u64)> = HashMap::new();
+        // Each fresh event's position, and whether the engine found it already stored (an
+        // engine-level dedup the window did not know of, e.g. another process's publish).
+        let mut positions: HashMap<usize, (Partition, u64, bool)> = HashMap::new();
         let mut failure = None;
         {
             let mut window = state.lock_dedup();
@@ -173,6 +175,7 @@ impl Shared {
                     Ok(AppendAck {
                         base_offset,
                         timestamp,
+                        duplicate,
                         ..
                     }) => {
                         for (k, i) in indices.iter().enumerate() {
@@ -180,7 +183,7 @@ impl Shared {
                             if let Planned::Fresh { hash, .. } = plan[*i] {
                                 window.complete(hash, *partition, offset, timestamp);
                             }
-                            positions.insert(*i, (*partition, offset));
+                            positions.insert(*i, (*partition, offset, duplicate));
                         }
                     }
                     Err(error) => {
@@ -206,12 +209,9 @@ impl Shared {
         for (i, planned) in plan.into_iter().enumerate() {
             let id = events[i].id().as_str().to_string();
             let (partition, offset, duplicate) = match planned {
-                Planned::Fresh { .. } => {
-                    let (p, o) = positions[&i];
-                    (p, o, false)
-                }
+                Planned::Fresh { .. } => positions[&i],
                 Planned::SameAsEarlier(first) => {
-                    let (p, o) = positions[&first];
+                    let (p, o, _) = positions[&first];
                     (p, o, true)
                 }
                 Planned::Duplicate(seen) => {

@@ -28,6 +28,18 @@ pub enum FsyncSetting {
     Os,
 }
 
+/// Which engine stores the events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// The log and metadata store in `data_dir`, in this process. (Default.)
+    #[default]
+    Embedded,
+    /// A NATS JetStream server or cluster at `nats_url` (see `docs/jetstream.md`); several
+    /// servers on one JetStream share consumer groups.
+    Jetstream,
+}
+
 /// One API key and what it may do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,8 +60,27 @@ pub struct ServerConfig {
     /// Address to listen on. Default `127.0.0.1:8717`. Without API keys only a loopback
     /// address is accepted.
     pub bind: SocketAddr,
+    /// `embedded` or `jetstream`. Default `embedded`.
+    pub backend: BackendKind,
     /// Directory of the embedded backend. Default `./runnel-data`.
     pub data_dir: PathBuf,
+    /// With `jetstream`: the NATS server(s), comma-separated. Default `nats://127.0.0.1:4222`.
+    pub nats_url: String,
+    /// With `jetstream`: prefix of every JetStream stream, subject and KV bucket, so several
+    /// deployments share one NATS. Servers that should share groups use the same one.
+    /// Default `runnel`.
+    pub nats_namespace: String,
+    /// With `jetstream`: replicas of the streams and buckets Runnel creates (1 on one server,
+    /// 3 or 5 on a cluster). Default 1.
+    pub nats_replicas: u32,
+    /// With `jetstream`: user name (with `nats_password`). Default none.
+    pub nats_user: String,
+    /// With `jetstream`: password for `nats_user`. Default none.
+    pub nats_password: String,
+    /// With `jetstream`: an authentication token. Default none.
+    pub nats_token: String,
+    /// With `jetstream`: a `.creds` file (JWT and NKey seed). Default none.
+    pub nats_creds: String,
     /// `always`, `group` or `os`. Default `group`.
     pub fsync: FsyncSetting,
     /// With `group`: how long a sync waits for more appends, in ms. Default 0 (back to back).
@@ -86,7 +117,15 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 8717)),
+            backend: BackendKind::Embedded,
             data_dir: PathBuf::from("./runnel-data"),
+            nats_url: "nats://127.0.0.1:4222".into(),
+            nats_namespace: "runnel".into(),
+            nats_replicas: 1,
+            nats_user: String::new(),
+            nats_password: String::new(),
+            nats_token: String::new(),
+            nats_creds: String::new(),
             fsync: FsyncSetting::Group,
             fsync_interval_ms: 0,
             max_body_bytes: 8 << 20,
@@ -242,6 +281,37 @@ impl ServerConfig {
         if self.max_pull_messages == 0 {
             return bad("max_pull_messages must be at least 1".into());
         }
+        if self.backend == BackendKind::Jetstream {
+            if !cfg!(feature = "jetstream") {
+                return bad(
+                    "backend = \"jetstream\": this build of Runnel has no JetStream \
+                     backend (rebuild with the cargo feature `jetstream`)"
+                        .into(),
+                );
+            }
+            if self.nats_url.trim().is_empty() {
+                return bad("backend = \"jetstream\" needs nats_url".into());
+            }
+            if !(1..=5).contains(&self.nats_replicas) {
+                return bad(format!(
+                    "nats_replicas must be 1 to 5 (JetStream's limit), got {}",
+                    self.nats_replicas
+                ));
+            }
+            let methods = [
+                !self.nats_user.is_empty(),
+                !self.nats_token.is_empty(),
+                !self.nats_creds.is_empty(),
+            ];
+            if methods.iter().filter(|set| **set).count() > 1 {
+                return bad(
+                    "give one of nats_user (with nats_password), nats_token or nats_creds".into(),
+                );
+            }
+            if !self.nats_password.is_empty() && self.nats_user.is_empty() {
+                return bad("nats_password needs nats_user".into());
+            }
+        }
         Ok(())
     }
 
@@ -250,6 +320,11 @@ impl ServerConfig {
         let mut copy = self.clone();
         for key in &mut copy.api_keys {
             key.key = "<redacted>".into();
+        }
+        for secret in [&mut copy.nats_password, &mut copy.nats_token] {
+            if !secret.is_empty() {
+                *secret = "<redacted>".into();
+            }
         }
         copy
     }
@@ -372,6 +447,62 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("root"), "{err}");
+    }
+
+    #[test]
+    fn the_jetstream_backend_is_chosen_and_checked_from_file_or_environment() {
+        let file =
+            "backend = \"jetstream\"\nnats_url = \"nats://10.0.0.1:4222\"\nnats_replicas = 3\n";
+        let config = ServerConfig::layered(
+            Some((Path::new("runnel.toml"), file)),
+            env(&[
+                ("RUNNEL_NATS_NAMESPACE", "prod"),
+                ("RUNNEL_NATS_USER", "runnel"),
+                ("RUNNEL_NATS_PASSWORD", "s3cret-password"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.backend, BackendKind::Jetstream);
+        assert_eq!(config.nats_url, "nats://10.0.0.1:4222");
+        assert_eq!(
+            (config.nats_replicas, config.nats_namespace.as_str()),
+            (3, "prod")
+        );
+        config.validate().unwrap();
+        let shown = config.redacted().to_toml();
+        assert!(!shown.contains("s3cret-password"), "{shown}");
+        assert!(shown.contains("nats_user = \"runnel\""), "{shown}");
+
+        let bad = |config: ServerConfig, expected: &str| {
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(expected), "{err}");
+        };
+        bad(
+            ServerConfig {
+                nats_replicas: 7,
+                ..config.clone()
+            },
+            "nats_replicas",
+        );
+        bad(
+            ServerConfig {
+                nats_token: "tok".into(),
+                ..config.clone()
+            },
+            "one of",
+        );
+        bad(
+            ServerConfig {
+                nats_user: String::new(),
+                ..config.clone()
+            },
+            "nats_password needs nats_user",
+        );
+        let err = ServerConfig::layered(None, env(&[("RUNNEL_BACKEND", "kafka")])).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Env { var, .. } if var == "RUNNEL_BACKEND"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -388,6 +388,7 @@ impl Consumers {
                 }
             }
         }
+        let mut recording = Vec::with_capacity(settled.len());
         for held in settled {
             let d = &held.delivery;
             self.metrics.acked(
@@ -402,10 +403,27 @@ impl Consumers {
                 correlationid = d.event.correlation_id().unwrap_or_default(),
                 "acked"
             );
-            held.delivery.ack();
+            recording.push(held.delivery.ack_recorded());
             acked += 1;
         }
+        // Answer once the acks are durable (with `processed_ids`, their ids recorded): an
+        // event acknowledged with a 200 is not handed out again, even after a crash.
+        let not_recorded = futures::future::join_all(recording)
+            .await
+            .into_iter()
+            .filter(|recorded| !recorded)
+            .count();
         session.touch();
+        if not_recorded > 0 {
+            return Err(ApiError::unavailable(
+                "ack.not_recorded",
+                format!(
+                    "{not_recorded} of {acked} acknowledgements could not be recorded (the \
+                     store failed, or the delivery was superseded by a redelivery): those \
+                     events may be delivered again"
+                ),
+            ));
+        }
         if unknown.is_empty() && expired.is_empty() {
             return Ok(acked);
         }

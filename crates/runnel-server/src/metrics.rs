@@ -79,18 +79,18 @@ impl Metrics {
     }
 
     /// Events appended by a publish.
-    pub fn published(&self, stream: &str, event_type: &str) {
+    pub fn published(&self, stream: &str, event_type: &str, events: u64) {
         self.counter(
             "runnel_events_published_total",
             &[("stream", stream), ("type", event_type)],
         )
-        .increment(1);
+        .increment(events);
     }
 
     /// Publishes answered from the dedup window (nothing appended).
-    pub fn duplicate(&self, stream: &str) {
+    pub fn duplicates(&self, stream: &str, events: u64) {
         self.counter("runnel_publish_duplicates_total", &[("stream", stream)])
-            .increment(1);
+            .increment(events);
     }
 
     /// An HTTP consumer acknowledged an event `seconds` after it was handed out.
@@ -172,8 +172,8 @@ mod tests {
     #[test]
     fn renders_counters_histograms_and_scrape_time_gauges() {
         let metrics = Metrics::new();
-        metrics.published("order", "order.placed");
-        metrics.duplicate("order");
+        metrics.published("order", "order.placed", 1);
+        metrics.duplicates("order", 1);
         metrics.acked("billing", "order", "order.placed", 0.003);
         let text = metrics.render(&[GroupSnapshot {
             group: "billing".into(),

@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::auth::Keys;
-use crate::config::{ConfigError, FsyncSetting, ServerConfig};
+use crate::config::{BackendKind, ConfigError, FsyncSetting, ServerConfig};
 use crate::consume::{Consumers, Shutdown};
 use crate::metrics::Metrics;
 use crate::routes::{AppState, Shared, router};
@@ -31,7 +31,7 @@ use crate::routes::{AppState, Shared, router};
 pub enum ServerError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("cannot open the data directory: {0}")]
+    #[error("cannot open the backend: {0}")]
     Backend(#[from] BackendError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -51,26 +51,15 @@ pub struct App {
 }
 
 impl App {
-    /// Opens the embedded backend in `config.data_dir` and builds the application.
+    /// Opens the configured backend (the embedded one in `config.data_dir`, or JetStream at
+    /// `config.nats_url`) and builds the application.
     pub async fn open(config: ServerConfig) -> Result<Self, ServerError> {
         config.validate()?;
-        let fsync = match config.fsync {
-            FsyncSetting::Always => FsyncPolicy::Always,
-            FsyncSetting::Os => FsyncPolicy::Os,
-            FsyncSetting::Group => match FsyncPolicy::group() {
-                FsyncPolicy::Group { max_bytes, .. } => FsyncPolicy::Group {
-                    interval: config.fsync_interval(),
-                    max_bytes,
-                },
-                other => other,
-            },
+        let backend = match config.backend {
+            BackendKind::Embedded => open_embedded(&config).await?,
+            BackendKind::Jetstream => open_jetstream(&config).await?,
         };
-        let backend = EmbeddedBackend::open(EmbeddedConfig {
-            fsync,
-            ..EmbeddedConfig::new(&config.data_dir)
-        })
-        .await?;
-        Self::with_backend(config, Arc::new(backend))
+        Self::with_backend(config, backend)
     }
 
     /// Builds the application over a backend that is already open.
@@ -237,4 +226,60 @@ impl Server {
         tracing::info!("stopped");
         served
     }
+}
+
+/// The embedded backend in `config.data_dir`, with the configured fsync policy.
+async fn open_embedded(config: &ServerConfig) -> Result<Arc<dyn Backend>, ServerError> {
+    let fsync = match config.fsync {
+        FsyncSetting::Always => FsyncPolicy::Always,
+        FsyncSetting::Os => FsyncPolicy::Os,
+        FsyncSetting::Group => match FsyncPolicy::group() {
+            FsyncPolicy::Group { max_bytes, .. } => FsyncPolicy::Group {
+                interval: config.fsync_interval(),
+                max_bytes,
+            },
+            other => other,
+        },
+    };
+    let backend = EmbeddedBackend::open(EmbeddedConfig {
+        fsync,
+        ..EmbeddedConfig::new(&config.data_dir)
+    })
+    .await?;
+    Ok(Arc::new(backend))
+}
+
+/// The JetStream backend at `config.nats_url`.
+#[cfg(feature = "jetstream")]
+async fn open_jetstream(config: &ServerConfig) -> Result<Arc<dyn Backend>, ServerError> {
+    use runnel_backend_jetstream::{Credentials, JetStreamBackend, JetStreamConfig};
+    let credentials = if !config.nats_creds.is_empty() {
+        Credentials::CredsFile(config.nats_creds.clone().into())
+    } else if !config.nats_token.is_empty() {
+        Credentials::Token(config.nats_token.clone())
+    } else if !config.nats_user.is_empty() {
+        Credentials::UserPassword {
+            user: config.nats_user.clone(),
+            password: config.nats_password.clone(),
+        }
+    } else {
+        Credentials::None
+    };
+    let backend = JetStreamBackend::connect(JetStreamConfig {
+        credentials,
+        namespace: config.nats_namespace.clone(),
+        replicas: config.nats_replicas as usize,
+        duplicate_window: Duration::from_secs(config.dedup_window_secs.max(1)),
+        ..JetStreamConfig::new(config.nats_url.clone())
+    })
+    .await?;
+    Ok(Arc::new(backend))
+}
+
+#[cfg(not(feature = "jetstream"))]
+async fn open_jetstream(_config: &ServerConfig) -> Result<Arc<dyn Backend>, ServerError> {
+    Err(ServerError::Config(ConfigError::Invalid(
+        "this build of Runnel has no JetStream backend (rebuild with the cargo feature `jetstream`)"
+            .into(),
+    )))
 }

@@ -120,6 +120,15 @@ pub struct GroupSpec {
     /// Dead-letter queue depth that raises the alert. Default none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dlq_alert_threshold: Option<u64>,
+    /// Record the ids of acknowledged events so one delivered again after a crash is skipped
+    /// instead of handed out twice. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processed_ids: Option<bool>,
+    /// How long a server's claim on a partition lasts without a heartbeat; a stopped server's
+    /// partitions move to the others after it. Default 5000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 100, maximum = 86400000)]
+    pub lease_ttl: Option<u64>,
 }
 
 const DAY_MS: u64 = 86_400_000;
@@ -195,6 +204,15 @@ impl GroupSpec {
         }
         config.schema_version = self.schema_version;
         config.dlq_alert_threshold = self.dlq_alert_threshold;
+        if let Some(on) = self.processed_ids {
+            config.processed_ids = on;
+        }
+        if let Some(ms) = self.lease_ttl {
+            if !(100..=DAY_MS).contains(&ms) {
+                return Err(out_of_range("lease_ttl", "100 ..= 86400000 ms"));
+            }
+            config.lease_ttl = Duration::from_millis(ms);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -225,6 +243,8 @@ impl GroupSpec {
             transient_retries: Some(config.transient_retries),
             schema_version: config.schema_version,
             dlq_alert_threshold: config.dlq_alert_threshold,
+            processed_ids: Some(config.processed_ids),
+            lease_ttl: Some(config.lease_ttl.as_millis() as u64),
         }
     }
 }

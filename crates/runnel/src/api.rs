@@ -45,6 +45,8 @@ pub struct Api {
     base: String,
     key: Option<String>,
     agent: ureq::Agent,
+    /// The server inside this process (`--data-dir`), kept running while any copy lives.
+    _local: Option<std::sync::Arc<crate::cli::local::LocalServer>>,
 }
 
 impl Api {
@@ -59,7 +61,15 @@ impl Api {
             base: base.trim_end_matches('/').to_string(),
             key,
             agent,
+            _local: None,
         }
+    }
+
+    /// This client with the in-process server it talks to, stopped when the last copy is
+    /// dropped.
+    pub fn serving(mut self, local: crate::cli::local::LocalServer) -> Self {
+        self._local = Some(std::sync::Arc::new(local));
+        self
     }
 
     pub fn get(&self, path: &str) -> Result<Value, ApiError> {

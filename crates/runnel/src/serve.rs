@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use runnel_server::{FsyncSetting, Server, ServerConfig};
+use runnel_server::{BackendKind, FsyncSetting, Server, ServerConfig};
 
 /// Configuration flags shared by `serve` and `config show`.
 #[derive(Debug, Args)]
@@ -19,9 +19,26 @@ pub struct ConfigArgs {
     /// Address to listen on [config: bind; default 127.0.0.1:8717].
     #[arg(long, value_name = "ADDR")]
     pub bind: Option<SocketAddr>,
+    /// Where events are stored: `embedded` (this process, in --data-dir) or `jetstream`
+    /// (a NATS JetStream server or cluster at --nats-url) [config: backend; default embedded].
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendFlag>,
     /// Data directory of the embedded backend [config: data_dir; default ./runnel-data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// NATS server(s) of the JetStream backend, comma-separated [config: nats_url; default
+    /// nats://127.0.0.1:4222]. Credentials: nats_user/nats_password, nats_token or nats_creds
+    /// in runnel.toml or RUNNEL_NATS_* variables.
+    #[arg(long, value_name = "URL")]
+    pub nats_url: Option<String>,
+    /// Prefix of the JetStream streams and KV buckets; servers sharing groups use the same
+    /// [config: nats_namespace; default runnel].
+    #[arg(long, value_name = "NAME")]
+    pub nats_namespace: Option<String>,
+    /// Replicas of the JetStream streams and buckets Runnel creates (3 on a cluster)
+    /// [config: nats_replicas; default 1].
+    #[arg(long, value_name = "N")]
+    pub nats_replicas: Option<u32>,
     /// When publishes are acknowledged relative to fdatasync [config: fsync; default group].
     #[arg(long, value_enum)]
     pub fsync: Option<FsyncFlag>,
@@ -37,6 +54,14 @@ pub struct ConfigArgs {
     /// Refuse event types without a registered schema [config: require_schema].
     #[arg(long)]
     pub require_schema: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum BackendFlag {
+    /// The durable log and metadata store in --data-dir, in this process.
+    Embedded,
+    /// NATS JetStream (see docs/jetstream.md).
+    Jetstream,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -56,8 +81,23 @@ impl ConfigArgs {
         if let Some(bind) = self.bind {
             config.bind = bind;
         }
+        if let Some(backend) = self.backend {
+            config.backend = match backend {
+                BackendFlag::Embedded => BackendKind::Embedded,
+                BackendFlag::Jetstream => BackendKind::Jetstream,
+            };
+        }
         if let Some(dir) = &self.data_dir {
             config.data_dir = dir.clone();
+        }
+        if let Some(url) = &self.nats_url {
+            config.nats_url = url.clone();
+        }
+        if let Some(namespace) = &self.nats_namespace {
+            config.nats_namespace = namespace.clone();
+        }
+        if let Some(replicas) = self.nats_replicas {
+            config.nats_replicas = replicas;
         }
         if let Some(fsync) = self.fsync {
             config.fsync = match fsync {

@@ -477,3 +477,215 @@ fn with_api_keys_no_key_is_refused_with_exit_3_and_the_key_from_flag_or_env_is_s
     );
     assert_success(&["streams with RUNNEL_KEY"], &output);
 }
+
+/// Runs `command` (a shell command line) with a pseudo-terminal as its stdin, stdout and
+/// stderr, through util-linux `script`; returns everything the terminal showed.
+fn on_a_terminal(command_line: &str, home: &Path) -> String {
+    let output = Command::new("script")
+        .args(["-qefc", command_line, "/dev/null"])
+        .env("HOME", home)
+        .env("TERM", "xterm")
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("RUNNEL_URL")
+        .env_remove("RUNNEL_KEY")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run util-linux `script` (package bsdutils)");
+    let shown = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{command_line} failed: {shown}");
+    shown
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+#[test]
+fn bulk_publish_shows_a_progress_bar_on_a_terminal_and_none_when_piped() {
+    let server = TestServer::start();
+    let lines = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(lines.path(), order_lines(100_000, 0)).unwrap();
+
+    let bin = env!("CARGO_BIN_EXE_runnel");
+    let shown = on_a_terminal(
+        &format!(
+            "{} publish --url {} < {}",
+            shell_quote(bin),
+            server.url,
+            shell_quote(&lines.path().display().to_string())
+        ),
+        server.home.path(),
+    );
+    assert!(
+        shown.contains("publishing "),
+        "no progress on the terminal: {shown}"
+    );
+    assert!(shown.contains("published 100000 events"), "{shown}");
+
+    // Piped: the same input again (every id a duplicate), no bar on stderr.
+    let input = std::fs::read_to_string(lines.path()).unwrap();
+    let output = server.run_with_stdin(&["publish", "--json"], Some(&input));
+    assert_success(&["publish"], &output);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("publishing"),
+        "progress was drawn into a pipe: {stderr}"
+    );
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["published"], 0, "{summary}");
+    assert_eq!(summary["duplicates"], 100_000, "{summary}");
+}
+
+/// Publishes `n` events to a data directory and dead-letters all of them in group `mailer`.
+fn dead_letter_in(dir: &Path, n: u64) {
+    use runnel_backend::Backend;
+    use runnel_backend_embedded::{EmbeddedBackend, EmbeddedConfig};
+    use runnel_envelope::{Event, EventType, Source};
+    use runnel_runtime::{HandlerError, Runnel, RuntimeConfig};
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let backend: std::sync::Arc<dyn Backend> = std::sync::Arc::new(
+            EmbeddedBackend::open(EmbeddedConfig::new(dir))
+                .await
+                .unwrap(),
+        );
+        let runnel = Runnel::open(RuntimeConfig::default(), backend.clone());
+        let events: Vec<Event> = (0..n)
+            .map(|i| {
+                Event::builder(
+                    EventType::new("order.placed").unwrap(),
+                    Source::new("test").unwrap(),
+                )
+                .partition_key(format!("c{}", i % 64))
+                .data_json(json!({ "n": i }))
+                .build()
+                .unwrap()
+            })
+            .collect();
+        for chunk in events.chunks(1000) {
+            runnel.publish_batch(chunk.to_vec()).await.unwrap();
+        }
+        let consumer = runnel
+            .group("mailer")
+            .subscribe("order.*")
+            .run(|_message| async { Err::<Vec<Event>, _>(HandlerError::permanent("no address")) })
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while runnel.dlq_depth("mailer").await.unwrap().depth < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "dead-lettering took too long"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        consumer.stop().await.unwrap();
+        backend.close().await.unwrap();
+    });
+}
+
+#[test]
+fn dlq_replay_of_10000_entries_reports_progress_and_the_final_counts() {
+    let data = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    dead_letter_in(data.path(), 10_000);
+    let dir = data.path().display().to_string();
+
+    // The server is stopped: --data-dir works on its directory directly.
+    let depth = {
+        let mut command = runnel(home.path());
+        command.args(["groups", "--json", "--data-dir", &dir]);
+        let output = run_command(command, None);
+        assert_success(&["groups"], &output);
+        let groups: Value = serde_json::from_slice(&output.stdout).unwrap();
+        groups.to_string()
+    };
+    assert!(depth.contains("10000"), "the DLQ depth is 10000: {depth}");
+
+    let bin = env!("CARGO_BIN_EXE_runnel");
+    let shown = on_a_terminal(
+        &format!(
+            "{} dlq replay mailer --all --data-dir {}",
+            shell_quote(bin),
+            shell_quote(&dir)
+        ),
+        home.path(),
+    );
+    assert!(
+        shown.contains("replaying") && shown.contains("/10000 entries"),
+        "no progress on the terminal: {shown}"
+    );
+    assert!(
+        shown.contains(
+            "replayed 10000 entries to group mailer (0 already being replayed, 0 not found)"
+        ),
+        "final counts: {shown}"
+    );
+    // Replaying them again: all already pending, reported the same way in JSON.
+    let mut command = runnel(home.path());
+    command.args([
+        "dlq",
+        "replay",
+        "mailer",
+        "--all",
+        "--json",
+        "--data-dir",
+        &dir,
+    ]);
+    let output = run_command(command, None);
+    assert_success(&["dlq", "replay"], &output);
+    assert!(
+        !String::from_utf8_lossy(&output.stderr).contains("replaying"),
+        "no progress bar into a pipe"
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        report["replayed"].as_u64().unwrap() + report["already_pending"].as_u64().unwrap(),
+        10_000,
+        "{report}"
+    );
+}
+
+#[test]
+fn data_dir_works_on_a_stopped_servers_data_and_is_refused_while_one_runs() {
+    let home = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().display().to_string();
+    let mut command = runnel(home.path());
+    command.args(["publish", "--json", "--data-dir", &dir]);
+    let output = run_command(command, Some(&order_lines(25, 0)));
+    assert_success(&["publish", "--data-dir"], &output);
+
+    let mut command = runnel(home.path());
+    command.args(["streams", "--json", "--data-dir", &dir]);
+    let output = run_command(command, None);
+    assert_success(&["streams", "--data-dir"], &output);
+    let streams: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(streams.to_string().contains("\"order\""), "{streams}");
+    assert!(streams.to_string().contains("25"), "{streams}");
+
+    let mut command = runnel(home.path());
+    command.args(["streams", "--data-dir", &dir, "--url", "http://127.0.0.1:1"]);
+    let output = run_command(command, None);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "--data-dir with --url is a usage error"
+    );
+
+    // A running server holds the directory.
+    let server = TestServer::start();
+    let mut command = runnel(home.path());
+    command
+        .args(["streams", "--data-dir"])
+        .arg(server._data.path());
+    let output = run_command(command, None);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("already open"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

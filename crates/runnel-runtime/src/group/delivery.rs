@@ -6,7 +6,7 @@ use std::sync::Arc;
 use runnel_backend::{Partition, StreamName};
 use runnel_envelope::Event;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// How a failure should be treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -86,6 +86,9 @@ pub(crate) struct Settlement {
     pub offset: u64,
     pub attempt: u32,
     pub outcome: Outcome,
+    /// For [`Delivery::ack_recorded`]: told whether the ack will keep the event from being
+    /// handed out again.
+    pub recorded: Option<oneshot::Sender<bool>>,
 }
 
 /// One delivery of one event to one consumer of a group. Settle it with [`Delivery::ack`] or
@@ -110,7 +113,24 @@ impl Delivery {
             offset: self.offset,
             attempt: self.attempt,
             outcome: Outcome::Done,
+            recorded: None,
         });
+    }
+
+    /// The event was processed; resolves when the acknowledgement is as durable as the group
+    /// keeps it. With `processed_ids`, once the event's id is recorded, so that a delivery of
+    /// it after a crash is skipped: `true` then means it will not be handed out again. Without,
+    /// at once (the committed offset follows later; a crash before it redelivers). `false`
+    /// when the id could not be recorded, or this delivery was superseded by a redelivery.
+    pub async fn ack_recorded(self) -> bool {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.settle.send(Settlement {
+            offset: self.offset,
+            attempt: self.attempt,
+            outcome: Outcome::Done,
+            recorded: Some(tx),
+        });
+        sent.is_ok() && rx.await.unwrap_or(false)
     }
 
     /// Processing failed; `error.class` decides whether and when it is retried.
@@ -119,6 +139,7 @@ impl Delivery {
             offset: self.offset,
             attempt: self.attempt,
             outcome: Outcome::Failed(error),
+            recorded: None,
         });
     }
 }

@@ -856,11 +856,19 @@ impl Worker {
         });
     }
 
-    async fn settle(&mut self, settlement: Settlement) -> Result<()> {
+    async fn settle(&mut self, mut settlement: Settlement) -> Result<()> {
+        let recorded = settlement.recorded.take();
+        let tell = |recorded: Option<tokio::sync::oneshot::Sender<bool>>, outcome: bool| {
+            if let Some(tx) = recorded {
+                let _ = tx.send(outcome);
+            }
+        };
         let Some(pending) = self.pending.get_mut(&settlement.offset) else {
+            tell(recorded, true);
             return Ok(()); // already done
         };
         if pending.attempt != settlement.attempt {
+            tell(recorded, false);
             return Ok(()); // a stale delivery, superseded by a redelivery
         }
         let (stored, replay_of) = (pending.stored_history, pending.replay_of.clone());
@@ -869,16 +877,22 @@ impl Worker {
                 return self.done(settlement.offset, stored, replay_of).await;
             }
             (Outcome::Done | Outcome::Failed(_), State::InFlight { .. }) => {}
-            _ => return Ok(()), // stale
+            _ => {
+                // Settled already: being recorded (the record's answer is this ack's too,
+                // but only the first ack waits on it) or retrying.
+                tell(recorded, false);
+                return Ok(()); // stale
+            }
         }
         self.untrack(settlement.offset);
         match settlement.outcome {
             Outcome::Done if self.ctx.group.processed_ids => {
                 self.ctx.stats.record_acked();
-                self.record_processed(settlement.offset, settlement.attempt);
+                self.record_processed(settlement.offset, settlement.attempt, recorded);
             }
             Outcome::Done => {
                 self.ctx.stats.record_acked();
+                tell(recorded, true);
                 self.done(settlement.offset, stored, replay_of).await?;
             }
             Outcome::Failed(error) => {
@@ -893,7 +907,12 @@ impl Worker {
     /// Makes "processed" durable before the offset may pass the event. The write runs off the
     /// worker's path, so concurrent acks share the store's group commit; the worker finishes
     /// the event when it reports back.
-    fn record_processed(&mut self, offset: u64, attempt: u32) {
+    fn record_processed(
+        &mut self,
+        offset: u64,
+        attempt: u32,
+        recorded: Option<tokio::sync::oneshot::Sender<bool>>,
+    ) {
         let Some(pending) = self.pending.get_mut(&offset) else {
             return;
         };
@@ -903,16 +922,20 @@ impl Worker {
         let ttl = self.ctx.group.processed_id_ttl;
         let settle = self.settle_tx.clone();
         tokio::spawn(async move {
-            if let Err(error) = backend
+            let written = backend
                 .kv_put(keys::PROCESSED, &key, Bytes::new(), Expect::Any, Some(ttl))
-                .await
-            {
+                .await;
+            if let Err(error) = &written {
                 tracing::warn!(%error, offset, "could not record a processed id");
+            }
+            if let Some(tx) = recorded {
+                let _ = tx.send(written.is_ok());
             }
             let _ = settle.send(Settlement {
                 offset,
                 attempt,
                 outcome: Outcome::Recorded,
+                recorded: None,
             });
         });
     }

@@ -89,15 +89,26 @@ pub async fn publish(
     for stream in &published {
         state.consumers.stream_published(stream).await;
     }
+    // Counted per (stream, type) and added once each: a batch is mostly one type, and a
+    // labelled counter lookup per event showed in publish profiles.
+    let mut counts: std::collections::HashMap<(&str, &str, bool), u64> =
+        std::collections::HashMap::new();
+    for (ack, (event_type, _)) in acks.iter().zip(&types) {
+        *counts
+            .entry((ack.stream.as_str(), event_type.as_str(), ack.duplicate))
+            .or_default() += 1;
+    }
+    for ((stream, event_type, duplicate), n) in counts {
+        if duplicate {
+            state.metrics.duplicates(stream, n);
+        } else {
+            state.metrics.published(stream, event_type, n);
+        }
+    }
     let results: Vec<PublishResult> = acks
         .into_iter()
         .zip(types)
-        .map(|(ack, (event_type, correlation))| {
-            if ack.duplicate {
-                state.metrics.duplicate(ack.stream.as_str());
-            } else {
-                state.metrics.published(ack.stream.as_str(), &event_type);
-            }
+        .map(|(ack, (_, correlation))| {
             tracing::debug!(
                 id = %ack.id,
                 correlationid = correlation.as_deref().unwrap_or_default(),

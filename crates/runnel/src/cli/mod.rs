@@ -1,12 +1,15 @@
 //! The operator's commands: each talks HTTP to a running server (`docs/http-api.md`) and
 //! prints a table for people or, with `--json`, JSON carrying the same figures for scripts.
 //!
-//! The connection flags (`--url`, `--key`, `--json`) are defined once, in [`ClientArgs`], and
-//! flattened into every command. Where they are not given: `RUNNEL_URL` / `RUNNEL_KEY`, then
-//! `~/.config/runnel/cli.toml` (`url = "…"`, `key = "…"`), then `http://127.0.0.1:8717`.
+//! The connection flags (`--url`, `--key`, `--json`, `--data-dir`) are defined once, in
+//! [`ClientArgs`], and flattened into every command. Where they are not given: `RUNNEL_URL` /
+//! `RUNNEL_KEY`, then `~/.config/runnel/cli.toml` (`url = "…"`, `key = "…"`), then
+//! `http://127.0.0.1:8717`. `--data-dir` works on a stopped server's data directly (see
+//! [`local`]).
 
 pub mod dlq;
 pub mod inspect;
+pub mod local;
 pub mod publish;
 pub mod schema;
 
@@ -34,6 +37,10 @@ pub struct ClientArgs {
     /// Print JSON for scripts instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Work on this embedded data directory directly (a stopped server's `data_dir`),
+    /// through a server inside this command, instead of a server at --url.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["url", "key"])]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// `~/.config/runnel/cli.toml`.
@@ -58,6 +65,10 @@ pub struct CheckFailed(pub String);
 impl ClientArgs {
     /// The client for the resolved URL and key: flags, then environment, then `cli.toml`.
     pub fn api(&self) -> anyhow::Result<Api> {
+        if let Some(dir) = &self.data_dir {
+            let local = local::LocalServer::start(dir)?;
+            return Ok(Api::new(local.url(), None).serving(local));
+        }
         let file = read_cli_file()?;
         let url = self
             .url

@@ -101,15 +101,20 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
         None => None,
     };
     let bar = if progress_on_terminal() {
-        let bar = match total_hint {
-            Some(n) => indicatif::ProgressBar::new(n),
-            None => indicatif::ProgressBar::no_length(),
+        let (bar, template) = match total_hint {
+            Some(n) => (
+                indicatif::ProgressBar::new(n),
+                "{spinner} publishing {pos}/{len} events  {elapsed_precise} {wide_bar}",
+            ),
+            // Lines from stdin: no total to draw a bar against, a count and a rate.
+            None => (
+                indicatif::ProgressBar::no_length(),
+                "{spinner} publishing {pos} events  {elapsed_precise}  {per_sec}",
+            ),
         };
         bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} {pos}/{len} events  {elapsed_precise} {wide_bar}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(template)
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         Some(bar)
     } else {
