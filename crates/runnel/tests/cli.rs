@@ -689,3 +689,57 @@ fn data_dir_works_on_a_stopped_servers_data_and_is_refused_while_one_runs() {
     assert!(stderr.contains("already open"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn config_show_prints_the_layered_configuration_as_toml_and_json_with_secrets_redacted() {
+    let home = tempfile::tempdir().unwrap();
+    let file = home.path().join("runnel.toml");
+    std::fs::write(
+        &file,
+        "default_partitions = 8\nnats_user = \"svc\"\nnats_password = \"hunter2-hunter2\"\n",
+    )
+    .unwrap();
+    let run = |json: bool| {
+        let mut command = runnel(home.path());
+        command
+            .args(["config", "show", "--config"])
+            .arg(&file)
+            .args(["--backend", "jetstream", "--nats-replicas", "3"])
+            .env("RUNNEL_NATS_URL", "nats://10.1.2.3:4222");
+        if json {
+            command.arg("--json");
+        }
+        let output = run_command(command, None);
+        assert_success(&["config", "show"], &output);
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let shown: Value = serde_json::from_str(&run(true)).unwrap();
+    assert_eq!(shown["backend"], "jetstream", "flag");
+    assert_eq!(shown["nats_replicas"], 3, "flag");
+    assert_eq!(shown["nats_url"], "nats://10.1.2.3:4222", "environment");
+    assert_eq!(shown["default_partitions"], 8, "file");
+    assert_eq!(shown["fsync"], "group", "default");
+    assert_eq!(shown["nats_password"], "<redacted>");
+    let toml = run(false);
+    assert!(toml.contains("backend = \"jetstream\""), "{toml}");
+    assert!(
+        toml.contains("nats_url = \"nats://10.1.2.3:4222\""),
+        "{toml}"
+    );
+    assert!(toml.contains("default_partitions = 8"), "{toml}");
+    assert!(!toml.contains("hunter2"), "{toml}");
+
+    // A value the server refuses is a usage error naming it.
+    let mut command = runnel(home.path());
+    command.args([
+        "config",
+        "show",
+        "--nats-replicas",
+        "9",
+        "--backend",
+        "jetstream",
+    ]);
+    let output = run_command(command, None);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("nats_replicas"));
+}
