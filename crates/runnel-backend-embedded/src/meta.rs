@@ -28,7 +28,8 @@
 //!   every condition, whether or not it has been removed yet.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -69,7 +70,11 @@ pub(crate) struct StoredStream {
 
 /// The open metadata store.
 pub(crate) struct Meta {
-    db: Database,
+    /// `None` only between dropping a broken handle and opening the next.
+    db: RwLock<Option<Database>>,
+    /// An I/O error (a full disk) left the handle refusing every write until the database
+    /// is closed and opened again; the next use does that.
+    broken: Arc<AtomicBool>,
     path: PathBuf,
     /// Write transactions committed since opening.
     commits: AtomicU64,
@@ -192,7 +197,8 @@ impl Meta {
     pub fn open(path: &Path) -> Result<Self> {
         let db = Database::create(path).map_err(|e| from_meta(path, "opening", e))?;
         let meta = Meta {
-            db,
+            db: RwLock::new(Some(db)),
+            broken: Arc::new(AtomicBool::new(false)),
             path: path.to_path_buf(),
             commits: AtomicU64::new(0),
         };
@@ -234,15 +240,50 @@ impl Meta {
 
     fn err<E: Into<redb::Error>>(&self, what: &'static str) -> impl FnOnce(E) -> BackendError {
         let path = self.path.clone();
-        move |e| from_meta(&path, what, e)
+        let broken = self.broken.clone();
+        move |e| {
+            let error = e.into();
+            if matches!(error, redb::Error::Io(_) | redb::Error::PreviousIo) {
+                broken.store(true, Ordering::Release);
+            }
+            from_meta(&path, what, error)
+        }
+    }
+
+    /// The open handle, opened again first if an I/O error broke it (redb refuses every write
+    /// after one, even once the disk has room again).
+    fn database(&self) -> Result<std::sync::RwLockReadGuard<'_, Option<Database>>> {
+        if self.broken.load(Ordering::Acquire) {
+            self.reopen()?;
+        }
+        Ok(self.db.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn reopen(&self) -> Result<()> {
+        let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        if !self.broken.load(Ordering::Acquire) {
+            return Ok(()); // another caller did it
+        }
+        // The old handle must be gone first: it holds the file's lock.
+        drop(slot.take());
+        let db = Database::create(&self.path)
+            .map_err(|e| from_meta(&self.path, "opening again after an I/O error", e))?;
+        *slot = Some(db);
+        self.broken.store(false, Ordering::Release);
+        tracing::warn!(path = %self.path.display(), "metadata store opened again after an I/O error");
+        Ok(())
     }
 
     fn write(&self, what: &'static str) -> Result<redb::WriteTransaction> {
-        self.db.begin_write().map_err(self.err(what))
+        let db = self.database()?;
+        let db = db.as_ref().ok_or(BackendError::Closed)?;
+        db.begin_write().map_err(self.err(what))
     }
 
     fn read(&self, what: &'static str) -> Result<redb::ReadTransaction> {
-        self.db.begin_read().map_err(self.err(what))
+        let db = self.database()?;
+        let db = db.as_ref().ok_or(BackendError::Closed)?;
+        db.begin_read().map_err(self.err(what))
     }
 
     /// Commits `txn` with redb's default durability, `Immediate`: on disk (fsynced) before

@@ -210,6 +210,8 @@ pub struct Consumers {
     idle: Duration,
     /// Streams publishes went to, so a new one can be announced to running consumers.
     streams: StdMutex<HashSet<StreamName>>,
+    /// The instance id this server's consumers join their groups as; random when `None`.
+    instance: Option<String>,
 }
 
 impl Consumers {
@@ -222,7 +224,16 @@ impl Consumers {
             shutdown,
             idle,
             streams: StdMutex::new(HashSet::new()),
+            instance: None,
         }
+    }
+
+    /// Consumers of this server join their groups as `instance` (see `App::open`): a
+    /// restarted server then re-adopts the partition leases it held instead of waiting for
+    /// them to lapse.
+    pub fn with_instance(mut self, instance: String) -> Self {
+        self.instance = Some(instance);
+        self
     }
 
     /// Called after a publish: a stream this server has not published to before may be new,
@@ -258,7 +269,11 @@ impl Consumers {
             return Ok(session.clone());
         }
         let config = self.runnel.group_config(group).await?;
-        let consumer = self.runnel.group(group).start().await?;
+        let mut builder = self.runnel.group(group);
+        if let Some(instance) = &self.instance {
+            builder = builder.instance_id(instance.clone());
+        }
+        let consumer = builder.start().await?;
         let session = Arc::new(Session {
             config,
             handle: consumer.handle(),

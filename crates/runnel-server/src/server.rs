@@ -48,6 +48,8 @@ pub enum ServerError {
 pub struct App {
     state: AppState,
     sweeper: JoinHandle<()>,
+    /// Holds `<data_dir>/server-id` locked while this server runs.
+    _identity: Option<std::fs::File>,
 }
 
 impl App {
@@ -59,13 +61,22 @@ impl App {
             BackendKind::Embedded => open_embedded(&config).await?,
             BackendKind::Jetstream => open_jetstream(&config).await?,
         };
-        Self::with_backend(config, backend)
+        let identity = server_identity(&config.data_dir);
+        Self::build(config, backend, identity)
     }
 
     /// Builds the application over a backend that is already open.
     pub fn with_backend(
         config: ServerConfig,
         backend: Arc<dyn Backend>,
+    ) -> Result<Self, ServerError> {
+        Self::build(config, backend, None)
+    }
+
+    fn build(
+        config: ServerConfig,
+        backend: Arc<dyn Backend>,
+        identity: Option<(String, std::fs::File)>,
     ) -> Result<Self, ServerError> {
         config.validate()?;
         let limits = Limits::with_max_event_bytes(config.max_event_bytes);
@@ -87,6 +98,10 @@ impl App {
         let shutdown = Shutdown::default();
         let idle = Duration::from_secs(config.consumer_idle_secs.max(1));
         let consumers = Consumers::new(runnel.clone(), metrics.clone(), shutdown.clone(), idle);
+        let (consumers, lock) = match identity {
+            Some((id, lock)) => (consumers.with_instance(id), Some(lock)),
+            None => (consumers, None),
+        };
         let keys = Arc::new(Keys::new(&config.api_keys));
         let state = AppState(Arc::new(Shared {
             runnel,
@@ -99,7 +114,11 @@ impl App {
             config,
         }));
         let sweeper = tokio::spawn(sweep_idle(state.clone(), idle));
-        Ok(Self { state, sweeper })
+        Ok(Self {
+            state,
+            sweeper,
+            _identity: lock,
+        })
     }
 
     /// Every route.
@@ -282,4 +301,56 @@ async fn open_jetstream(_config: &ServerConfig) -> Result<Arc<dyn Backend>, Serv
         "this build of Runnel has no JetStream backend (rebuild with the cargo feature `jetstream`)"
             .into(),
     )))
+}
+
+/// This server's consumer instance id, kept in `<data_dir>/server-id` so that a restarted
+/// server re-adopts the partition leases it held at once instead of waiting `lease_ttl` for
+/// them to lapse. The file stays locked while the server runs: a second server on the same
+/// directory (possible with JetStream, which keeps no data there) gets a random id instead,
+/// as does a server that cannot write the directory.
+fn server_identity(dir: &std::path::Path) -> Option<(String, std::fs::File)> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join("server-id");
+    let opened = std::fs::create_dir_all(dir).and_then(|()| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+    });
+    let mut file = match opened {
+        Ok(file) => file,
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "no stable server id; consumers use random instance ids");
+            return None;
+        }
+    };
+    if file.try_lock().is_err() {
+        tracing::warn!(path = %path.display(), "another server uses this data directory's server id; consumers use random instance ids");
+        return None;
+    }
+    let mut id = String::new();
+    let read = file.read_to_string(&mut id);
+    let id = id.trim().to_string();
+    let valid = read.is_ok()
+        && !id.is_empty()
+        && id.len() <= 64
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if valid {
+        return Some((id, file));
+    }
+    let id = format!("server-{}", uuid::Uuid::now_v7().simple());
+    let written = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| file.write_all(id.as_bytes()))
+        .and_then(|()| file.sync_all());
+    match written {
+        Ok(()) => Some((id, file)),
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "cannot write the server id; consumers use random instance ids");
+            None
+        }
+    }
 }

@@ -125,7 +125,7 @@ pub struct GroupSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processed_ids: Option<bool>,
     /// How long a server's claim on a partition lasts without a heartbeat; a stopped server's
-    /// partitions move to the others after it. Default 5000.
+    /// partitions move to the others after it. Default 15000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 100, maximum = 86400000)]
     pub lease_ttl: Option<u64>,

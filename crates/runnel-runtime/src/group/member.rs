@@ -563,12 +563,17 @@ async fn run_handler<H, Fut>(
             // A panic inside the handler is caught here and becomes a `service` failure.
             let result = AssertUnwindSafe(handler(message)).catch_unwind().await;
             match result {
-                Ok(Ok(outputs)) => match complete(&runnel, &delivery.event, outputs).await {
-                    Ok(()) => delivery.ack(),
-                    Err(error) => delivery.nack(HandlerError::service(format!(
-                        "publishing the handler's outputs failed: {error}"
-                    ))),
-                },
+                Ok(Ok(outputs)) if outputs.is_empty() => delivery.ack(),
+                // Boxed: the publish future is large, and inline it would be copied into
+                // every spawned handler task, outputs or not.
+                Ok(Ok(outputs)) => {
+                    match Box::pin(complete(&runnel, &delivery.event, outputs)).await {
+                        Ok(()) => delivery.ack(),
+                        Err(error) => delivery.nack(HandlerError::service(format!(
+                            "publishing the handler's outputs failed: {error}"
+                        ))),
+                    }
+                }
                 Ok(Err(error)) => delivery.nack(error),
                 Err(panic) => {
                     let reason = panic
