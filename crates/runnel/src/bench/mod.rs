@@ -1,6 +1,7 @@
 //! `runnel bench`: measurements of Runnel on this machine, printed as a table for people or as
 //! JSON (one object per run) for scripts. Results go in `docs/BENCHMARKS.md` with the command.
 
+mod compare;
 mod http;
 mod log;
 mod runtime;
@@ -19,6 +20,9 @@ pub enum BenchTarget {
     /// Publishing over HTTP to an in-process server: 1, 16 and 64 connections, single events
     /// and batches of 100.
     Http(http::HttpBenchArgs),
+    /// Runnel beside NATS JetStream, Redis Streams and RabbitMQ on this machine: publish,
+    /// consume+ack, latency at 10,000 events/s, fan-out and replay, with ratios to Runnel.
+    Compare(compare::CompareBenchArgs),
 }
 
 pub fn run(target: BenchTarget) -> anyhow::Result<()> {
@@ -26,6 +30,7 @@ pub fn run(target: BenchTarget) -> anyhow::Result<()> {
         BenchTarget::Log(args) => log::run(args),
         BenchTarget::Runtime(args) => runtime::run(args),
         BenchTarget::Http(args) => http::run(args),
+        BenchTarget::Compare(args) => compare::run(args),
     }
 }
 

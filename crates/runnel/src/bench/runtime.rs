@@ -1,7 +1,10 @@
 //! `runnel bench runtime`: consume+ack throughput of consumer groups, publish→handler latency
-//! at fixed rates, and memory with many keys in flight — the runtime over the embedded backend.
+//! at fixed rates, and memory with many keys in flight — the runtime over the embedded backend,
+//! or (`--backend jetstream`) over NATS JetStream, where the same run also times raw
+//! `async-nats` publishes and consumes of as many events of the same size, so Runnel's cost on
+//! top of JetStream is a ratio measured on one server in one run.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -11,6 +14,7 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use runnel_backend::{Backend, StreamConfig, StreamName};
 use runnel_backend_embedded::{EmbeddedBackend, EmbeddedConfig};
+use runnel_backend_jetstream::{JetStreamBackend, JetStreamConfig};
 use runnel_envelope::{Event, EventType, Source};
 use runnel_runtime::{GroupConfig, HandlerError, Runnel, RuntimeConfig, TypePattern};
 use serde::Serialize;
@@ -29,6 +33,63 @@ pub struct RuntimeBenchArgs {
     /// Only these workloads (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub only: Vec<Workload>,
+    /// The backend under the runtime.
+    #[arg(long, value_enum, default_value = "embedded")]
+    pub backend: BackendArg,
+    /// With `--backend jetstream`: the nats-server (2.10+, JetStream on) to use. Without it, a
+    /// private one is started from `--nats-server-bin` with default settings.
+    #[arg(long)]
+    pub nats_url: Option<String>,
+    /// The nats-server binary to start when no `--nats-url` is given.
+    #[arg(
+        long,
+        env = "RUNNEL_TEST_NATS_SERVER_BIN",
+        default_value = ".venv/bin/nats-server"
+    )]
+    pub nats_server_bin: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendArg {
+    /// The embedded log (`os` and `group` fsync).
+    Embedded,
+    /// NATS JetStream, beside raw `async-nats` on the same server.
+    Jetstream,
+}
+
+/// Where a bench runtime keeps its events.
+#[derive(Debug, Clone)]
+pub(super) enum Target {
+    Embedded(FsyncArg),
+    /// A JetStream server's URL; each run gets a namespace of its own.
+    JetStream(String),
+}
+
+impl Target {
+    fn label(&self) -> String {
+        match self {
+            Target::Embedded(fsync) => format!("{fsync:?}").to_lowercase(),
+            Target::JetStream(_) => "jetstream".into(),
+        }
+    }
+}
+
+/// A runtime opened for one run, and what to remove when it ends.
+pub(super) struct Opened {
+    pub runnel: Runnel,
+    _dir: Option<tempfile::TempDir>,
+    jetstream: Option<JetStreamConfig>,
+}
+
+impl Opened {
+    /// Closes the backend and deletes the run's data (directory or JetStream namespace).
+    pub async fn close(self) -> anyhow::Result<()> {
+        self.runnel.backend().close().await?;
+        if let Some(config) = self.jetstream {
+            JetStreamBackend::delete_namespace(config).await?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -41,7 +102,10 @@ pub enum Workload {
 #[derive(Debug, Serialize)]
 struct RunResult {
     workload: &'static str,
-    fsync: FsyncArg,
+    /// `embedded`, `jetstream` (Runnel on JetStream) or `raw-jetstream` (async-nats alone).
+    backend: &'static str,
+    /// The embedded log's policy (`os`, `group`), or `jetstream`.
+    fsync: String,
     groups: usize,
     processed_ids: bool,
     /// Target publish rate (latency runs).
@@ -59,6 +123,9 @@ pub fn run(args: RuntimeBenchArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if args.backend == BackendArg::Jetstream {
+        return runtime.block_on(jetstream::run(args));
+    }
     let wants = |w: Workload| args.only.is_empty() || args.only.contains(&w);
     let mut results = Vec::new();
     let mut emit = |r: RunResult| {
@@ -66,7 +133,7 @@ pub fn run(args: RuntimeBenchArgs) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&r).unwrap_or_default());
         } else {
             eprintln!(
-                "  {} {:?} groups={} processed_ids={} rate={:?}: {:.0} events/s p99 {:?} µs",
+                "  {} {} groups={} processed_ids={} rate={:?}: {:.0} events/s p99 {:?} µs",
                 r.workload, r.fsync, r.groups, r.processed_ids, r.rate, r.events_per_sec, r.p99_us
             );
         }
@@ -78,7 +145,7 @@ pub fn run(args: RuntimeBenchArgs) -> anyhow::Result<()> {
         for fsync in [FsyncArg::Os, FsyncArg::Group] {
             for (groups, processed_ids) in [(1, false), (4, false), (1, true)] {
                 emit(runtime.block_on(consume_run(
-                    fsync,
+                    &Target::Embedded(fsync),
                     groups,
                     processed_ids,
                     consume_events,
@@ -89,7 +156,11 @@ pub fn run(args: RuntimeBenchArgs) -> anyhow::Result<()> {
     if wants(Workload::Latency) {
         for fsync in [FsyncArg::Os, FsyncArg::Group] {
             for rate in [10_000, 50_000] {
-                emit(runtime.block_on(latency_run(fsync, rate, latency_seconds))?);
+                emit(runtime.block_on(latency_run(
+                    &Target::Embedded(fsync),
+                    rate,
+                    latency_seconds,
+                ))?);
             }
         }
     }
@@ -97,13 +168,21 @@ pub fn run(args: RuntimeBenchArgs) -> anyhow::Result<()> {
         emit(runtime.block_on(memory_run(10_000_000, 100_000))?);
     }
     if !args.json {
+        print_results(&results);
+    }
+    Ok(())
+}
+
+fn print_results(results: &[RunResult]) {
+    {
         let opt = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}"));
         let rows: Vec<Vec<String>> = results
             .iter()
             .map(|r| {
                 vec![
                     r.workload.to_string(),
-                    format!("{:?}", r.fsync).to_lowercase(),
+                    r.backend.to_string(),
+                    r.fsync.clone(),
                     r.groups.to_string(),
                     r.processed_ids.to_string(),
                     r.rate.map_or("-".into(), |r| r.to_string()),
@@ -120,6 +199,7 @@ pub fn run(args: RuntimeBenchArgs) -> anyhow::Result<()> {
         print_table(
             &[
                 "workload",
+                "backend",
                 "fsync",
                 "groups",
                 "processed ids",
@@ -135,18 +215,32 @@ pub fn run(args: RuntimeBenchArgs) -> anyhow::Result<()> {
             &rows,
         );
     }
-    Ok(())
 }
 
-async fn open(dir: &Path, fsync: FsyncArg) -> anyhow::Result<Runnel> {
-    let backend: Arc<dyn Backend> = Arc::new(
-        EmbeddedBackend::open(EmbeddedConfig {
-            fsync: fsync.policy(),
-            ..EmbeddedConfig::new(dir)
-        })
-        .await
-        .context("opening the embedded backend")?,
-    );
+/// Opens a runtime on `target` with stream `bench` of 4 partitions, in fresh storage.
+pub(super) async fn open(target: &Target) -> anyhow::Result<Opened> {
+    let (backend, dir, jetstream): (Arc<dyn Backend>, _, _) = match target {
+        Target::Embedded(fsync) => {
+            let dir = tempfile::tempdir()?;
+            let backend = EmbeddedBackend::open(EmbeddedConfig {
+                fsync: fsync.policy(),
+                ..EmbeddedConfig::new(dir.path())
+            })
+            .await
+            .context("opening the embedded backend")?;
+            (Arc::new(backend), Some(dir), None)
+        }
+        Target::JetStream(url) => {
+            let config = JetStreamConfig {
+                namespace: runnel_peers::unique_name("bench"),
+                ..JetStreamConfig::new(url.clone())
+            };
+            let backend = JetStreamBackend::connect(config.clone())
+                .await
+                .with_context(|| format!("connecting the JetStream backend to {url}"))?;
+            (Arc::new(backend), None, Some(config))
+        }
+    };
     let runnel = Runnel::open(RuntimeConfig::default(), backend);
     runnel
         .create_stream(
@@ -157,7 +251,11 @@ async fn open(dir: &Path, fsync: FsyncArg) -> anyhow::Result<Runnel> {
             },
         )
         .await?;
-    Ok(runnel)
+    Ok(Opened {
+        runnel,
+        _dir: dir,
+        jetstream,
+    })
 }
 
 /// An event of about 100 bytes of data, keyed.
@@ -170,7 +268,7 @@ fn bench_event(n: u64, keys: u64) -> anyhow::Result<Event> {
     )
 }
 
-fn group(name: &str, processed_ids: bool) -> anyhow::Result<GroupConfig> {
+pub(super) fn group(name: &str, processed_ids: bool) -> anyhow::Result<GroupConfig> {
     Ok(GroupConfig {
         processed_ids,
         max_in_flight: 256,
@@ -192,14 +290,31 @@ async fn publish_all(runnel: &Runnel, count: u64, keys: u64) -> anyhow::Result<(
 }
 
 async fn consume_run(
-    fsync: FsyncArg,
+    target: &Target,
     groups: usize,
     processed_ids: bool,
     events: u64,
 ) -> anyhow::Result<RunResult> {
-    let dir = tempfile::tempdir()?;
-    let runnel = open(dir.path(), fsync).await?;
+    Ok(
+        consume_and_publish_runs(target, groups, processed_ids, events)
+            .await?
+            .0,
+    )
+}
+
+/// A consume run, and the publishing of its backlog (one task, batches of 1,000) as a
+/// `publish` run.
+async fn consume_and_publish_runs(
+    target: &Target,
+    groups: usize,
+    processed_ids: bool,
+    events: u64,
+) -> anyhow::Result<(RunResult, RunResult)> {
+    let opened = open(target).await?;
+    let runnel = opened.runnel.clone();
+    let publish_started = Instant::now();
     publish_all(&runnel, events, 10_000).await?;
+    let publish_seconds = publish_started.elapsed().as_secs_f64();
     reset_peak_rss();
     let started = Instant::now();
     let mut handles = Vec::new();
@@ -233,10 +348,27 @@ async fn consume_run(
     for handle in handles {
         handle.stop().await?;
     }
-    runnel.backend().close().await?;
-    Ok(RunResult {
+    opened.close().await?;
+    let backend = backend_label(target);
+    let publish = RunResult {
+        workload: "publish",
+        backend,
+        fsync: target.label(),
+        groups: 0,
+        processed_ids: false,
+        rate: None,
+        events,
+        seconds: publish_seconds,
+        events_per_sec: events as f64 / publish_seconds,
+        p50_us: None,
+        p95_us: None,
+        p99_us: None,
+        peak_rss_mib: None,
+    };
+    let consume = RunResult {
         workload: "consume",
-        fsync,
+        backend,
+        fsync: target.label(),
         groups,
         processed_ids,
         rate: None,
@@ -247,14 +379,22 @@ async fn consume_run(
         p95_us: None,
         p99_us: None,
         peak_rss_mib: peak_rss_bytes().map(mib),
-    })
+    };
+    Ok((consume, publish))
+}
+
+fn backend_label(target: &Target) -> &'static str {
+    match target {
+        Target::Embedded(_) => "embedded",
+        Target::JetStream(_) => "jetstream",
+    }
 }
 
 /// Publishes at `rate` events/s in 1 ms ticks for `seconds`; the handler records the time
 /// from each event's creation (its `time`) to the handler running.
-async fn latency_run(fsync: FsyncArg, rate: u64, seconds: f64) -> anyhow::Result<RunResult> {
-    let dir = tempfile::tempdir()?;
-    let runnel = open(dir.path(), fsync).await?;
+async fn latency_run(target: &Target, rate: u64, seconds: f64) -> anyhow::Result<RunResult> {
+    let opened = open(target).await?;
+    let runnel = opened.runnel.clone();
     let histogram = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new_with_bounds(
         1, 60_000_000, 3,
     )?));
@@ -306,13 +446,14 @@ async fn latency_run(fsync: FsyncArg, rate: u64, seconds: f64) -> anyhow::Result
     }
     let elapsed = started.elapsed().as_secs_f64();
     handle.stop().await?;
-    runnel.backend().close().await?;
+    opened.close().await?;
     let h = histogram
         .lock()
         .map_err(|_| anyhow::anyhow!("histogram lock poisoned"))?;
     Ok(RunResult {
         workload: "latency",
-        fsync,
+        backend: backend_label(target),
+        fsync: target.label(),
         groups: 1,
         processed_ids: false,
         rate: Some(rate),
@@ -329,8 +470,8 @@ async fn latency_run(fsync: FsyncArg, rate: u64, seconds: f64) -> anyhow::Result
 /// Publishes `events` over `keys` distinct keys while a group consumes them; reports the peak
 /// resident memory of the whole process.
 async fn memory_run(events: u64, keys: u64) -> anyhow::Result<RunResult> {
-    let dir = tempfile::tempdir()?;
-    let runnel = open(dir.path(), FsyncArg::Group).await?;
+    let opened = open(&Target::Embedded(FsyncArg::Group)).await?;
+    let runnel = opened.runnel.clone();
     reset_peak_rss();
     let seen = Arc::new(AtomicU64::new(0));
     let count = seen.clone();
@@ -353,10 +494,11 @@ async fn memory_run(events: u64, keys: u64) -> anyhow::Result<RunResult> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     handle.stop().await?;
-    runnel.backend().close().await?;
+    opened.close().await?;
     Ok(RunResult {
         workload: "memory",
-        fsync: FsyncArg::Group,
+        backend: "embedded",
+        fsync: "group".into(),
         groups: 1,
         processed_ids: false,
         rate: None,
@@ -368,4 +510,185 @@ async fn memory_run(events: u64, keys: u64) -> anyhow::Result<RunResult> {
         p99_us: None,
         peak_rss_mib: peak_rss_bytes().map(mib),
     })
+}
+
+/// `--backend jetstream`: Runnel's consume, publish and latency runs on a JetStream server,
+/// and raw `async-nats` doing the same (events of the size Runnel stores, same count,
+/// batches of 1,000, acks awaited) on the same server, with Runnel ÷ raw.
+mod jetstream {
+    use std::time::Duration;
+
+    use anyhow::Context;
+    use runnel_peers::jetstream::JetStreamPeer;
+    use runnel_peers::{Peer, workload};
+
+    use super::{
+        RunResult, RuntimeBenchArgs, Target, Workload, bench_event, consume_and_publish_runs,
+        consume_run, latency_run, print_results,
+    };
+
+    pub async fn run(args: RuntimeBenchArgs) -> anyhow::Result<()> {
+        let mut server = None;
+        let url = match &args.nats_url {
+            Some(url) => url.clone(),
+            None => {
+                let started = runnel_peers::process::start_nats(&args.nats_server_bin, false)
+                    .await
+                    .context("starting a nats-server (give --nats-url or --nats-server-bin)")?;
+                let url = started.url("nats");
+                server = Some(started);
+                url
+            }
+        };
+        eprintln!("  nats-server at {url}");
+        let target = Target::JetStream(url.clone());
+        let wants = |w: Workload| args.only.is_empty() || args.only.contains(&w);
+        let events: u64 = if args.quick { 10_000 } else { 200_000 };
+        let latency_seconds = if args.quick { 1.0 } else { 5.0 };
+        // What JetStream stores per Runnel event: its binary envelope (plus the backend's frame).
+        let size = bench_event(0, 10_000)?.encoded_len();
+        let raw = JetStreamPeer::connect(&url, "raw-jetstream", "as the server is set").await?;
+        let mut results = Vec::new();
+        let mut emit = |r: RunResult| {
+            if args.json {
+                println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            } else {
+                eprintln!(
+                    "  {} {} groups={} processed_ids={} rate={:?}: {:.0} events/s p99 {:?} µs",
+                    r.workload,
+                    r.backend,
+                    r.groups,
+                    r.processed_ids,
+                    r.rate,
+                    r.events_per_sec,
+                    r.p99_us
+                );
+            }
+            results.push(r);
+        };
+        let mut ratios = Vec::new();
+        if wants(Workload::Consume) {
+            let (consume, publish) = consume_and_publish_runs(&target, 1, false, events).await?;
+            let (raw_publish, raw_consume) = raw_publish_consume(&raw, size, events).await?;
+            ratios.push((
+                "publish",
+                publish.events_per_sec / raw_publish.events_per_sec,
+            ));
+            ratios.push((
+                "consume",
+                consume.events_per_sec / raw_consume.events_per_sec,
+            ));
+            emit(publish);
+            emit(raw_publish);
+            emit(consume);
+            emit(raw_consume);
+            emit(consume_run(&target, 4, false, events).await?);
+            emit(consume_run(&target, 1, true, events / 4).await?);
+        }
+        if wants(Workload::Latency) {
+            for rate in [10_000, 50_000] {
+                let runnel = latency_run(&target, rate, latency_seconds).await?;
+                let figures = workload::latency(
+                    &raw,
+                    size,
+                    rate,
+                    Duration::from_secs_f64(latency_seconds),
+                    Duration::from_secs(60),
+                )
+                .await?;
+                let raw_row = row("latency", Some(rate), &figures);
+                if let (Some(r), Some(w)) = (runnel.p99_us, raw_row.p99_us) {
+                    ratios.push((
+                        if rate == 10_000 {
+                            "latency p99 at 10k/s (lower is better)"
+                        } else {
+                            "latency p99 at 50k/s (lower is better)"
+                        },
+                        r / w,
+                    ));
+                }
+                emit(runnel);
+                emit(raw_row);
+            }
+        }
+        if args.json {
+            for (what, ratio) in &ratios {
+                println!(
+                    "{}",
+                    serde_json::json!({ "workload": "ratio", "what": what, "runnel_over_raw": ratio })
+                );
+            }
+        } else {
+            print_results(&results);
+            println!();
+            println!(
+                "Runnel on JetStream ÷ raw async-nats (same server, {events} events of {size} B):"
+            );
+            for (what, ratio) in &ratios {
+                println!("  {what}: {ratio:.2}×");
+            }
+        }
+        drop(server);
+        Ok(())
+    }
+
+    /// Raw publishes of `events` payloads of `size` bytes in batches of 1,000 (one task, acks
+    /// awaited per batch, as the runtime's `publish_all`), then one durable consumer
+    /// consuming and acking them all.
+    async fn raw_publish_consume(
+        raw: &JetStreamPeer,
+        size: usize,
+        events: u64,
+    ) -> anyhow::Result<(RunResult, RunResult)> {
+        let topic = raw.open(&["g0".to_string()]).await?;
+        let started = std::time::Instant::now();
+        let mut n = 0;
+        while n < events {
+            let last = (n + 1000).min(events);
+            topic
+                .publish((n..last).map(|i| runnel_peers::payload(size, i)).collect())
+                .await?;
+            n = last;
+        }
+        let publish_seconds = started.elapsed().as_secs_f64();
+        let started = std::time::Instant::now();
+        let on_event: runnel_peers::OnEvent = std::sync::Arc::new(|_: &[u8]| {});
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+        topic.consume("g0", events, on_event, deadline).await?;
+        let consume_seconds = started.elapsed().as_secs_f64();
+        topic.close().await?;
+        let publish = workload::Figures {
+            events,
+            seconds: publish_seconds,
+            events_per_sec: events as f64 / publish_seconds,
+            ..Default::default()
+        };
+        let consume = workload::Figures {
+            events,
+            seconds: consume_seconds,
+            events_per_sec: events as f64 / consume_seconds,
+            ..Default::default()
+        };
+        let mut consume_row = row("consume", None, &consume);
+        consume_row.groups = 1;
+        Ok((row("publish", None, &publish), consume_row))
+    }
+
+    fn row(workload: &'static str, rate: Option<u64>, f: &workload::Figures) -> RunResult {
+        RunResult {
+            workload,
+            backend: "raw-jetstream",
+            fsync: "jetstream".into(),
+            groups: if workload == "publish" { 0 } else { 1 },
+            processed_ids: false,
+            rate,
+            events: f.events,
+            seconds: f.seconds,
+            events_per_sec: f.events_per_sec,
+            p50_us: f.p50_us,
+            p95_us: f.p95_us,
+            p99_us: f.p99_us,
+            peak_rss_mib: None,
+        }
+    }
 }
