@@ -1,6 +1,7 @@
 //! NATS JetStream through `async-nats`, used as its users would: one file-backed stream per
-//! topic, publishes awaited for their `PubAck` (no `Nats-Msg-Id`), durable pull consumers
-//! with explicit acks, one per group.
+//! topic, publishes awaited for their `PubAck` (without `Nats-Msg-Id` unless asked for:
+//! Runnel sends one per event for deduplication, and JetStream's duplicate tracking has a
+//! cost worth seeing side by side), durable pull consumers with explicit acks, one per group.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ pub struct JetStreamPeer {
     name: String,
     durability: String,
     js: Context,
+    message_ids: bool,
 }
 
 impl JetStreamPeer {
@@ -44,7 +46,15 @@ impl JetStreamPeer {
             name: name.into(),
             durability: durability.into(),
             js: jetstream::new(client),
+            message_ids: false,
         })
+    }
+
+    /// Publishes with a unique `Nats-Msg-Id` header on every message, so JetStream tracks
+    /// duplicates within the stream's window, as it does for Runnel's events.
+    pub fn with_message_ids(mut self) -> Self {
+        self.message_ids = true;
+        self
     }
 }
 
@@ -88,6 +98,8 @@ impl Peer for JetStreamPeer {
             js: self.js.clone(),
             name,
             consumers,
+            message_ids: self.message_ids,
+            sent: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 }
@@ -96,6 +108,9 @@ struct JetStreamTopic {
     js: Context,
     name: String,
     consumers: Vec<(String, PullConsumer)>,
+    message_ids: bool,
+    /// Messages published, for unique `Nats-Msg-Id`s.
+    sent: std::sync::atomic::AtomicU64,
 }
 
 #[async_trait]
@@ -103,12 +118,17 @@ impl Topic for JetStreamTopic {
     async fn publish(&self, payloads: Vec<Bytes>) -> Result<()> {
         let mut acks = Vec::with_capacity(payloads.len());
         for payload in payloads {
-            acks.push(
+            let sent = if self.message_ids {
+                let n = self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Msg-Id", format!("{}-{n}", self.name).as_str());
                 self.js
-                    .publish(self.name.clone(), payload)
+                    .publish_with_headers(self.name.clone(), headers, payload)
                     .await
-                    .map_err(|e| PeerError::request(PEER, "publish", e))?,
-            );
+            } else {
+                self.js.publish(self.name.clone(), payload).await
+            };
+            acks.push(sent.map_err(|e| PeerError::request(PEER, "publish", e))?);
         }
         for ack in acks {
             ack.await

@@ -548,6 +548,10 @@ mod jetstream {
         // What JetStream stores per Runnel event: its binary envelope (plus the backend's frame).
         let size = bench_event(0, 10_000)?.encoded_len();
         let raw = JetStreamPeer::connect(&url, "raw-jetstream", "as the server is set").await?;
+        // What Runnel sends: a `Nats-Msg-Id` per event, which JetStream tracks for dedup.
+        let raw_with_ids = JetStreamPeer::connect(&url, "raw-jetstream", "as the server is set")
+            .await?
+            .with_message_ids();
         let mut results = Vec::new();
         let mut emit = |r: RunResult| {
             if args.json {
@@ -569,19 +573,32 @@ mod jetstream {
         let mut ratios = Vec::new();
         if wants(Workload::Consume) {
             let (consume, publish) = consume_and_publish_runs(&target, 1, false, events).await?;
-            let (raw_publish, raw_consume) = raw_publish_consume(&raw, size, events).await?;
+            let (raw_publish, raw_consume) =
+                raw_publish_consume(&raw, "raw-jetstream", size, events).await?;
+            let (id_publish, id_consume) =
+                raw_publish_consume(&raw_with_ids, "raw-jetstream+msg-id", size, events).await?;
             ratios.push((
-                "publish",
+                "publish (raw without Nats-Msg-Id)",
                 publish.events_per_sec / raw_publish.events_per_sec,
             ));
             ratios.push((
-                "consume",
+                "publish (raw with Nats-Msg-Id, as Runnel sends)",
+                publish.events_per_sec / id_publish.events_per_sec,
+            ));
+            ratios.push((
+                "consume (raw without Nats-Msg-Id)",
                 consume.events_per_sec / raw_consume.events_per_sec,
+            ));
+            ratios.push((
+                "consume (raw with Nats-Msg-Id)",
+                consume.events_per_sec / id_consume.events_per_sec,
             ));
             emit(publish);
             emit(raw_publish);
+            emit(id_publish);
             emit(consume);
             emit(raw_consume);
+            emit(id_consume);
             emit(consume_run(&target, 4, false, events).await?);
             emit(consume_run(&target, 1, true, events / 4).await?);
         }
@@ -637,6 +654,7 @@ mod jetstream {
     /// consuming and acking them all.
     async fn raw_publish_consume(
         raw: &JetStreamPeer,
+        backend: &'static str,
         size: usize,
         events: u64,
     ) -> anyhow::Result<(RunResult, RunResult)> {
@@ -671,7 +689,10 @@ mod jetstream {
         };
         let mut consume_row = row("consume", None, &consume);
         consume_row.groups = 1;
-        Ok((row("publish", None, &publish), consume_row))
+        consume_row.backend = backend;
+        let mut publish_row = row("publish", None, &publish);
+        publish_row.backend = backend;
+        Ok((publish_row, consume_row))
     }
 
     fn row(workload: &'static str, rate: Option<u64>, f: &workload::Figures) -> RunResult {
