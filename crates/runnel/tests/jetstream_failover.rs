@@ -6,14 +6,17 @@
 //! Needs a nats-server 2.10+ with JetStream at `RUNNEL_TEST_NATS_URL` (`.ci/run` starts one);
 //! without it the test says it was skipped, unless `RUNNEL_CI` is set.
 
+mod common;
+
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::ffi::OsStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+use common::Serve;
 
 const LEASE_TTL_MS: u64 = 2_000;
 const PARTITIONS: u32 = 4;
@@ -32,9 +35,10 @@ fn nats_url() -> Option<String> {
     }
 }
 
-/// A `runnel serve --backend jetstream` child; killed when dropped.
+/// A `runnel serve --backend jetstream` child with a data directory of its own (so its own
+/// server id); killed when dropped.
 struct ServerProcess {
-    child: Child,
+    serve: Serve,
     url: String,
     _dir: tempfile::TempDir,
 }
@@ -42,78 +46,27 @@ struct ServerProcess {
 impl ServerProcess {
     fn start(nats_url: &str, namespace: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
-            .args(["serve", "--bind", "127.0.0.1:0", "--backend", "jetstream"])
-            .args(["--nats-url", nats_url, "--nats-namespace", namespace])
-            .arg("--data-dir")
-            .arg(dir.path())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start runnel serve");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the first line");
-        let addr = line
-            .trim()
-            .strip_prefix("runnel listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_string();
+        let serve = Serve::start([
+            OsStr::new("--backend"),
+            OsStr::new("jetstream"),
+            OsStr::new("--nats-url"),
+            OsStr::new(nats_url),
+            OsStr::new("--nats-namespace"),
+            OsStr::new(namespace),
+            OsStr::new("--data-dir"),
+            dir.path().as_os_str(),
+        ]);
+        let url = serve.url();
         Self {
-            child,
-            url: format!("http://{addr}"),
+            serve,
+            url,
             _dir: dir,
         }
     }
 
     fn kill(&mut self) {
-        // SAFETY: `kill` with a live child's pid and a valid signal number has no memory effects.
-        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGKILL) };
-        assert_eq!(rc, 0, "kill failed");
-        let _ = self.child.wait();
+        self.serve.kill();
     }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into()
-}
-
-/// A request's status and JSON body; `None` when the server could not be reached.
-fn send(method: &str, url: &str, body: Option<Value>) -> Option<(u16, Value)> {
-    let agent = agent();
-    // Events go in the CloudEvents structured mode, everything else as plain JSON.
-    let content_type = if url.ends_with("/v1/events") {
-        "application/cloudevents+json"
-    } else {
-        "application/json"
-    };
-    let response = match (method, body) {
-        ("PUT", Some(body)) => agent
-            .put(url)
-            .header("content-type", content_type)
-            .send(body.to_string()),
-        ("POST", Some(body)) => agent
-            .post(url)
-            .header("content-type", content_type)
-            .send(body.to_string()),
-        _ => agent.get(url).call(),
-    };
-    let mut response = response.ok()?;
-    let status = response.status().as_u16();
-    let value = response.body_mut().read_json().unwrap_or(Value::Null);
-    Some((status, value))
 }
 
 /// What the consumer of one server pulled and acknowledged: (event id, partition).
@@ -128,10 +81,10 @@ struct Consumed {
 /// Pulls and acks through `base` until `stop`, recording each acknowledged message.
 fn consume(base: String, stop: Arc<AtomicBool>, record: Arc<Mutex<Consumed>>) {
     while !stop.load(Ordering::Relaxed) {
-        let Some((200, pulled)) = send(
+        let Some((200, pulled)) = common::json(
             "POST",
             &format!("{base}/v1/groups/billing/pull"),
-            Some(json!({"max": 50, "wait_ms": 200})),
+            &json!({"max": 50, "wait_ms": 200}),
         ) else {
             // Killed (or not yet reachable): this consumer is gone.
             std::thread::sleep(Duration::from_millis(50));
@@ -142,10 +95,10 @@ fn consume(base: String, stop: Arc<AtomicBool>, record: Arc<Mutex<Consumed>>) {
             continue;
         }
         let receipts: Vec<Value> = messages.iter().map(|m| m["receipt"].clone()).collect();
-        let answer = send(
+        let answer = common::json(
             "POST",
             &format!("{base}/v1/groups/billing/ack"),
-            Some(json!({ "receipts": receipts })),
+            &json!({ "receipts": receipts }),
         );
         let mut record = record.lock().expect("record lock");
         for m in &messages {
@@ -176,7 +129,7 @@ fn event(n: usize) -> Value {
 fn publish(base: &str, range: std::ops::Range<usize>) -> Vec<String> {
     let mut accepted = Vec::new();
     for n in range {
-        if let Some((202, _)) = send("POST", &format!("{base}/v1/events"), Some(event(n))) {
+        if let Some((202, _)) = common::publish(base, &event(n)) {
             accepted.push(format!("evt-{n}"));
         }
     }
@@ -190,17 +143,17 @@ fn a_killed_servers_partitions_move_to_the_survivor_and_every_accepted_event_is_
     let mut a = ServerProcess::start(&nats, &namespace);
     let b = ServerProcess::start(&nats, &namespace);
 
-    let (status, _) = send(
+    let (status, _) = common::json(
         "POST",
         &format!("{}/v1/streams", a.url),
-        Some(json!({"name": "order", "partitions": PARTITIONS})),
+        &json!({"name": "order", "partitions": PARTITIONS}),
     )
     .expect("create the stream");
     assert!(status == 201 || status == 200, "create stream: {status}");
-    let (status, _) = send(
+    let (status, _) = common::json(
         "PUT",
         &format!("{}/v1/groups/billing", a.url),
-        Some(json!({"filter": "order.*", "lease_ttl": LEASE_TTL_MS, "processed_ids": true})),
+        &json!({"filter": "order.*", "lease_ttl": LEASE_TTL_MS, "processed_ids": true}),
     )
     .expect("create the group");
     assert_eq!(status, 201, "create group");

@@ -2,56 +2,28 @@
 //! once: it joins its groups with the same instance id (kept in `<data_dir>/server-id`) and
 //! re-adopts the partition leases it held, instead of waiting `lease_ttl` for them to lapse.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-fn start(dir: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
-        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start runnel serve");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("first line");
-    let addr = line
-        .trim()
-        .strip_prefix("runnel listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_string();
-    (child, format!("http://{addr}"))
-}
+use common::Serve;
 
-fn post(url: &str, content_type: &str, body: Value) -> (u16, Value) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut response = agent
-        .post(url)
-        .header("content-type", content_type)
-        .send(body.to_string())
-        .expect("request");
-    let status = response.status().as_u16();
-    (
-        status,
-        response.body_mut().read_json().unwrap_or(Value::Null),
-    )
+fn start(dir: &Path) -> (Serve, String) {
+    let server = Serve::start([std::ffi::OsStr::new("--data-dir"), dir.as_os_str()]);
+    let url = server.url();
+    (server, url)
 }
 
 fn pull(base: &str, wait_ms: u64) -> Vec<Value> {
-    let (status, body) = post(
+    let (status, body) = common::json(
+        "POST",
         &format!("{base}/v1/groups/billing/pull"),
-        "application/json",
-        json!({"max": 100, "wait_ms": wait_ms}),
-    );
+        &json!({"max": 100, "wait_ms": wait_ms}),
+    )
+    .expect("pull");
     assert_eq!(status, 200, "{body}");
     body["messages"].as_array().cloned().unwrap_or_default()
 }
@@ -60,33 +32,25 @@ fn pull(base: &str, wait_ms: u64) -> Vec<Value> {
 fn a_server_restarted_after_sigkill_consumes_without_waiting_for_its_old_leases() {
     let dir = tempfile::tempdir().unwrap();
     let (mut first, base) = start(dir.path());
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
     // The default lease_ttl (15 s).
-    let status = agent
-        .put(&format!("{base}/v1/groups/billing"))
-        .header("content-type", "application/json")
-        .send(json!({"filter": "order.*"}).to_string())
-        .unwrap()
-        .status();
-    assert_eq!(status.as_u16(), 201);
+    let (status, _) = common::json(
+        "PUT",
+        &format!("{base}/v1/groups/billing"),
+        &json!({"filter": "order.*"}),
+    )
+    .expect("create the group");
+    assert_eq!(status, 201);
     let lease_ttl = Duration::from_secs(15);
     for n in 0..20 {
-        let (status, body) = post(
-            &format!("{base}/v1/events"),
-            "application/cloudevents+json",
-            json!({"specversion": "1.0", "id": format!("e{n}"), "source": "test",
-                   "type": "order.placed", "partitionkey": format!("k{n}")}),
-        );
+        let event = json!({"specversion": "1.0", "id": format!("e{n}"), "source": "test",
+                           "type": "order.placed", "partitionkey": format!("k{n}")});
+        let (status, body) = common::publish(&base, &event).expect("publish");
         assert_eq!(status, 202, "{body}");
     }
     // The consumer starts and takes every partition's lease; nothing is acked.
     let handed = pull(&base, 2_000);
     assert!(!handed.is_empty(), "the first server handed nothing out");
-    first.kill().unwrap();
-    first.wait().unwrap();
+    first.kill();
 
     let (mut second, base) = start(dir.path());
     let started = Instant::now();
@@ -100,16 +64,11 @@ fn a_server_restarted_after_sigkill_consumes_without_waiting_for_its_old_leases(
                     .to_string(),
             );
             let receipts = json!({"receipts": [message["receipt"]]});
-            post(
-                &format!("{base}/v1/groups/billing/ack"),
-                "application/json",
-                receipts,
-            );
+            common::json("POST", &format!("{base}/v1/groups/billing/ack"), &receipts);
         }
     }
     let took = started.elapsed();
-    second.kill().unwrap();
-    second.wait().unwrap();
+    second.kill();
     assert_eq!(
         seen.len(),
         20,

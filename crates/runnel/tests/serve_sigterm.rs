@@ -1,53 +1,31 @@
 //! The real `runnel serve` process under publish load, stopped with SIGTERM: it exits 0, and
 //! every publish it answered 202 is consumable after a restart.
 
+mod common;
+
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use runnel_server::testing::Client;
 use serde_json::{Value, json};
 
-/// Starts `runnel serve` on a free loopback port; returns the child and its address.
-fn start(dir: &Path) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
-        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start runnel serve");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("runnel listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .parse()
-        .unwrap();
-    (child, addr)
-}
+use common::Serve;
 
-fn sigterm(child: &Child) {
-    // SAFETY: `kill` with a live child's pid and a valid signal number has no memory effects.
-    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(rc, 0, "kill failed");
+/// `runnel serve` on `dir`.
+fn start(dir: &Path) -> Serve {
+    Serve::start([std::ffi::OsStr::new("--data-dir"), dir.as_os_str()])
 }
 
 /// Waits for the child to exit; returns its exit code.
-fn wait_exit(mut child: Child, limit: Duration) -> Option<i32> {
+fn wait_exit(mut server: Serve, limit: Duration) -> Option<i32> {
     let started = Instant::now();
     loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = server.child.try_wait().unwrap() {
             return status.code();
         }
         if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
             panic!("runnel serve did not exit within {limit:?} of SIGTERM");
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -93,7 +71,8 @@ async fn publisher(client: Client, worker: usize, accepted: Arc<Mutex<Vec<String
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_exits_zero_and_keeps_every_accepted_publish() {
     let dir = tempfile::tempdir().unwrap();
-    let (child, addr) = start(dir.path());
+    let server = start(dir.path());
+    let addr = server.addr;
     let client = Client::new(addr);
     let accepted = Arc::new(Mutex::new(Vec::new()));
     let workers: Vec<_> = (0..8)
@@ -104,8 +83,8 @@ async fn sigterm_under_load_exits_zero_and_keeps_every_accepted_publish() {
     while accepted.lock().unwrap().len() < 2_000 && started.elapsed() < Duration::from_secs(20) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    sigterm(&child);
-    let code = tokio::task::spawn_blocking(move || wait_exit(child, Duration::from_secs(30)))
+    server.signal(libc::SIGTERM);
+    let code = tokio::task::spawn_blocking(move || wait_exit(server, Duration::from_secs(30)))
         .await
         .unwrap();
     assert_eq!(code, Some(0), "runnel serve must exit 0 after SIGTERM");
@@ -119,7 +98,8 @@ async fn sigterm_under_load_exits_zero_and_keeps_every_accepted_publish() {
         accepted.len()
     );
 
-    let (child, addr) = start(dir.path());
+    let server = start(dir.path());
+    let addr = server.addr;
     let client = Client::new(addr);
     let put = client
         .json(
@@ -170,8 +150,8 @@ async fn sigterm_under_load_exits_zero_and_keeps_every_accepted_publish() {
         accepted.len(),
         seen.len()
     );
-    sigterm(&child);
-    let code = tokio::task::spawn_blocking(move || wait_exit(child, Duration::from_secs(30)))
+    server.signal(libc::SIGTERM);
+    let code = tokio::task::spawn_blocking(move || wait_exit(server, Duration::from_secs(30)))
         .await
         .unwrap();
     assert_eq!(code, Some(0));
