@@ -144,13 +144,7 @@ impl Topic for JetStreamTopic {
         on_event: OnEvent,
         deadline: tokio::time::Instant,
     ) -> Result<u64> {
-        let Some((_, consumer)) = self.consumers.iter().find(|(g, _)| g == group) else {
-            return Err(PeerError::request(
-                PEER,
-                "consume",
-                format!("no group {group}"),
-            ));
-        };
+        let consumer = crate::of_group(PEER, &self.consumers, group)?;
         let mut messages = consumer
             .stream()
             .max_messages_per_batch(1000)

@@ -83,6 +83,20 @@ impl PeerError {
 
 pub type Result<T, E = PeerError> = std::result::Result<T, E>;
 
+/// What a topic keeps for `group` (its consumer, its queue), from the list made when the topic
+/// was opened; a group it was not opened with is an error.
+pub(crate) fn of_group<'a, T>(
+    peer: &'static str,
+    groups: &'a [(String, T)],
+    group: &str,
+) -> Result<&'a T> {
+    groups
+        .iter()
+        .find(|(g, _)| g == group)
+        .map(|(_, t)| t)
+        .ok_or_else(|| PeerError::request(peer, "consume", format!("no group {group}")))
+}
+
 /// Called with each consumed payload before it is acknowledged.
 pub type OnEvent = Arc<dyn Fn(&[u8]) + Send + Sync>;
 

@@ -200,13 +200,7 @@ impl Topic for RabbitTopic {
         on_event: OnEvent,
         deadline: tokio::time::Instant,
     ) -> Result<u64> {
-        let Some((_, queue)) = self.queues.iter().find(|(g, _)| g == group) else {
-            return Err(PeerError::request(
-                PEER,
-                "consume",
-                format!("no group {group}"),
-            ));
-        };
+        let queue = crate::of_group(PEER, &self.queues, group)?;
         let channel = self
             .connection
             .create_channel()

@@ -159,6 +159,10 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// Why `backend = "jetstream"` is refused by a build without the cargo feature `jetstream`.
+pub(crate) const NO_JETSTREAM: &str = "backend = \"jetstream\": this build of Runnel has no \
+     JetStream backend (rebuild with the cargo feature `jetstream`)";
+
 /// Environment variables starting with this prefix may set a field.
 pub const ENV_PREFIX: &str = "RUNNEL_";
 
@@ -283,11 +287,7 @@ impl ServerConfig {
         }
         if self.backend == BackendKind::Jetstream {
             if !cfg!(feature = "jetstream") {
-                return bad(
-                    "backend = \"jetstream\": this build of Runnel has no JetStream \
-                     backend (rebuild with the cargo feature `jetstream`)"
-                        .into(),
-                );
+                return bad(NO_JETSTREAM.into());
             }
             if self.nats_url.trim().is_empty() {
                 return bad("backend = \"jetstream\" needs nats_url".into());

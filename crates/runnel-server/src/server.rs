@@ -295,11 +295,11 @@ async fn open_jetstream(config: &ServerConfig) -> Result<Arc<dyn Backend>, Serve
     Ok(Arc::new(backend))
 }
 
+/// Unreachable past `ServerConfig::validate`, which refuses the setting in such a build.
 #[cfg(not(feature = "jetstream"))]
 async fn open_jetstream(_config: &ServerConfig) -> Result<Arc<dyn Backend>, ServerError> {
     Err(ServerError::Config(ConfigError::Invalid(
-        "this build of Runnel has no JetStream backend (rebuild with the cargo feature `jetstream`)"
-            .into(),
+        crate::config::NO_JETSTREAM.into(),
     )))
 }
 

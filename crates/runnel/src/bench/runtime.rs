@@ -119,6 +119,26 @@ struct RunResult {
     peak_rss_mib: Option<f64>,
 }
 
+/// One finished run: its JSON object on stdout, or a progress line on stderr (the table
+/// comes at the end).
+fn announce(r: &RunResult, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(r).unwrap_or_default());
+    } else {
+        eprintln!(
+            "  {} {} {} groups={} processed_ids={} rate={:?}: {:.0} events/s p99 {:?} µs",
+            r.workload,
+            r.backend,
+            r.fsync,
+            r.groups,
+            r.processed_ids,
+            r.rate,
+            r.events_per_sec,
+            r.p99_us
+        );
+    }
+}
+
 pub fn run(args: RuntimeBenchArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -129,14 +149,7 @@ pub fn run(args: RuntimeBenchArgs) -> anyhow::Result<()> {
     let wants = |w: Workload| args.only.is_empty() || args.only.contains(&w);
     let mut results = Vec::new();
     let mut emit = |r: RunResult| {
-        if args.json {
-            println!("{}", serde_json::to_string(&r).unwrap_or_default());
-        } else {
-            eprintln!(
-                "  {} {} groups={} processed_ids={} rate={:?}: {:.0} events/s p99 {:?} µs",
-                r.workload, r.fsync, r.groups, r.processed_ids, r.rate, r.events_per_sec, r.p99_us
-            );
-        }
+        announce(&r, args.json);
         results.push(r);
     };
     let consume_events = if args.quick { 20_000 } else { 500_000 };
@@ -554,20 +567,7 @@ mod jetstream {
             .with_message_ids();
         let mut results = Vec::new();
         let mut emit = |r: RunResult| {
-            if args.json {
-                println!("{}", serde_json::to_string(&r).unwrap_or_default());
-            } else {
-                eprintln!(
-                    "  {} {} groups={} processed_ids={} rate={:?}: {:.0} events/s p99 {:?} µs",
-                    r.workload,
-                    r.backend,
-                    r.groups,
-                    r.processed_ids,
-                    r.rate,
-                    r.events_per_sec,
-                    r.p99_us
-                );
-            }
+            super::announce(&r, args.json);
             results.push(r);
         };
         let mut ratios = Vec::new();
