@@ -655,6 +655,19 @@ fn data_dir_works_on_a_stopped_servers_data_and_is_refused_while_one_runs() {
     let home = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
     let dir = data.path().display().to_string();
+    // A directory that does not exist is a usage error naming it, and nothing is created.
+    let missing = data.path().join("no-such-dir");
+    let mut command = runnel(home.path());
+    command.args(["publish", "--data-dir"]).arg(&missing);
+    let output = run_command(command, Some(&order_lines(1, 0)));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("no-such-dir"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!missing.exists());
+
     let mut command = runnel(home.path());
     command.args(["publish", "--json", "--data-dir", &dir]);
     let output = run_command(command, Some(&order_lines(25, 0)));
