@@ -4,17 +4,17 @@
 //! three required strings, each present optional attribute in bitmap order, the extensions,
 //! then the tagged data. Strings and byte runs are prefixed with their length as an unsigned
 //! LEB128 varint; fixed-width integers are little-endian. Decoding checks every rule the
-//! JSON reader checks, and rejects anything non-canonical, so one event has one encoding.
+//! JSON reader checks, and rejects anything non-canonical, so re-encoding a decoded event
+//! gives its bytes back. JSON data is stored as its text, as it came (see [`JsonData`]).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
+use bytes::Bytes;
 use chrono::DateTime;
-use serde_json::Value;
 
 use crate::{
-    Data, EnvelopeError, Event, EventId, EventType, ExtensionValue, SchemaVersion, Source,
-    TraceParent,
+    Data, EnvelopeError, Event, EventId, EventType, ExtensionValue, JsonData, SchemaVersion,
+    Source, TraceParent,
 };
 
 /// The version byte every encoding starts with.
@@ -75,14 +75,26 @@ impl Event {
     /// Reads an event from its binary form. Garbage, truncated or non-canonical input is an
     /// error, never a panic; the whole input must be one event.
     pub fn decode_binary(input: &[u8]) -> Result<Event, EnvelopeError> {
-        decode(&mut Reader { rest: input })
+        decode(&mut Reader {
+            rest: input,
+            owner: None,
+        })
+    }
+
+    /// [`Event::decode_binary`] for input held in [`Bytes`]: the data is shared with `input`
+    /// instead of copied.
+    pub fn decode_binary_shared(input: &Bytes) -> Result<Event, EnvelopeError> {
+        decode(&mut Reader {
+            rest: input,
+            owner: Some(input),
+        })
     }
 }
 
 /// Where an encoding goes: bytes, or only their count.
 trait Sink {
     fn put(&mut self, bytes: &[u8]);
-    fn put_json(&mut self, value: &Value);
+    fn put_json(&mut self, json: &JsonData);
 }
 
 impl Sink for Vec<u8> {
@@ -90,8 +102,8 @@ impl Sink for Vec<u8> {
         self.extend_from_slice(bytes);
     }
 
-    fn put_json(&mut self, value: &Value) {
-        put_bytes(self, value.to_string().as_bytes());
+    fn put_json(&mut self, json: &JsonData) {
+        put_bytes(self, json.text());
     }
 }
 
@@ -102,21 +114,8 @@ impl Sink for Counter {
         self.0 += bytes.len();
     }
 
-    fn put_json(&mut self, value: &Value) {
-        let mut len = JsonLen(0);
-        // Writing to a `JsonLen` cannot fail; the result carries no information.
-        let _ = write!(len, "{value}");
-        self.0 += varint_len(len.0 as u64) + len.0;
-    }
-}
-
-/// Counts the bytes of a value's compact JSON without storing them.
-struct JsonLen(usize);
-
-impl std::fmt::Write for JsonLen {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0 += s.len();
-        Ok(())
+    fn put_json(&mut self, json: &JsonData) {
+        self.0 += varint_len(json.text().len() as u64) + json.text().len();
     }
 }
 
@@ -237,6 +236,8 @@ fn encode(e: &Event, out: &mut impl Sink) {
 /// The unread rest of the input.
 struct Reader<'a> {
     rest: &'a [u8],
+    /// What `rest` is part of, when it can be shared.
+    owner: Option<&'a Bytes>,
 }
 
 impl<'a> Reader<'a> {
@@ -284,6 +285,15 @@ impl<'a> Reader<'a> {
         // A length that does not fit in memory cannot fit in the input either.
         let len = usize::try_from(len).map_err(|_| EnvelopeError::Truncated { field })?;
         self.take(len, field)
+    }
+
+    /// Bytes of the input as [`Bytes`], shared with the owner when there is one.
+    fn shared_bytes(&mut self, field: &'static str) -> Result<Bytes, EnvelopeError> {
+        let bytes = self.bytes(field)?;
+        Ok(match self.owner {
+            Some(owner) => owner.slice_ref(bytes),
+            None => Bytes::copy_from_slice(bytes),
+        })
     }
 
     fn string(&mut self, field: &'static str) -> Result<String, EnvelopeError> {
@@ -379,13 +389,13 @@ fn decode(r: &mut Reader<'_>) -> Result<Event, EnvelopeError> {
     let data = match r.u8("data")? {
         data_tag::NONE => Data::None,
         data_tag::JSON => {
-            let bytes = r.bytes("data")?;
+            let text = r.shared_bytes("data")?;
             Data::Json(
-                serde_json::from_slice(bytes)
+                JsonData::from_text(text)
                     .map_err(|e| malformed("data", format!("invalid JSON: {e}")))?,
             )
         }
-        data_tag::BINARY => Data::Binary(bytes::Bytes::copy_from_slice(r.bytes("data")?)),
+        data_tag::BINARY => Data::Binary(r.shared_bytes("data")?),
         data_tag::TEXT => Data::Text(r.string("data")?),
         tag => return Err(malformed("data", format!("unknown data kind tag {tag}"))),
     };
@@ -485,7 +495,14 @@ mod tests {
             let mut out = Vec::new();
             put_varint(&mut out, v);
             assert_eq!(out.len(), varint_len(v), "{v}");
-            assert_eq!(Reader { rest: &out }.varint("x"), Ok(v));
+            assert_eq!(
+                Reader {
+                    rest: &out,
+                    owner: None
+                }
+                .varint("x"),
+                Ok(v)
+            );
         }
     }
 
@@ -497,12 +514,20 @@ mod tests {
             &[0xff; 11],
         ] {
             assert!(matches!(
-                Reader { rest: bad }.varint("x"),
+                Reader {
+                    rest: bad,
+                    owner: None
+                }
+                .varint("x"),
                 Err(EnvelopeError::MalformedBinary { .. })
             ));
         }
         assert_eq!(
-            Reader { rest: &[0x80] }.varint("x"),
+            Reader {
+                rest: &[0x80],
+                owner: None
+            }
+            .varint("x"),
             Err(EnvelopeError::Truncated { field: "x" })
         );
     }

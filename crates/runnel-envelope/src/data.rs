@@ -1,6 +1,11 @@
 //! The event payload and the content-type rules that decide how it travels.
 
+use std::fmt;
+use std::sync::OnceLock;
+
 use bytes::Bytes;
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
 
 use crate::EnvelopeError;
 
@@ -8,7 +13,7 @@ use crate::EnvelopeError;
 ///
 /// Which variant an event holds decides how the JSON format carries it: [`Data::Json`] and
 /// [`Data::Text`] go in the `data` member (a JSON value, or a JSON string), [`Data::Binary`]
-/// in `data_base64`. `Data::Json(Value::Null)` is an explicit `null` payload, distinct from
+/// in `data_base64`. JSON `null` data is an explicit `null` payload, distinct from
 /// [`Data::None`], which has no `data` member at all.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Data {
@@ -17,7 +22,7 @@ pub enum Data {
     None,
     /// A JSON value; `datacontenttype` is absent (implying `application/json`) or a JSON
     /// media type (`*/json` or `*/*+json`).
-    Json(serde_json::Value),
+    Json(JsonData),
     /// Opaque bytes, in the format `datacontenttype` names if present.
     Binary(Bytes),
     /// Text in a non-JSON media type such as `text/plain` or `application/xml`;
@@ -31,10 +36,18 @@ impl Data {
         matches!(self, Self::None)
     }
 
-    /// The JSON value, if this is JSON data.
-    pub fn as_json(&self) -> Option<&serde_json::Value> {
+    /// The JSON value, if this is JSON data (parsed on first use).
+    pub fn as_json(&self) -> Option<&Value> {
         match self {
-            Self::Json(v) => Some(v),
+            Self::Json(json) => Some(json.value()),
+            _ => None,
+        }
+    }
+
+    /// The JSON data with its text, if this is JSON data.
+    pub fn as_json_data(&self) -> Option<&JsonData> {
+        match self {
+            Self::Json(json) => Some(json),
             _ => None,
         }
     }
@@ -53,6 +66,144 @@ impl Data {
             Self::Text(t) => Some(t),
             _ => None,
         }
+    }
+}
+
+/// JSON data, kept as its text and parsed into a [`Value`] only when somebody looks inside.
+///
+/// Most events cross Runnel without anyone reading their data: from a request body into the
+/// log, from the log out to a handler or over HTTP. Keeping the text spares a parse and a
+/// serialization on each of those hops; [`JsonData::value`] parses once, on demand.
+///
+/// The text is always valid JSON that a [`Value`] can hold (the same checks as parsing one,
+/// numbers out of `f64` range included), so [`JsonData::value`] cannot fail. Two `JsonData`
+/// are equal when their values are, whatever their whitespace or member order.
+#[derive(Clone)]
+pub struct JsonData {
+    text: Bytes,
+    value: OnceLock<Value>,
+}
+
+impl JsonData {
+    /// JSON data from a value, written compactly.
+    pub fn from_value(value: Value) -> Self {
+        let text = Bytes::from(value.to_string());
+        Self {
+            text,
+            value: OnceLock::from(value),
+        }
+    }
+
+    /// JSON data from its text, which must be one valid JSON value (whitespace around it is
+    /// allowed and kept). Takes `text` without copying.
+    pub fn from_text(text: Bytes) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice::<Checked>(&text)?;
+        Ok(Self {
+            text,
+            value: OnceLock::new(),
+        })
+    }
+
+    /// The JSON text.
+    pub fn text(&self) -> &[u8] {
+        &self.text
+    }
+
+    /// The JSON text, shared without copying.
+    pub fn text_bytes(&self) -> &Bytes {
+        &self.text
+    }
+
+    /// The parsed value.
+    pub fn value(&self) -> &Value {
+        // The text was checked by the same parser when this was made, so this cannot fail.
+        self.value
+            .get_or_init(|| serde_json::from_slice(&self.text).unwrap_or(Value::Null))
+    }
+
+    /// The parsed value, owned.
+    pub fn into_value(self) -> Value {
+        match self.value.into_inner() {
+            Some(value) => value,
+            None => serde_json::from_slice(&self.text).unwrap_or(Value::Null),
+        }
+    }
+}
+
+impl From<Value> for JsonData {
+    fn from(value: Value) -> Self {
+        Self::from_value(value)
+    }
+}
+
+impl PartialEq for JsonData {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text || self.value() == other.value()
+    }
+}
+
+impl Eq for JsonData {}
+
+impl fmt::Debug for JsonData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("JsonData")
+            .field(&String::from_utf8_lossy(&self.text))
+            .finish()
+    }
+}
+
+/// Accepts exactly what parsing into a [`Value`] accepts, and keeps nothing.
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(CheckedVisitor)
+    }
+}
+
+struct CheckedVisitor;
+
+impl<'de> Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_key::<Checked>()?.is_some() {
+            map.next_value::<Checked>()?;
+        }
+        Ok(Checked)
     }
 }
 
@@ -125,6 +276,56 @@ mod tests {
     use super::*;
 
     #[test]
+    fn json_text_is_accepted_exactly_when_a_value_would_be() {
+        for text in [
+            "{}",
+            " [1, 2.5, -3, true, null, \"\\u00e9\"] ",
+            "{\"a\":{\"b\":[{}]}}",
+            "1.7976931348623157e308",
+            "\"x\"",
+        ] {
+            let data = JsonData::from_text(Bytes::from(text)).expect(text);
+            let parsed: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(data.value(), &parsed, "{text}");
+        }
+        for text in [
+            "",
+            "{",
+            "[1,]",
+            "{\"a\" 1}",
+            "1e400",
+            "-1e400",
+            "nul",
+            "{} {}",
+            "\"\\x\"",
+            "[1] x",
+        ] {
+            assert!(serde_json::from_str::<Value>(text).is_err(), "{text}");
+            assert!(JsonData::from_text(Bytes::from(text)).is_err(), "{text}");
+        }
+        assert!(JsonData::from_text(Bytes::from_static(b"\"\xff\"")).is_err());
+        let deep = "[".repeat(200) + &"]".repeat(200);
+        assert!(JsonData::from_text(Bytes::from(deep)).is_err());
+    }
+
+    #[test]
+    fn json_data_equal_by_value_whatever_the_text() {
+        let spaced =
+            JsonData::from_text(Bytes::from_static(b"{ \"b\": 1, \"a\": [true] }")).unwrap();
+        let compact = JsonData::from(serde_json::json!({"a": [true], "b": 1}));
+        assert_eq!(spaced, compact);
+        assert_eq!(compact.text(), br#"{"a":[true],"b":1}"#);
+        assert_ne!(
+            spaced,
+            JsonData::from(serde_json::json!({"a": [false], "b": 1}))
+        );
+        assert_eq!(
+            spaced.into_value(),
+            serde_json::json!({"a": [true], "b": 1})
+        );
+    }
+
+    #[test]
     fn json_media_types_are_recognised() {
         for ct in [
             "application/json",
@@ -162,7 +363,7 @@ mod tests {
 
     #[test]
     fn data_kind_must_agree_with_the_content_type() {
-        let json = Data::Json(serde_json::json!({"a": 1}));
+        let json = Data::Json(serde_json::json!({"a": 1}).into());
         let text = Data::Text("<a/>".into());
         assert!(validate_data(&json, None).is_ok());
         assert!(validate_data(&json, Some("application/json")).is_ok());

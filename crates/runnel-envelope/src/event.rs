@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::data::{is_json_content_type, validate_content_type, validate_data};
 use crate::extension::validate_extension_name;
 use crate::{
-    Data, EnvelopeError, EventId, EventType, ExtensionValue, SchemaVersion, Source, TraceParent,
+    Data, EnvelopeError, EventId, EventType, ExtensionValue, JsonData, SchemaVersion, Source,
+    TraceParent,
 };
 
 /// The only CloudEvents version this crate reads and writes.
@@ -324,7 +325,19 @@ impl EventBuilder {
 
     /// Sets JSON data. Sets `datacontenttype` to `application/json` unless it already names
     /// a JSON media type (such as `application/vnd.acme+json`).
-    pub fn data_json(mut self, value: serde_json::Value) -> Self {
+    pub fn data_json(self, value: serde_json::Value) -> Self {
+        self.json(value.into())
+    }
+
+    /// Sets JSON data from its text, which must be one valid JSON value (checked here, kept
+    /// as it is). `datacontenttype` as with [`EventBuilder::data_json`].
+    pub fn data_json_text(self, text: impl Into<Bytes>) -> Result<Self, EnvelopeError> {
+        let json = JsonData::from_text(text.into())
+            .map_err(|e| EnvelopeError::invalid("data", format!("not valid JSON: {e}")))?;
+        Ok(self.json(json))
+    }
+
+    fn json(mut self, json: JsonData) -> Self {
         if !self
             .event
             .data_content_type
@@ -333,7 +346,7 @@ impl EventBuilder {
         {
             self.event.data_content_type = Some("application/json".to_owned());
         }
-        self.event.data = Data::Json(value);
+        self.event.data = Data::Json(json);
         self
     }
 

@@ -4,16 +4,19 @@
 use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::data::is_json_content_type;
 use crate::event::SPEC_VERSION;
 use crate::extension::validate_extension_name;
 use crate::{
-    Data, EnvelopeError, Event, EventId, EventType, ExtensionValue, Limits, SchemaVersion, Source,
-    TraceParent,
+    Data, EnvelopeError, Event, EventId, EventType, ExtensionValue, JsonData, Limits,
+    SchemaVersion, Source, TraceParent,
 };
 
 /// Standard base64 (RFC 4648 §4). Written with padding; read with or without it.
@@ -62,7 +65,7 @@ impl Event {
         }
         match &self.data {
             Data::None => {}
-            Data::Json(value) => put("data", value.clone()),
+            Data::Json(json) => put("data", json.value().clone()),
             Data::Text(text) => put("data", text.as_str().into()),
             Data::Binary(bytes) => put("data_base64", BASE64.encode(bytes).into()),
         }
@@ -85,7 +88,7 @@ impl Event {
     /// Reads one event in the CloudEvents JSON format and checks its size against `limits`
     /// (on its binary encoding, see [`Event::check_size`]).
     pub fn from_json_with_limits(input: &[u8], limits: &Limits) -> Result<Event, EnvelopeError> {
-        let event = Self::from_json_value(parse(input)?)?;
+        let event = parse::<Item>(input)?.into_event()?;
         event.check_size(limits)?;
         Ok(event)
     }
@@ -101,6 +104,15 @@ impl Event {
                 found: kind(&value),
             });
         };
+        let data = map.remove("data").map(DataMember::Value);
+        Self::from_members(map, data)
+    }
+
+    /// An event from its attributes and its `data` member, kept apart.
+    fn from_members(
+        mut map: Map<String, Value>,
+        data: Option<DataMember>,
+    ) -> Result<Event, EnvelopeError> {
         match take(&mut map, "specversion") {
             None => {
                 return Err(EnvelopeError::MissingAttribute {
@@ -152,7 +164,7 @@ impl Event {
             Some(other) => return Err(wrong_type("schemaversion", "an integer", &other)),
         };
         let partition_key = optional_string(&mut map, "partitionkey")?;
-        let data = read_data(&mut map, data_content_type.as_deref())?;
+        let data = read_data(&mut map, data, data_content_type.as_deref())?;
         let mut extensions = std::collections::BTreeMap::new();
         for (name, value) in map {
             validate_extension_name(&name)?;
@@ -196,19 +208,15 @@ impl Event {
         input: &[u8],
         limits: &Limits,
     ) -> Result<Vec<Event>, EnvelopeError> {
-        let items = match parse(input)? {
-            Value::Array(items) => items,
-            other => {
-                return Err(EnvelopeError::NotAnArray {
-                    found: kind(&other),
-                });
-            }
+        let items = match parse::<Batch>(input)? {
+            Batch::Items(items) => items,
+            Batch::Other(found) => return Err(EnvelopeError::NotAnArray { found }),
         };
         items
             .into_iter()
             .enumerate()
             .map(|(index, item)| {
-                Self::from_json_value(item)
+                item.into_event()
                     .and_then(|event| event.check_size(limits).map(|()| event))
                     .map_err(|source| EnvelopeError::InBatch {
                         index,
@@ -250,7 +258,7 @@ fn parse_time(s: &str) -> Result<DateTime<Utc>, EnvelopeError> {
         })
 }
 
-fn parse(input: &[u8]) -> Result<Value, EnvelopeError> {
+fn parse<T: serde::de::DeserializeOwned>(input: &[u8]) -> Result<T, EnvelopeError> {
     serde_json::from_slice(input).map_err(|e| EnvelopeError::MalformedJson {
         reason: e.to_string(),
     })
@@ -283,12 +291,18 @@ fn optional_string(
     }
 }
 
+/// The `data` member as read: a value, or (from [`Event::from_json`]) its text.
+enum DataMember {
+    Value(Value),
+    Text(Box<RawValue>),
+}
+
 fn read_data(
     map: &mut Map<String, Value>,
+    data: Option<DataMember>,
     content_type: Option<&str>,
 ) -> Result<Data, EnvelopeError> {
     // `data: null` is an explicit null payload; `data_base64: null` is absent.
-    let data = map.remove("data");
     let base64 = take(map, "data_base64");
     match (data, base64) {
         (Some(_), Some(_)) => Err(EnvelopeError::DataConflict),
@@ -300,7 +314,19 @@ fn read_data(
                 EnvelopeError::invalid("data_base64", format!("expected standard base64: {e}"))
             }),
         (None, Some(other)) => Err(wrong_type("data_base64", "a base64 string", &other)),
-        (Some(value), None) => match content_type {
+        (Some(DataMember::Text(text)), None) => match content_type {
+            Some(ct) if !is_json_content_type(ct) => read_data(
+                map,
+                Some(DataMember::Value(parse(text.get().as_bytes())?)),
+                content_type,
+            ),
+            _ => JsonData::from_text(Bytes::from(String::from(Box::<str>::from(text))))
+                .map(Data::Json)
+                .map_err(|e| EnvelopeError::MalformedJson {
+                    reason: e.to_string(),
+                }),
+        },
+        (Some(DataMember::Value(value)), None) => match content_type {
             Some(ct) if !is_json_content_type(ct) => match value {
                 Value::String(text) => Ok(Data::Text(text)),
                 other => Err(wrong_type(
@@ -309,7 +335,7 @@ fn read_data(
                     &other,
                 )),
             },
-            _ => Ok(Data::Json(value)),
+            _ => Ok(Data::Json(value.into())),
         },
     }
 }
@@ -351,6 +377,146 @@ fn wrong_type(attribute: &str, expected: &'static str, found: &Value) -> Envelop
         attribute: attribute.to_owned(),
         expected,
         found: kind(found),
+    }
+}
+
+/// One event of the JSON format as read: its attributes as JSON values and its `data` as
+/// text, so no tree is built for data nobody looks into; or what was found instead of an
+/// object.
+enum Item {
+    Object {
+        members: Map<String, Value>,
+        data: Option<Box<RawValue>>,
+    },
+    Other(&'static str),
+}
+
+impl Item {
+    fn into_event(self) -> Result<Event, EnvelopeError> {
+        match self {
+            Item::Object { members, data } => {
+                Event::from_members(members, data.map(DataMember::Text))
+            }
+            Item::Other(found) => Err(EnvelopeError::NotAnObject { found }),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Item {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ItemVisitor)
+    }
+}
+
+struct ItemVisitor;
+
+impl<'de> Visitor<'de> for ItemVisitor {
+    type Value = Item;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a CloudEvents JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Item, A::Error> {
+        let mut members = Map::new();
+        let mut data = None;
+        while let Some(name) = access.next_key::<String>()? {
+            if name == "data" {
+                data = Some(access.next_value::<Box<RawValue>>()?);
+            } else {
+                let value = access.next_value::<Value>()?;
+                members.insert(name, value);
+            }
+        }
+        Ok(Item::Object { members, data })
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Item, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Item::Other("an array"))
+    }
+
+    fn visit_unit<E>(self) -> Result<Item, E> {
+        Ok(Item::Other("null"))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Item, E> {
+        Ok(Item::Other("a boolean"))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Item, E> {
+        Ok(Item::Other("a number"))
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Item, E> {
+        Ok(Item::Other("a number"))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Item, E> {
+        Ok(Item::Other("a number"))
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Item, E> {
+        Ok(Item::Other("a string"))
+    }
+}
+
+/// A JSON batch as read: its items, or what was found instead of an array.
+enum Batch {
+    Items(Vec<Item>),
+    Other(&'static str),
+}
+
+impl<'de> Deserialize<'de> for Batch {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(BatchVisitor)
+    }
+}
+
+struct BatchVisitor;
+
+impl<'de> Visitor<'de> for BatchVisitor {
+    type Value = Batch;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON array of CloudEvents")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Batch, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+        while let Some(item) = seq.next_element::<Item>()? {
+            items.push(item);
+        }
+        Ok(Batch::Items(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Batch, A::Error> {
+        while access.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Batch::Other("an object"))
+    }
+
+    fn visit_unit<E>(self) -> Result<Batch, E> {
+        Ok(Batch::Other("null"))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Batch, E> {
+        Ok(Batch::Other("a boolean"))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Batch, E> {
+        Ok(Batch::Other("a number"))
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Batch, E> {
+        Ok(Batch::Other("a number"))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Batch, E> {
+        Ok(Batch::Other("a number"))
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Batch, E> {
+        Ok(Batch::Other("a string"))
     }
 }
 

@@ -39,7 +39,7 @@ mod json;
 mod traceparent;
 
 pub use binary::FORMAT_VERSION;
-pub use data::{Data, is_json_content_type};
+pub use data::{Data, JsonData, is_json_content_type};
 pub use error::EnvelopeError;
 pub use event::{Event, EventBuilder, Limits, SPEC_VERSION};
 pub use event_type::{EventType, EventTypeLint, lint_event_type};

@@ -124,7 +124,7 @@ fn spec_example_with_a_json_string_and_no_content_type_stays_json() {
         "data" : "I'm just a string"
     });
     let event = assert_round_trips(&example);
-    assert_eq!(event.data(), &Data::Json(json!("I'm just a string")));
+    assert_eq!(event.data(), &Data::Json(json!("I'm just a string").into()));
     assert_eq!(event.data_content_type(), None);
 }
 
@@ -193,7 +193,7 @@ fn runnel_extensions_and_unknown_extensions_round_trip() {
     assert_eq!(event.partition_key(), Some("customer-9"));
     assert_eq!(event.schema_version().map(|v| v.get()), Some(3));
     assert!(event.traceparent().is_some_and(|tp| tp.sampled()));
-    assert_eq!(event.data(), &Data::Json(Value::Null));
+    assert_eq!(event.data(), &Data::Json(Value::Null.into()));
     assert_eq!(event.extensions().len(), 4);
     assert_eq!(event.extension("vip"), Some(&ExtensionValue::Boolean(true)));
 }
@@ -413,6 +413,71 @@ fn input_that_is_not_an_event_object_is_rejected() {
     assert_eq!(
         Event::from_json_batch(b"{}"),
         Err(EnvelopeError::NotAnArray { found: "an object" })
+    );
+}
+
+#[test]
+fn json_data_is_kept_as_sent_and_checked_like_a_value() {
+    let input = br#"{"specversion":"1.0","id":"1","source":"/s","type":"order.placed",
+        "data": { "b" : 1, "a" : [1.5, "\u00e9"] }}"#;
+    let event = Event::from_json(input).unwrap();
+    let json = event.data().as_json_data().unwrap();
+    assert_eq!(json.text(), br#"{ "b" : 1, "a" : [1.5, "\u00e9"] }"#);
+    assert_eq!(json.value(), &json!({"a": [1.5, "é"], "b": 1}));
+    // The binary form keeps the text; the event reads back equal.
+    let decoded = Event::decode_binary(&event.encode_binary()).unwrap();
+    assert_eq!(decoded, event);
+    assert_eq!(decoded.data().as_json_data().unwrap().text(), json.text());
+    // What a JSON value cannot hold is refused, as before.
+    for data in ["1e400", "[1e400]"] {
+        let input = format!(
+            r#"{{"specversion":"1.0","id":"1","source":"/s","type":"order.placed","data":{data}}}"#
+        );
+        assert!(
+            matches!(
+                Event::from_json(input.as_bytes()),
+                Err(EnvelopeError::MalformedJson { .. })
+            ),
+            "{data}"
+        );
+    }
+    // Text data (a non-JSON media type) must still be a JSON string.
+    let input = br#"{"specversion":"1.0","id":"1","source":"/s","type":"order.placed",
+        "datacontenttype":"text/plain","data":"hello"}"#;
+    assert_eq!(
+        Event::from_json(input).unwrap().data(),
+        &Data::Text("hello".into())
+    );
+    let input = br#"{"specversion":"1.0","id":"1","source":"/s","type":"order.placed",
+        "datacontenttype":"text/plain","data":{"a":1}}"#;
+    assert!(matches!(
+        Event::from_json(input),
+        Err(EnvelopeError::WrongType { .. })
+    ));
+}
+
+#[test]
+fn batch_items_that_are_not_objects_are_named_by_position() {
+    for (item, found) in [
+        ("[]", "an array"),
+        ("1", "a number"),
+        ("\"x\"", "a string"),
+        ("null", "null"),
+        ("true", "a boolean"),
+    ] {
+        let input = format!("[{}, {item}]", minimal());
+        assert_eq!(
+            Event::from_json_batch(input.as_bytes()),
+            Err(EnvelopeError::InBatch {
+                index: 1,
+                source: Box::new(EnvelopeError::NotAnObject { found })
+            }),
+            "{item}"
+        );
+    }
+    assert_eq!(
+        Event::from_json_batch(b"\"x\""),
+        Err(EnvelopeError::NotAnArray { found: "a string" })
     );
 }
 

@@ -65,7 +65,7 @@ fn data() -> impl Strategy<Value = (Data, Option<String>)> {
     ];
     prop_oneof![
         option::of(any_content_type()).prop_map(|ct| (Data::None, ct)),
-        (json_value(), option::of(json_ct)).prop_map(|(v, ct)| (Data::Json(v), ct)),
+        (json_value(), option::of(json_ct)).prop_map(|(v, ct)| (Data::Json(v.into()), ct)),
         (vec(any::<u8>(), 0..64), option::of(any_content_type()))
             .prop_map(|(b, ct)| (Data::Binary(b.into()), ct)),
         (".{0,32}", text_ct).prop_map(|(t, ct)| (Data::Text(t), Some(ct))),

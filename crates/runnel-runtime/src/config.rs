@@ -18,7 +18,7 @@ pub struct RuntimeConfig {
     /// A publish repeating an event id seen within this window is answered with the first
     /// publish's position and appends nothing. Default 2 minutes.
     pub dedup_window: Duration,
-    /// At most this many ids are remembered per stream for deduplication (≈ 56 bytes each);
+    /// At most this many ids are remembered per stream for deduplication (60–100 bytes each);
     /// beyond it the oldest are forgotten early. Default 1,000,000.
     pub dedup_capacity: usize,
     /// Reject publishing an event type that has no registered schema. Default false.

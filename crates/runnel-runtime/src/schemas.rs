@@ -149,7 +149,7 @@ impl Schemas {
 fn json_data(event: &Event) -> Option<&Value> {
     static NULL: Value = Value::Null;
     match event.data() {
-        Data::Json(value) => Some(value),
+        Data::Json(json) => Some(json.value()),
         Data::None => Some(&NULL),
         _ => None,
     }

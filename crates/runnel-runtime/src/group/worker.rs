@@ -18,6 +18,7 @@
 //!   only those are checked against the processed ids when the partition changes hands (after
 //!   a clean stop too, but then nobody is blamed for a crash).
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,7 +51,7 @@ const TIMER_EVERY: Duration = Duration::from_millis(20);
 /// First deliveries are declared in flight this far ahead, renewed in the background when half
 /// is used, so deliveries rarely wait for a write; after a crash at most about this many
 /// innocent events are delivered one at a time.
-const DECLARE_AHEAD: u64 = 128;
+const DECLARE_AHEAD: u64 = 256;
 
 /// The durable failure history of one event.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -162,11 +163,22 @@ enum State {
     Recording,
 }
 
+/// The pending events of one partition key: the one in front is the only one that may be
+/// delivered.
+struct KeyLine {
+    head: u64,
+    tail: u64,
+}
+
 struct PendingEvent {
     event: Arc<Event>,
     /// The record value exactly as stored, for the dead-letter queue.
     raw: Bytes,
-    key: Option<Bytes>,
+    /// The partition key's hash under `ordering = key`: events with equal hashes are kept in
+    /// one line (a collision of two keys only orders them together).
+    key: Option<u64>,
+    /// The next pending event of the same key, in offset order.
+    next_of_key: Option<u64>,
     attempt: u32,
     history: RetryRecord,
     /// A retry record exists in the store and must be removed when the event is done.
@@ -198,8 +210,11 @@ struct Worker {
     /// Failure histories loaded at start, taken as their events are read again.
     histories: HashMap<u64, RetryRecord>,
     pending: BTreeMap<u64, PendingEvent>,
-    /// Per partition key, the offsets in line, the one in front first (ordering = key).
-    key_queues: HashMap<Bytes, VecDeque<u64>>,
+    /// Per partition key hash, the line of its pending events (ordering = key); the line is
+    /// linked through `PendingEvent::next_of_key`.
+    key_lines: HashMap<u64, KeyLine>,
+    /// Seeds the key hash, so that keys cannot be chosen to collide.
+    key_seed: u64,
     ready: VecDeque<u64>,
     /// Events waiting for a retry, by due time.
     waiting: std::collections::BTreeSet<(Micros, u64)>,
@@ -245,7 +260,8 @@ pub(crate) async fn run(ctx: WorkerCtx) -> Result<WorkerExit> {
         recheck_below: 0,
         histories: HashMap::new(),
         pending: BTreeMap::new(),
-        key_queues: HashMap::new(),
+        key_lines: HashMap::new(),
+        key_seed: rand::random(),
         ready: VecDeque::new(),
         waiting: std::collections::BTreeSet::new(),
         in_flight: BTreeMap::new(),
@@ -521,7 +537,7 @@ impl Worker {
             return Ok(());
         }
         let history = self.histories.remove(&record.offset);
-        let event = match Event::decode_binary(&record.value) {
+        let event = match Event::decode_binary_shared(&record.value) {
             Ok(event) => event,
             Err(error) => {
                 self.ctx.stats.record_undecodable();
@@ -576,7 +592,10 @@ impl Worker {
             }
         };
         let key = match self.ctx.group.ordering {
-            Ordering::Key if !record.key.is_empty() => Some(record.key.clone()),
+            Ordering::Key if !record.key.is_empty() => Some(xxhash_rust::xxh3::xxh3_64_with_seed(
+                &record.key,
+                self.key_seed,
+            )),
             _ => None,
         };
         let mut stored_history = history.is_some();
@@ -604,7 +623,8 @@ impl Worker {
             PendingEvent {
                 event: Arc::new(event),
                 raw: record.value,
-                key: key.clone(),
+                key,
+                next_of_key: None,
                 attempt: history.attempts,
                 history,
                 stored_history,
@@ -625,11 +645,22 @@ impl Worker {
             return Ok(());
         }
         let eligible = match key {
-            Some(key) => {
-                let queue = self.key_queues.entry(key).or_default();
-                queue.push_back(offset);
-                queue.len() == 1
-            }
+            Some(key) => match self.key_lines.entry(key) {
+                Entry::Occupied(mut line) => {
+                    let tail = std::mem::replace(&mut line.get_mut().tail, offset);
+                    if let Some(previous) = self.pending.get_mut(&tail) {
+                        previous.next_of_key = Some(offset);
+                    }
+                    false
+                }
+                Entry::Vacant(line) => {
+                    line.insert(KeyLine {
+                        head: offset,
+                        tail: offset,
+                    });
+                    true
+                }
+            },
             None => true,
         };
         if eligible {
@@ -1103,16 +1134,37 @@ impl Worker {
         let Some(pending) = self.pending.remove(&offset) else {
             return;
         };
-        if let Some(key) = pending.key
-            && let Some(queue) = self.key_queues.get_mut(&key)
-        {
-            queue.retain(|o| *o != offset);
-            match queue.front().copied() {
-                Some(next) => self.make_ready(next),
+        let Some(key) = pending.key else {
+            return;
+        };
+        let Entry::Occupied(mut line) = self.key_lines.entry(key) else {
+            return;
+        };
+        if line.get().head == offset {
+            match pending.next_of_key {
+                Some(next) => {
+                    line.get_mut().head = next;
+                    self.make_ready(next);
+                }
                 None => {
-                    self.key_queues.remove(&key);
+                    line.remove();
                 }
             }
+            return;
+        }
+        // Not at the front (dead-lettered as it was admitted): unlink it where it is.
+        let mut previous = line.get().head;
+        while let Some(next) = self.pending.get(&previous).and_then(|p| p.next_of_key) {
+            if next == offset {
+                if let Some(before) = self.pending.get_mut(&previous) {
+                    before.next_of_key = pending.next_of_key;
+                }
+                if line.get().tail == offset {
+                    line.get_mut().tail = previous;
+                }
+                return;
+            }
+            previous = next;
         }
     }
 

@@ -33,6 +33,18 @@ pub struct RuntimeBenchArgs {
     /// Only these workloads (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub only: Vec<Workload>,
+    /// Events per consume run (default 500,000; 20,000 with `--quick`).
+    #[arg(long)]
+    pub events: Option<u64>,
+    /// Only consume runs with these numbers of groups (1, 4).
+    #[arg(long, value_delimiter = ',')]
+    pub groups: Vec<usize>,
+    /// Only consume runs with processed ids on (`true`) or off (`false`).
+    #[arg(long)]
+    pub processed_ids: Option<bool>,
+    /// Only these fsync policies for the embedded backend (default: os and group).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub fsync: Vec<FsyncArg>,
     /// The backend under the runtime.
     #[arg(long, value_enum, default_value = "embedded")]
     pub backend: BackendArg,
@@ -152,11 +164,22 @@ pub fn run(args: RuntimeBenchArgs) -> anyhow::Result<()> {
         announce(&r, args.json);
         results.push(r);
     };
-    let consume_events = if args.quick { 20_000 } else { 500_000 };
+    let consume_events = args
+        .events
+        .unwrap_or(if args.quick { 20_000 } else { 500_000 });
+    let policies: Vec<FsyncArg> = [FsyncArg::Os, FsyncArg::Group]
+        .into_iter()
+        .filter(|p| args.fsync.is_empty() || args.fsync.contains(p))
+        .collect();
     let latency_seconds = if args.quick { 1.0 } else { 5.0 };
     if wants(Workload::Consume) {
-        for fsync in [FsyncArg::Os, FsyncArg::Group] {
+        for &fsync in &policies {
             for (groups, processed_ids) in [(1, false), (4, false), (1, true)] {
+                if !(args.groups.is_empty() || args.groups.contains(&groups))
+                    || args.processed_ids.is_some_and(|p| p != processed_ids)
+                {
+                    continue;
+                }
                 emit(runtime.block_on(consume_run(
                     &Target::Embedded(fsync),
                     groups,
@@ -167,7 +190,7 @@ pub fn run(args: RuntimeBenchArgs) -> anyhow::Result<()> {
         }
     }
     if wants(Workload::Latency) {
-        for fsync in [FsyncArg::Os, FsyncArg::Group] {
+        for &fsync in &policies {
             for rate in [10_000, 50_000] {
                 emit(runtime.block_on(latency_run(
                     &Target::Embedded(fsync),
