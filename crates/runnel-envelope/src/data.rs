@@ -152,6 +152,37 @@ impl fmt::Debug for JsonData {
     }
 }
 
+/// The `Visitor` methods for every JSON value that is neither an object nor an array: each
+/// answers `$make(kind)`, `kind` naming what was found ("a string", "null", …).
+macro_rules! visit_scalars {
+    ($make:expr) => {
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(($make)("null"))
+        }
+
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(($make)("a boolean"))
+        }
+
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(($make)("a number"))
+        }
+
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(($make)("a number"))
+        }
+
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(($make)("a number"))
+        }
+
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(($make)("a string"))
+        }
+    };
+}
+pub(crate) use visit_scalars;
+
 /// Accepts exactly what parsing into a [`Value`] accepts, and keeps nothing.
 struct Checked;
 
@@ -170,29 +201,7 @@ impl<'de> Visitor<'de> for CheckedVisitor {
         f.write_str("any JSON value")
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-
-    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-
-    fn visit_unit<E>(self) -> Result<Checked, E> {
-        Ok(Checked)
-    }
+    visit_scalars!(|_| Checked);
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
         while seq.next_element::<Checked>()?.is_some() {}

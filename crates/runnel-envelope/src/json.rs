@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::data::is_json_content_type;
+use crate::data::{is_json_content_type, visit_scalars};
 use crate::event::SPEC_VERSION;
 use crate::extension::validate_extension_name;
 use crate::{
@@ -436,29 +436,7 @@ impl<'de> Visitor<'de> for ItemVisitor {
         Ok(Item::Other("an array"))
     }
 
-    fn visit_unit<E>(self) -> Result<Item, E> {
-        Ok(Item::Other("null"))
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Item, E> {
-        Ok(Item::Other("a boolean"))
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<Item, E> {
-        Ok(Item::Other("a number"))
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<Item, E> {
-        Ok(Item::Other("a number"))
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<Item, E> {
-        Ok(Item::Other("a number"))
-    }
-
-    fn visit_str<E>(self, _: &str) -> Result<Item, E> {
-        Ok(Item::Other("a string"))
-    }
+    visit_scalars!(Item::Other);
 }
 
 /// A JSON batch as read: its items, or what was found instead of an array.
@@ -495,29 +473,7 @@ impl<'de> Visitor<'de> for BatchVisitor {
         Ok(Batch::Other("an object"))
     }
 
-    fn visit_unit<E>(self) -> Result<Batch, E> {
-        Ok(Batch::Other("null"))
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Batch, E> {
-        Ok(Batch::Other("a boolean"))
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<Batch, E> {
-        Ok(Batch::Other("a number"))
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<Batch, E> {
-        Ok(Batch::Other("a number"))
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<Batch, E> {
-        Ok(Batch::Other("a number"))
-    }
-
-    fn visit_str<E>(self, _: &str) -> Result<Batch, E> {
-        Ok(Batch::Other("a string"))
-    }
+    visit_scalars!(Batch::Other);
 }
 
 fn kind(value: &Value) -> &'static str {
