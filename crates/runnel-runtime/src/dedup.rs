@@ -90,10 +90,12 @@ impl DedupWindow {
     /// Records that `id` was appended at a position at time `at`.
     pub fn complete(&mut self, id: u128, partition: Partition, offset: u64, at: Micros) {
         let id = key(id);
-        if let Some(Entry::Done { .. }) = self.ids.insert(id, Entry::Done { partition, offset }) {
-            // Completed twice (never by the producer): keep one place in the expiry queue.
-            self.order.retain(|(queued, _)| *queued != id);
+        if let Some(Entry::Done { .. }) = self.ids.get(&id) {
+            // Already appended (a rebuild from a log that holds the id twice): the first
+            // position stands, with its one place in the expiry queue.
+            return;
         }
+        self.ids.insert(id, Entry::Done { partition, offset });
         self.order.push_back((id, at));
         while self.order.len() > self.capacity {
             self.evict_oldest();
@@ -160,6 +162,22 @@ mod tests {
         assert_eq!(window.len(), 3);
         assert!(window.lookup(id_hash("a"), 10).is_none());
         assert!(window.lookup(id_hash("d"), 10).is_some());
+    }
+
+    #[test]
+    fn an_id_completed_twice_keeps_its_first_position_and_one_expiry() {
+        let mut window = DedupWindow::new(1_000, 10);
+        window.complete(id_hash("a"), 1, 5, 100);
+        window.complete(id_hash("a"), 2, 9, 500);
+        assert!(matches!(
+            window.lookup(id_hash("a"), 600),
+            Some(Seen::Done {
+                partition: 1,
+                offset: 5
+            })
+        ));
+        assert_eq!(window.order.len(), 1);
+        assert!(window.lookup(id_hash("a"), 1_101).is_none());
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! which Runnel types as an integer.
 
 use axum::http::{HeaderMap, header};
-use runnel_envelope::{Data, EnvelopeError, Event, Limits, is_json_content_type};
+use runnel_envelope::{Data, EnvelopeError, Event, JsonData, Limits, is_json_content_type};
 use serde_json::{Map, Value};
 
 use crate::problem::{ApiError, pointer};
@@ -168,20 +168,22 @@ fn binary_event(
     if let Some(ct) = content_type {
         map.insert("datacontenttype".into(), Value::String(ct.to_string()));
     }
-    let binary_data = if body.is_empty() {
+    // JSON and binary bodies are set on the event as they are (JSON checked, never parsed into
+    // a tree); text goes through the attribute map, which checks it against the content type.
+    let data = if body.is_empty() {
         None
     } else {
         match content_type {
             Some(ct) if is_json_content_type(ct) => {
-                let data: Value = serde_json::from_slice(body).map_err(|e| {
-                    ApiError::bad_request(
-                        "envelope.malformed_json",
-                        format!("the body is not valid JSON, as `{ct}` says it is: {e}"),
-                    )
-                    .with_field("body", e.to_string())
-                })?;
-                map.insert("data".into(), data);
-                None
+                let json =
+                    JsonData::from_text(bytes::Bytes::copy_from_slice(body)).map_err(|e| {
+                        ApiError::bad_request(
+                            "envelope.malformed_json",
+                            format!("the body is not valid JSON, as `{ct}` says it is: {e}"),
+                        )
+                        .with_field("body", e.to_string())
+                    })?;
+                Some(Data::Json(json))
             }
             Some(ct) if is_text(ct) => {
                 let text = std::str::from_utf8(body).map_err(|e| {
@@ -194,18 +196,18 @@ fn binary_event(
                 map.insert("data".into(), Value::String(text.to_string()));
                 None
             }
-            _ => Some(bytes::Bytes::copy_from_slice(body)),
+            _ => Some(Data::Binary(bytes::Bytes::copy_from_slice(body))),
         }
     };
     let event = Event::from_json_value(Value::Object(map))
         .map_err(|e| ApiError::from_envelope(&e, &header_of))?;
-    match binary_data {
+    match data {
         None => Ok(event),
-        Some(bytes) => {
+        Some(data) => {
             let ct = event.data_content_type().map(str::to_string);
             event
                 .into_builder()
-                .data(Data::Binary(bytes), ct)
+                .data(data, ct)
                 .build()
                 .map_err(|e: EnvelopeError| ApiError::from_envelope(&e, &header_of))
         }

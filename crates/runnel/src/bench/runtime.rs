@@ -600,22 +600,18 @@ mod jetstream {
                 raw_publish_consume(&raw, "raw-jetstream", size, events).await?;
             let (id_publish, id_consume) =
                 raw_publish_consume(&raw_with_ids, "raw-jetstream+msg-id", size, events).await?;
-            ratios.push((
-                "publish (raw without Nats-Msg-Id)",
-                publish.events_per_sec / raw_publish.events_per_sec,
-            ));
-            ratios.push((
-                "publish (raw with Nats-Msg-Id, as Runnel sends)",
-                publish.events_per_sec / id_publish.events_per_sec,
-            ));
-            ratios.push((
-                "consume (raw without Nats-Msg-Id)",
-                consume.events_per_sec / raw_consume.events_per_sec,
-            ));
-            ratios.push((
-                "consume (raw with Nats-Msg-Id)",
-                consume.events_per_sec / id_consume.events_per_sec,
-            ));
+            for (what, runnel, raw) in [
+                ("publish (raw without Nats-Msg-Id)", &publish, &raw_publish),
+                (
+                    "publish (raw with Nats-Msg-Id, as Runnel sends)",
+                    &publish,
+                    &id_publish,
+                ),
+                ("consume (raw without Nats-Msg-Id)", &consume, &raw_consume),
+                ("consume (raw with Nats-Msg-Id)", &consume, &id_consume),
+            ] {
+                ratios.push((what, runnel.events_per_sec / raw.events_per_sec));
+            }
             emit(publish);
             emit(raw_publish);
             emit(id_publish);
