@@ -755,3 +755,16 @@ fn config_show_prints_the_layered_configuration_as_toml_and_json_with_secrets_re
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("nats_replicas"));
 }
+
+#[test]
+fn bench_runtime_filters_refuse_values_that_select_no_run() {
+    let home = tempfile::tempdir().unwrap();
+    for (flag, value) in [("--groups", "3"), ("--events", "0"), ("--fsync", "always")] {
+        let mut command = runnel(home.path());
+        command.args(["bench", "runtime", flag, value]);
+        let output = run_command(command, None);
+        assert_eq!(output.status.code(), Some(2), "{flag} {value}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(flag), "{flag}: {stderr}");
+    }
+}

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use hdrhistogram::Histogram;
 use runnel_backend::{Backend, StreamConfig, StreamName};
 use runnel_backend_embedded::{EmbeddedBackend, EmbeddedConfig};
@@ -34,16 +35,18 @@ pub struct RuntimeBenchArgs {
     #[arg(long, value_enum, value_delimiter = ',')]
     pub only: Vec<Workload>,
     /// Events per consume run (default 500,000; 20,000 with `--quick`).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub events: Option<u64>,
-    /// Only consume runs with these numbers of groups (1, 4).
-    #[arg(long, value_delimiter = ',')]
+    /// Only consume runs with these numbers of groups.
+    #[arg(long, value_delimiter = ',', value_parser = PossibleValuesParser::new(["1", "4"])
+        .map(|g| if g == "4" { 4usize } else { 1 }))]
     pub groups: Vec<usize>,
     /// Only consume runs with processed ids on (`true`) or off (`false`).
     #[arg(long)]
     pub processed_ids: Option<bool>,
-    /// Only these fsync policies for the embedded backend (default: os and group).
-    #[arg(long, value_enum, value_delimiter = ',')]
+    /// Only these fsync policies for the embedded backend (default: both).
+    #[arg(long, value_delimiter = ',', value_parser = PossibleValuesParser::new(["os", "group"])
+        .map(|p| if p == "os" { FsyncArg::Os } else { FsyncArg::Group }))]
     pub fsync: Vec<FsyncArg>,
     /// The backend under the runtime.
     #[arg(long, value_enum, default_value = "embedded")]
