@@ -110,7 +110,7 @@ impl Event {
 
     /// An event from its attributes and its `data` member, kept apart.
     fn from_members(
-        mut map: Map<String, Value>,
+        mut map: impl Members,
         data: Option<DataMember>,
     ) -> Result<Event, EnvelopeError> {
         match take(&mut map, "specversion") {
@@ -166,7 +166,7 @@ impl Event {
         let partition_key = optional_string(&mut map, "partitionkey")?;
         let data = read_data(&mut map, data, data_content_type.as_deref())?;
         let mut extensions = std::collections::BTreeMap::new();
-        for (name, value) in map {
+        for (name, value) in map.into_rest() {
             validate_extension_name(&name)?;
             if let Some(value) = extension_value(&name, value)? {
                 extensions.insert(name, value);
@@ -264,15 +264,110 @@ fn parse<T: serde::de::DeserializeOwned>(input: &[u8]) -> Result<T, EnvelopeErro
     })
 }
 
+/// The members of an event object other than `data`, as the reader takes them apart.
+trait Members {
+    /// Removes the member `name` (one of [`ATTRIBUTES`]).
+    fn remove(&mut self, name: &str) -> Option<Value>;
+    /// What is left: the extension attributes, each name once.
+    fn into_rest(self) -> impl Iterator<Item = (String, Value)>;
+}
+
+impl Members for Map<String, Value> {
+    fn remove(&mut self, name: &str) -> Option<Value> {
+        Map::remove(self, name)
+    }
+
+    fn into_rest(self) -> impl Iterator<Item = (String, Value)> {
+        self.into_iter()
+    }
+}
+
+/// The attributes the reader knows, besides `data`.
+const ATTRIBUTES: [&str; 14] = [
+    "specversion",
+    "id",
+    "source",
+    "type",
+    "time",
+    "subject",
+    "datacontenttype",
+    "dataschema",
+    "correlationid",
+    "causationid",
+    "traceparent",
+    "schemaversion",
+    "partitionkey",
+    "data_base64",
+];
+
+/// Members read straight from JSON text: known attributes in fixed places (no map, no key
+/// strings), extensions in order.
+#[derive(Default)]
+struct ReadMembers {
+    known: [Option<Value>; ATTRIBUTES.len()],
+    rest: Vec<(String, Value)>,
+}
+
+impl ReadMembers {
+    /// Sets a member; a repeated name keeps the last value, as a JSON object map does.
+    fn set(&mut self, name: MemberName, value: Value) {
+        match name {
+            MemberName::Known(i) => self.known[i] = Some(value),
+            MemberName::Other(name) => match self.rest.iter_mut().find(|(n, _)| *n == name) {
+                Some(member) => member.1 = value,
+                None => self.rest.push((name, value)),
+            },
+            MemberName::Data => {}
+        }
+    }
+}
+
+impl Members for ReadMembers {
+    fn remove(&mut self, name: &str) -> Option<Value> {
+        let i = ATTRIBUTES.iter().position(|a| *a == name)?;
+        self.known[i].take()
+    }
+
+    fn into_rest(self) -> impl Iterator<Item = (String, Value)> {
+        self.rest.into_iter()
+    }
+}
+
+/// A member name as read, matched without allocating for the names the reader knows.
+enum MemberName {
+    Known(usize),
+    Data,
+    Other(String),
+}
+
+impl<'de> Deserialize<'de> for MemberName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+        impl Visitor<'_> for NameVisitor {
+            type Value = MemberName;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+
+            fn visit_str<E>(self, name: &str) -> Result<MemberName, E> {
+                Ok(match ATTRIBUTES.iter().position(|a| *a == name) {
+                    Some(i) => MemberName::Known(i),
+                    None if name == "data" => MemberName::Data,
+                    None => MemberName::Other(name.to_owned()),
+                })
+            }
+        }
+        deserializer.deserialize_str(NameVisitor)
+    }
+}
+
 /// Removes a member, treating `null` as absent.
-fn take(map: &mut Map<String, Value>, name: &str) -> Option<Value> {
+fn take(map: &mut impl Members, name: &str) -> Option<Value> {
     map.remove(name).filter(|v| !v.is_null())
 }
 
-fn required_string(
-    map: &mut Map<String, Value>,
-    name: &'static str,
-) -> Result<String, EnvelopeError> {
+fn required_string(map: &mut impl Members, name: &'static str) -> Result<String, EnvelopeError> {
     match take(map, name) {
         None => Err(EnvelopeError::MissingAttribute { attribute: name }),
         Some(Value::String(s)) => Ok(s),
@@ -280,10 +375,7 @@ fn required_string(
     }
 }
 
-fn optional_string(
-    map: &mut Map<String, Value>,
-    name: &str,
-) -> Result<Option<String>, EnvelopeError> {
+fn optional_string(map: &mut impl Members, name: &str) -> Result<Option<String>, EnvelopeError> {
     match take(map, name) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -298,7 +390,7 @@ enum DataMember {
 }
 
 fn read_data(
-    map: &mut Map<String, Value>,
+    map: &mut impl Members,
     data: Option<DataMember>,
     content_type: Option<&str>,
 ) -> Result<Data, EnvelopeError> {
@@ -383,9 +475,12 @@ fn wrong_type(attribute: &str, expected: &'static str, found: &Value) -> Envelop
 /// One event of the JSON format as read: its attributes as JSON values and its `data` as
 /// text, so no tree is built for data nobody looks into; or what was found instead of an
 /// object.
+// Large (the attributes in place), but read once and turned into an event at once: boxing
+// would add an allocation per event.
+#[allow(clippy::large_enum_variant)]
 enum Item {
     Object {
-        members: Map<String, Value>,
+        members: ReadMembers,
         data: Option<Box<RawValue>>,
     },
     Other(&'static str),
@@ -418,14 +513,14 @@ impl<'de> Visitor<'de> for ItemVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Item, A::Error> {
-        let mut members = Map::new();
+        let mut members = ReadMembers::default();
         let mut data = None;
-        while let Some(name) = access.next_key::<String>()? {
-            if name == "data" {
+        while let Some(name) = access.next_key::<MemberName>()? {
+            if let MemberName::Data = name {
                 data = Some(access.next_value::<Box<RawValue>>()?);
             } else {
                 let value = access.next_value::<Value>()?;
-                members.insert(name, value);
+                members.set(name, value);
             }
         }
         Ok(Item::Object { members, data })

@@ -521,3 +521,19 @@ fn from_json_with_limits_rejects_large_events() {
         matches!(err, EnvelopeError::InBatch { index: 1, ref source } if matches!(**source, EnvelopeError::TooLarge { .. }))
     );
 }
+
+#[test]
+fn a_repeated_member_keeps_its_last_value_as_in_a_json_object() {
+    let input = br#"{"specversion":"1.0","id":"1","id":"2","source":"/s","type":"order.placed",
+        "myext":1.5,"myext":"ok","data":1,"data":{"n":2}}"#;
+    let event = Event::from_json(input).unwrap();
+    assert_eq!(event.id().as_str(), "2");
+    assert_eq!(
+        event.extension("myext"),
+        Some(&ExtensionValue::String("ok".into()))
+    );
+    assert_eq!(event.data().as_json(), Some(&json!({"n": 2})));
+    // Read through a JSON value, the same object gives the same event.
+    let value: Value = serde_json::from_slice(input).unwrap();
+    assert_eq!(Event::from_json_value(value).unwrap(), event);
+}

@@ -2,12 +2,16 @@
 //!
 //! The log is the source of truth: every record carries its event id in a header, so after a
 //! restart the window is rebuilt by reading the records appended within it. No extra write is
-//! made per publish. Ids are kept as 128-bit hashes (xxh3). Memory per id: a 33-byte table
+//! made per publish. Ids are kept as 128-bit hashes (xxh3; the same function names processed
+//! ids in the store, so it is not seeded); the tables only mix them with a per-process seed
+//! instead of hashing them again. Memory per id: a 33-byte table
 //! slot (key, position, control byte) at a load between 44 % and 88 % (the table doubles), plus
 //! 24 bytes in the expiry queue (which also doubles): about 60–100 bytes, ≈ 95 MB at the
 //! default capacity of 1,000,000 ids.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{Arc, OnceLock};
 
 use runnel_backend::Partition;
 use runnel_clock::Micros;
@@ -33,16 +37,43 @@ enum Entry {
         partition: Partition,
         offset: u64,
     },
-    /// Boxed: a receiver is 16 bytes, and ids are pending only while their append runs.
-    Pending(Box<watch::Receiver<BatchOutcome>>),
+    /// Shared by every id of one publish (a receiver alone is 16 bytes).
+    Pending(Arc<watch::Receiver<BatchOutcome>>),
 }
 
-/// An id hash as two words: 8-byte alignment keeps a table slot at 32 bytes (a `u128` key
-/// would pad it to 48).
-type Key = [u64; 2];
+/// A table keyed by id hashes: they are already spread, but `id_hash` is a public function,
+/// so a table mixes them with a per-process seed (ids chosen to share bucket bits would
+/// otherwise pile up in one place).
+pub(crate) type IdMap<V> = HashMap<u128, V, BuildHasherDefault<IdHasher>>;
 
-fn key(id: u128) -> Key {
-    [id as u64, (id >> 64) as u64]
+/// The [`Hasher`] of [`IdMap`]: a seeded 64-bit finalizer over an id hash.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u128(&mut self, id: u128) {
+        static SEED: OnceLock<u64> = OnceLock::new();
+        let seed = *SEED.get_or_init(rand::random);
+        // MurmurHash3's fmix64: every input bit reaches every output bit.
+        let mut x = (id as u64) ^ ((id >> 64) as u64).rotate_left(32) ^ seed;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        x ^= x >> 33;
+        self.0 = x;
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u128` keys are hashed here; anything else still gets a fair spread.
+        for byte in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(*byte)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
 }
 
 /// The remembered ids of one stream.
@@ -50,12 +81,13 @@ fn key(id: u128) -> Key {
 pub(crate) struct DedupWindow {
     window: Micros,
     capacity: usize,
-    ids: HashMap<Key, Entry>,
+    ids: IdMap<Entry>,
     /// Completed ids in the order they were appended, with the time, for expiry. Each `Done`
     /// entry of `ids` has exactly one place here.
-    order: VecDeque<(Key, Micros)>,
+    order: VecDeque<(u128, Micros)>,
 }
 
+/// The stable 128-bit hash of an event id (also the name of its processed-id record).
 pub(crate) fn id_hash(id: &str) -> u128 {
     xxhash_rust::xxh3::xxh3_128(id.as_bytes())
 }
@@ -65,7 +97,7 @@ impl DedupWindow {
         Self {
             window,
             capacity: capacity.max(1),
-            ids: HashMap::new(),
+            ids: IdMap::default(),
             order: VecDeque::new(),
         }
     }
@@ -73,7 +105,7 @@ impl DedupWindow {
     /// What is known of `id` at time `now`.
     pub fn lookup(&mut self, id: u128, now: Micros) -> Option<Seen> {
         self.expire(now);
-        match self.ids.get(&key(id))? {
+        match self.ids.get(&id)? {
             Entry::Done { partition, offset } => Some(Seen::Done {
                 partition: *partition,
                 offset: *offset,
@@ -83,13 +115,12 @@ impl DedupWindow {
     }
 
     /// Marks `id` as being appended by a publish whose outcome `outcome` will carry.
-    pub fn reserve(&mut self, id: u128, outcome: watch::Receiver<BatchOutcome>) {
-        self.ids.insert(key(id), Entry::Pending(Box::new(outcome)));
+    pub fn reserve(&mut self, id: u128, outcome: Arc<watch::Receiver<BatchOutcome>>) {
+        self.ids.insert(id, Entry::Pending(outcome));
     }
 
     /// Records that `id` was appended at a position at time `at`.
     pub fn complete(&mut self, id: u128, partition: Partition, offset: u64, at: Micros) {
-        let id = key(id);
         if let Some(Entry::Done { .. }) = self.ids.get(&id) {
             // Already appended (a rebuild from a log that holds the id twice): the first
             // position stands, with its one place in the expiry queue.
@@ -104,7 +135,6 @@ impl DedupWindow {
 
     /// Forgets a reservation whose append failed.
     pub fn release(&mut self, id: u128) {
-        let id = key(id);
         if matches!(self.ids.get(&id), Some(Entry::Pending(_))) {
             self.ids.remove(&id);
         }
@@ -182,14 +212,14 @@ mod tests {
 
     #[test]
     fn slots_stay_small() {
-        assert_eq!(std::mem::size_of::<(Key, Entry)>(), 32);
+        assert_eq!(std::mem::size_of::<(u128, Entry)>(), 32);
     }
 
     #[test]
     fn a_failed_reservation_is_released() {
         let mut window = DedupWindow::new(1_000, 10);
         let (_tx, rx) = watch::channel(None);
-        window.reserve(id_hash("a"), rx);
+        window.reserve(id_hash("a"), Arc::new(rx));
         assert!(matches!(
             window.lookup(id_hash("a"), 0),
             Some(Seen::Pending(_))

@@ -1,7 +1,7 @@
 //! Publishing: validate, route to a stream by the type's domain, choose a partition by the
 //! partition key, deduplicate by event id, append, and answer with the position.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -11,7 +11,7 @@ use runnel_envelope::{Event, EventType, Source};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::dedup::{Seen, id_hash};
+use crate::dedup::{IdMap, Seen, id_hash};
 use crate::error::{Result, RuntimeError};
 use crate::runtime::{Shared, StreamState};
 
@@ -133,10 +133,11 @@ impl Shared {
     ) -> Result<Vec<PublishAck>> {
         let now = self.cfg.clock.now_micros();
         let (outcome_tx, outcome_rx) = watch::channel(None);
+        let outcome_rx = Arc::new(outcome_rx);
         let mut plan = Vec::with_capacity(events.len());
         {
             let mut window = state.lock_dedup();
-            let mut in_batch: HashMap<u128, usize> = HashMap::new();
+            let mut in_batch: IdMap<usize> = IdMap::default();
             for (i, event) in events.iter().enumerate() {
                 let hash = id_hash(event.id().as_str());
                 if let Some(seen) = window.lookup(hash, now) {
@@ -166,7 +167,7 @@ impl Shared {
 
         // Each fresh event's position, and whether the engine found it already stored (an
         // engine-level dedup the window did not know of, e.g. another process's publish).
-        let mut positions: HashMap<usize, (Partition, u64, bool)> = HashMap::new();
+        let mut positions: Vec<Option<(Partition, u64, bool)>> = vec![None; events.len()];
         let mut failure = None;
         {
             let mut window = state.lock_dedup();
@@ -183,7 +184,7 @@ impl Shared {
                             if let Planned::Fresh { hash, .. } = plan[*i] {
                                 window.complete(hash, *partition, offset, timestamp);
                             }
-                            positions.insert(*i, (*partition, offset, duplicate));
+                            positions[*i] = Some((*partition, offset, duplicate));
                         }
                     }
                     Err(error) => {
@@ -205,13 +206,20 @@ impl Shared {
             return Err(error.into());
         }
 
+        // Every fresh event was appended (a failure returned above).
+        let appended = |i: usize| {
+            positions[i].ok_or_else(|| RuntimeError::FirstPublishFailed {
+                id: events[i].id().as_str().to_string(),
+                reason: "its append reported no position".into(),
+            })
+        };
         let mut acks = Vec::with_capacity(events.len());
         for (i, planned) in plan.into_iter().enumerate() {
             let id = events[i].id().as_str().to_string();
             let (partition, offset, duplicate) = match planned {
-                Planned::Fresh { .. } => positions[&i],
+                Planned::Fresh { .. } => appended(i)?,
                 Planned::SameAsEarlier(first) => {
-                    let (p, o, _) = positions[&first];
+                    let (p, o, _) = appended(first)?;
                     (p, o, true)
                 }
                 Planned::Duplicate(seen) => {

@@ -571,3 +571,65 @@ async fn the_openapi_document_describes_every_route() {
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     app.close().await.unwrap();
 }
+
+/// A client that pulls and does not ack gets at most `max_ack_pending` events of a partition:
+/// the server holds the rest back in the log, and hands them out as acks come in.
+#[tokio::test]
+async fn a_client_that_does_not_ack_is_held_back_at_max_ack_pending() {
+    let (_dir, app) = app().await;
+    let router = app.router();
+    let created = send_json(
+        &router,
+        "POST",
+        "/v1/streams",
+        json!({"name": "slow", "partitions": 1}),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let group = json!({"filter": "slow.*", "max_in_flight": 4, "max_ack_pending": 10});
+    assert_eq!(
+        put_group(&router, "laggard", group).await.status,
+        StatusCode::CREATED
+    );
+    for n in 0..100 {
+        let reply = publish(
+            &router,
+            event(&format!("s{n}"), "slow.done", json!({"n": n})),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 100 {
+        // Pull until nothing more comes without an ack.
+        let mut receipts = Vec::new();
+        loop {
+            let messages = pull(&router, "laggard", 100, 300).await;
+            if messages.is_empty() {
+                break;
+            }
+            for message in messages {
+                assert!(
+                    seen.insert(message["event"]["id"].as_str().unwrap().to_string()),
+                    "delivered twice: {message}"
+                );
+                receipts.push(message["receipt"].clone());
+            }
+        }
+        let expected = 10.min(100 - (seen.len() - receipts.len()));
+        assert_eq!(
+            receipts.len(),
+            expected,
+            "outstanding unacked deliveries are bounded by max_ack_pending"
+        );
+        let reply = send_json(
+            &router,
+            "POST",
+            "/v1/groups/laggard/ack",
+            json!({ "receipts": receipts }),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    }
+    app.close().await.unwrap();
+}

@@ -40,3 +40,20 @@ pub fn retry_key(group: &str, stream: &StreamName, partition: Partition, offset:
 pub fn retry_prefix(group: &str, stream: &StreamName, partition: Partition) -> String {
     format!("{group}/{stream}/{partition}/")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn processed_keys_are_the_same_in_every_process() {
+        // Records written by an earlier process must be found by the next one.
+        assert_eq!(
+            processed_key("mailer", "evt-1"),
+            format!(
+                "mailer/{:032x}",
+                xxhash_rust::xxh3::xxh3_128("evt-1".as_bytes())
+            )
+        );
+    }
+}
