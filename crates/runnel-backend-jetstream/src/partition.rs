@@ -44,12 +44,15 @@ use std::future::IntoFuture;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_nats::HeaderMap;
+use async_nats::header::{
+    NATS_EXPECTED_LAST_MESSAGE_ID, NATS_EXPECTED_LAST_SEQUENCE, NATS_MESSAGE_ID,
+};
 use async_nats::jetstream::Message;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::stream::{RawMessageErrorKind, Stream};
+use async_nats::{HeaderMap, HeaderValue, Subject};
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::future::join_all;
@@ -65,9 +68,6 @@ use crate::error::{describe, engine};
 use crate::frame::{decode_record, encode_record, record_overhead, record_timestamp};
 use crate::shared::Shared;
 
-const MSG_ID: &str = "Nats-Msg-Id";
-const EXPECTED_LAST_SEQ: &str = "Nats-Expected-Last-Sequence";
-const EXPECTED_LAST_MSG_ID: &str = "Nats-Expected-Last-Msg-Id";
 /// Room left in a message for the NATS headers the backend adds (ids are at most 256 bytes).
 const HEADER_ROOM: usize = 700;
 /// Tries of one append: refusals because another writer moved the tail, and transient
@@ -125,7 +125,7 @@ impl Cursor {
 pub(crate) struct Partition {
     pub stream: StreamName,
     pub id: PartitionId,
-    subject: String,
+    subject: Subject,
     handle: Stream<()>,
     shared: Arc<Shared>,
     writer: tokio::sync::Mutex<Writer>,
@@ -164,7 +164,7 @@ impl Partition {
         Self {
             stream,
             id,
-            subject,
+            subject: Subject::from(subject),
             handle,
             shared,
             writer: tokio::sync::Mutex::new(Writer::default()),
@@ -257,8 +257,8 @@ impl Partition {
     /// JetStream's duplicate tracking (about half its publish rate on this machine); a retry
     /// of such a record checks whether it landed instead (see `Partition::find_landed`).
     fn message_ids(&self, records: &[Record]) -> Vec<Option<String>> {
-        let mut seen = std::collections::HashSet::new();
         let chained = records.len() > 1;
+        let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
         records
             .iter()
             .map(|record| {
@@ -273,10 +273,9 @@ impl Partition {
                                 && v.len() <= 256
                                 && v.bytes().all(|b| b.is_ascii_graphic())
                         })
-                        .map(str::to_string)
                 });
                 match from_header {
-                    Some(id) if seen.insert(id.clone()) => Some(id),
+                    Some(id) if seen.insert(id) => Some(id.to_string()),
                     _ if chained => Some(uuid::Uuid::new_v4().simple().to_string()),
                     _ => None,
                 }
@@ -459,14 +458,15 @@ impl Partition {
         for (i, record) in records.iter().enumerate() {
             let mut headers = HeaderMap::new();
             if let Some(id) = &ids[i] {
-                headers.insert(MSG_ID, id.as_str());
+                headers.insert(NATS_MESSAGE_ID, HeaderValue::from(id.clone()));
             }
-            match (i, &ids[i.saturating_sub(1)]) {
-                (0, _) => headers.insert(EXPECTED_LAST_SEQ, base.to_string()),
-                (_, Some(previous)) => headers.insert(EXPECTED_LAST_MSG_ID, previous.as_str()),
+            let (name, condition) = match (i, &ids[i.saturating_sub(1)]) {
+                (0, _) => (NATS_EXPECTED_LAST_SEQUENCE, base.to_string()),
+                (_, Some(previous)) => (NATS_EXPECTED_LAST_MESSAGE_ID, previous.clone()),
                 // Every record of a batch of several has an id (see `message_ids`).
-                (_, None) => headers.insert(EXPECTED_LAST_SEQ, (base + i as u64).to_string()),
-            }
+                (_, None) => (NATS_EXPECTED_LAST_SEQUENCE, (base + i as u64).to_string()),
+            };
+            headers.insert(name, HeaderValue::from(condition));
             let payload = encode_record(record, timestamp);
             if i == 0 {
                 first_payload = payload.clone();

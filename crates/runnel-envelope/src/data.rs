@@ -87,7 +87,10 @@ pub struct JsonData {
 impl JsonData {
     /// JSON data from a value, written compactly.
     pub fn from_value(value: Value) -> Self {
-        let text = Bytes::from(value.to_string());
+        // Serializing a `Value` cannot fail: its map keys are strings.
+        let text = Bytes::from(
+            serde_json::to_vec(&value).unwrap_or_else(|_| value.to_string().into_bytes()),
+        );
         Self {
             text,
             value: OnceLock::from(value),

@@ -159,9 +159,15 @@ impl Shared {
                 per_partition.entry(*partition).or_default().push(i);
             }
         }
-        let appends = per_partition.iter().map(|(partition, indices)| {
-            let records = indices.iter().map(|i| event_record(&events[*i])).collect();
-            self.backend.append(&state.name, *partition, records)
+        // Each partition's records are encoded when its append is first polled, so the first
+        // partition's records are on their way while the next ones are encoded.
+        let events_ref = &events;
+        let appends = per_partition.iter().map(|(partition, indices)| async move {
+            let records = indices
+                .iter()
+                .map(|i| event_record(&events_ref[*i]))
+                .collect();
+            self.backend.append(&state.name, *partition, records).await
         });
         let results: Vec<_> = join_all(appends).await;
 

@@ -27,6 +27,21 @@ fn proc_status_kib(field: &str) -> Option<u64> {
         .ok()
 }
 
+/// CPU time (user + system, every thread) process `pid` has used so far, in seconds, from
+/// `/proc/<pid>/stat`; `None` where that cannot be read.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces:
+    // the 14th and 15th of the line (utime, stime) are the 12th and 13th of these.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    // SAFETY: sysconf only reads a constant of the system.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (ticks_per_second > 0).then(|| (user + system) as f64 / ticks_per_second as f64)
+}
+
 pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }

@@ -21,7 +21,7 @@ use runnel_runtime::{GroupConfig, HandlerError, Runnel, RuntimeConfig, TypePatte
 use serde::Serialize;
 
 use super::{FsyncArg, print_table};
-use crate::measure::{mib, peak_rss_bytes, reset_peak_rss};
+use crate::measure::{cpu_seconds, mib, peak_rss_bytes, reset_peak_rss};
 
 #[derive(Debug, Args)]
 pub struct RuntimeBenchArgs {
@@ -132,6 +132,38 @@ struct RunResult {
     p95_us: Option<f64>,
     p99_us: Option<f64>,
     peak_rss_mib: Option<f64>,
+    /// CPU time of this process (runtime and backend client) per event, in µs.
+    cpu_us_per_event: Option<f64>,
+    /// CPU time of the JetStream server per event, in µs, when the bench started the server.
+    server_cpu_us_per_event: Option<f64>,
+}
+
+/// Reads the CPU time used by this process and, when known, by the server under test:
+/// on a machine shared with other work, CPU per event moves far less from run to run than
+/// throughput, and it shows which side a difference comes from.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct CpuMeter {
+    server_pid: Option<u32>,
+}
+
+/// CPU seconds used so far: (this process, the server).
+#[derive(Debug, Clone, Copy)]
+struct CpuSample(Option<f64>, Option<f64>);
+
+impl CpuMeter {
+    fn sample(&self) -> CpuSample {
+        CpuSample(
+            cpu_seconds(std::process::id()),
+            self.server_pid.and_then(cpu_seconds),
+        )
+    }
+
+    /// µs of CPU per event since `from`: (this process, the server).
+    fn per_event(&self, from: CpuSample, events: u64) -> (Option<f64>, Option<f64>) {
+        let now = self.sample();
+        let per = |a: Option<f64>, b: Option<f64>| Some((b? - a?) * 1e6 / events.max(1) as f64);
+        (per(from.0, now.0), per(from.1, now.1))
+    }
 }
 
 /// One finished run: its JSON object on stdout, or a progress line on stderr (the table
@@ -185,6 +217,7 @@ pub fn run(args: RuntimeBenchArgs) -> anyhow::Result<()> {
                 }
                 emit(runtime.block_on(consume_run(
                     &Target::Embedded(fsync),
+                    CpuMeter::default(),
                     groups,
                     processed_ids,
                     consume_events,
@@ -232,6 +265,9 @@ fn print_results(results: &[RunResult]) {
                     opt(r.p95_us),
                     opt(r.p99_us),
                     r.peak_rss_mib.map_or("-".into(), |v| format!("{v:.1}")),
+                    r.cpu_us_per_event.map_or("-".into(), |v| format!("{v:.1}")),
+                    r.server_cpu_us_per_event
+                        .map_or("-".into(), |v| format!("{v:.1}")),
                 ]
             })
             .collect();
@@ -250,6 +286,8 @@ fn print_results(results: &[RunResult]) {
                 "p95 µs",
                 "p99 µs",
                 "peak RSS MiB",
+                "CPU µs/event",
+                "server CPU µs/event",
             ],
             &rows,
         );
@@ -330,12 +368,13 @@ async fn publish_all(runnel: &Runnel, count: u64, keys: u64) -> anyhow::Result<(
 
 async fn consume_run(
     target: &Target,
+    meter: CpuMeter,
     groups: usize,
     processed_ids: bool,
     events: u64,
 ) -> anyhow::Result<RunResult> {
     Ok(
-        consume_and_publish_runs(target, groups, processed_ids, events)
+        consume_and_publish_runs(target, meter, groups, processed_ids, events)
             .await?
             .0,
     )
@@ -345,16 +384,20 @@ async fn consume_run(
 /// `publish` run.
 async fn consume_and_publish_runs(
     target: &Target,
+    meter: CpuMeter,
     groups: usize,
     processed_ids: bool,
     events: u64,
 ) -> anyhow::Result<(RunResult, RunResult)> {
     let opened = open(target).await?;
     let runnel = opened.runnel.clone();
+    let publish_cpu = meter.sample();
     let publish_started = Instant::now();
     publish_all(&runnel, events, 10_000).await?;
     let publish_seconds = publish_started.elapsed().as_secs_f64();
+    let (publish_cpu, publish_server_cpu) = meter.per_event(publish_cpu, events);
     reset_peak_rss();
+    let consume_cpu = meter.sample();
     let started = Instant::now();
     let mut handles = Vec::new();
     let mut counters = Vec::new();
@@ -384,6 +427,7 @@ async fn consume_and_publish_runs(
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let (consume_cpu, consume_server_cpu) = meter.per_event(consume_cpu, events * groups as u64);
     for handle in handles {
         handle.stop().await?;
     }
@@ -403,6 +447,8 @@ async fn consume_and_publish_runs(
         p95_us: None,
         p99_us: None,
         peak_rss_mib: None,
+        cpu_us_per_event: publish_cpu,
+        server_cpu_us_per_event: publish_server_cpu,
     };
     let consume = RunResult {
         workload: "consume",
@@ -418,6 +464,8 @@ async fn consume_and_publish_runs(
         p95_us: None,
         p99_us: None,
         peak_rss_mib: peak_rss_bytes().map(mib),
+        cpu_us_per_event: consume_cpu,
+        server_cpu_us_per_event: consume_server_cpu,
     };
     Ok((consume, publish))
 }
@@ -503,6 +551,8 @@ async fn latency_run(target: &Target, rate: u64, seconds: f64) -> anyhow::Result
         p95_us: Some(h.value_at_quantile(0.95) as f64),
         p99_us: Some(h.value_at_quantile(0.99) as f64),
         peak_rss_mib: peak_rss_bytes().map(mib),
+        cpu_us_per_event: None,
+        server_cpu_us_per_event: None,
     })
 }
 
@@ -548,6 +598,8 @@ async fn memory_run(events: u64, keys: u64) -> anyhow::Result<RunResult> {
         p95_us: None,
         p99_us: None,
         peak_rss_mib: peak_rss_bytes().map(mib),
+        cpu_us_per_event: None,
+        server_cpu_us_per_event: None,
     })
 }
 
@@ -562,8 +614,8 @@ mod jetstream {
     use runnel_peers::{Peer, workload};
 
     use super::{
-        RunResult, RuntimeBenchArgs, Target, Workload, bench_event, consume_and_publish_runs,
-        consume_run, latency_run, print_results,
+        CpuMeter, RunResult, RuntimeBenchArgs, Target, Workload, bench_event,
+        consume_and_publish_runs, consume_run, latency_run, print_results,
     };
 
     pub async fn run(args: RuntimeBenchArgs) -> anyhow::Result<()> {
@@ -580,6 +632,9 @@ mod jetstream {
             }
         };
         eprintln!("  nats-server at {url}");
+        let meter = CpuMeter {
+            server_pid: server.as_ref().and_then(|s| s.pid()),
+        };
         let target = Target::JetStream(url.clone());
         let wants = |w: Workload| args.only.is_empty() || args.only.contains(&w);
         let events: u64 = if args.quick { 10_000 } else { 200_000 };
@@ -598,11 +653,13 @@ mod jetstream {
         };
         let mut ratios = Vec::new();
         if wants(Workload::Consume) {
-            let (consume, publish) = consume_and_publish_runs(&target, 1, false, events).await?;
+            let (consume, publish) =
+                consume_and_publish_runs(&target, meter, 1, false, events).await?;
             let (raw_publish, raw_consume) =
-                raw_publish_consume(&raw, "raw-jetstream", size, events).await?;
+                raw_publish_consume(&raw, meter, "raw-jetstream", size, events).await?;
             let (id_publish, id_consume) =
-                raw_publish_consume(&raw_with_ids, "raw-jetstream+msg-id", size, events).await?;
+                raw_publish_consume(&raw_with_ids, meter, "raw-jetstream+msg-id", size, events)
+                    .await?;
             for (what, runnel, raw) in [
                 ("publish (raw without Nats-Msg-Id)", &publish, &raw_publish),
                 (
@@ -615,14 +672,38 @@ mod jetstream {
             ] {
                 ratios.push((what, runnel.events_per_sec / raw.events_per_sec));
             }
+            // CPU per event, this process and the server together: what bounds throughput
+            // when both share the machine's cores.
+            let cpu = |r: &RunResult| Some(r.cpu_us_per_event? + r.server_cpu_us_per_event?);
+            for (what, runnel, raw) in [
+                (
+                    "publish CPU per event, client + server (raw without Nats-Msg-Id; lower is better)",
+                    &publish,
+                    &raw_publish,
+                ),
+                (
+                    "publish CPU per event, client + server (raw with Nats-Msg-Id; lower is better)",
+                    &publish,
+                    &id_publish,
+                ),
+                (
+                    "consume CPU per event, client + server (raw without Nats-Msg-Id; lower is better)",
+                    &consume,
+                    &raw_consume,
+                ),
+            ] {
+                if let (Some(r), Some(w)) = (cpu(runnel), cpu(raw)) {
+                    ratios.push((what, r / w));
+                }
+            }
             emit(publish);
             emit(raw_publish);
             emit(id_publish);
             emit(consume);
             emit(raw_consume);
             emit(id_consume);
-            emit(consume_run(&target, 4, false, events).await?);
-            emit(consume_run(&target, 1, true, events / 4).await?);
+            emit(consume_run(&target, meter, 4, false, events).await?);
+            emit(consume_run(&target, meter, 1, true, events / 4).await?);
         }
         if wants(Workload::Latency) {
             for rate in [10_000, 50_000] {
@@ -676,11 +757,13 @@ mod jetstream {
     /// consuming and acking them all.
     async fn raw_publish_consume(
         raw: &JetStreamPeer,
+        meter: CpuMeter,
         backend: &'static str,
         size: usize,
         events: u64,
     ) -> anyhow::Result<(RunResult, RunResult)> {
         let topic = raw.open(&["g0".to_string()]).await?;
+        let cpu = meter.sample();
         let started = std::time::Instant::now();
         let mut n = 0;
         while n < events {
@@ -691,11 +774,14 @@ mod jetstream {
             n = last;
         }
         let publish_seconds = started.elapsed().as_secs_f64();
+        let publish_cpu = meter.per_event(cpu, events);
+        let cpu = meter.sample();
         let started = std::time::Instant::now();
         let on_event: runnel_peers::OnEvent = std::sync::Arc::new(|_: &[u8]| {});
         let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
         topic.consume("g0", events, on_event, deadline).await?;
         let consume_seconds = started.elapsed().as_secs_f64();
+        let consume_cpu = meter.per_event(cpu, events);
         topic.close().await?;
         let publish = workload::Figures {
             events,
@@ -712,8 +798,16 @@ mod jetstream {
         let mut consume_row = row("consume", None, &consume);
         consume_row.groups = 1;
         consume_row.backend = backend;
+        (
+            consume_row.cpu_us_per_event,
+            consume_row.server_cpu_us_per_event,
+        ) = consume_cpu;
         let mut publish_row = row("publish", None, &publish);
         publish_row.backend = backend;
+        (
+            publish_row.cpu_us_per_event,
+            publish_row.server_cpu_us_per_event,
+        ) = publish_cpu;
         Ok((publish_row, consume_row))
     }
 
@@ -732,6 +826,8 @@ mod jetstream {
             p95_us: f.p95_us,
             p99_us: f.p99_us,
             peak_rss_mib: None,
+            cpu_us_per_event: None,
+            server_cpu_us_per_event: None,
         }
     }
 }
