@@ -85,6 +85,8 @@ const DIRECT_READ_MAX: usize = 32;
 const FETCH_CAP: usize = 10_000;
 /// How long the watcher keeps following the stream after the last waiter left.
 const WATCHER_LINGER_TICKS: u32 = 2;
+/// How often an empty read at the tail asks the server whether its offset is still in range.
+const TAIL_RANGE_CHECK: Duration = Duration::from_secs(1);
 
 /// The last record of the partition as this process believes it to be.
 #[derive(Debug, Clone, Copy)]
@@ -132,6 +134,8 @@ pub(crate) struct Partition {
     watermark: watch::Sender<u64>,
     watcher: Mutex<Option<JoinHandle<()>>>,
     cursors: Mutex<Vec<Cursor>>,
+    /// When an empty read at the tail last checked the partition's range with the server.
+    tail_range_checked: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -171,6 +175,7 @@ impl Partition {
             watermark: watch::channel(0).0,
             watcher: Mutex::new(None),
             cursors: Mutex::new(Vec::new()),
+            tail_range_checked: Mutex::new(None),
         }
     }
 
@@ -771,10 +776,18 @@ impl Partition {
             }
         }
         if cursor.buffer.is_empty() {
-            let (start, end, _) = self.bounds().await?;
-            if offset < start || offset > end {
-                self.delete_consumers(vec![cursor.name]);
-                return Err(self.out_of_range(offset, start, end));
+            // Nothing at the high watermark this process knows is the usual answer of a
+            // reader at the tail; the range check is a stream info request, which readers
+            // polling the tail would otherwise send on every empty read, so there it is made
+            // at most once per TAIL_RANGE_CHECK (it only matters if retention removed the
+            // offset meanwhile).
+            let at_tail = offset == *self.watermark.borrow();
+            if !at_tail || self.tail_range_check_due() {
+                let (start, end, _) = self.bounds().await?;
+                if offset < start || offset > end {
+                    self.delete_consumers(vec![cursor.name]);
+                    return Err(self.out_of_range(offset, start, end));
+                }
             }
             self.put_back(cursor);
             return Ok(Vec::new());
@@ -782,6 +795,16 @@ impl Partition {
         let records = take(&mut cursor.buffer, max_records, max_bytes);
         self.put_back(cursor);
         Ok(records)
+    }
+
+    /// Whether an empty read at the tail should check the range now; if so, notes that it did.
+    fn tail_range_check_due(&self) -> bool {
+        let mut checked = lock(&self.tail_range_checked);
+        let due = checked.is_none_or(|at| at.elapsed() >= TAIL_RANGE_CHECK);
+        if due {
+            *checked = Some(Instant::now());
+        }
+        due
     }
 
     /// Up to `max_records` records by single gets from the stream leader.
