@@ -45,3 +45,27 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
 pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_seconds_counts_the_work_a_process_does() {
+        let pid = std::process::id();
+        let before = cpu_seconds(pid).expect("this process's /proc/<pid>/stat is readable");
+        // Spin until 100 ms of CPU show (clock ticks are 10 ms), however busy the machine is,
+        // giving up after 20 s of wall time.
+        let started = std::time::Instant::now();
+        let mut spin = 0u64;
+        let mut used = 0.0;
+        while used < 0.1 && started.elapsed() < std::time::Duration::from_secs(20) {
+            for _ in 0..1_000_000 {
+                spin = std::hint::black_box(spin.wrapping_mul(31).wrapping_add(7));
+            }
+            used = cpu_seconds(pid).expect("still readable") - before;
+        }
+        assert!(used >= 0.1, "spinning for 20 s showed {used:.3} s of CPU");
+        assert_eq!(cpu_seconds(u32::MAX), None, "no such process");
+    }
+}

@@ -230,6 +230,7 @@ pub fn run(args: RuntimeBenchArgs) -> anyhow::Result<()> {
             for rate in [10_000, 50_000] {
                 emit(runtime.block_on(latency_run(
                     &Target::Embedded(fsync),
+                    CpuMeter::default(),
                     rate,
                     latency_seconds,
                 ))?);
@@ -479,7 +480,12 @@ fn backend_label(target: &Target) -> &'static str {
 
 /// Publishes at `rate` events/s in 1 ms ticks for `seconds`; the handler records the time
 /// from each event's creation (its `time`) to the handler running.
-async fn latency_run(target: &Target, rate: u64, seconds: f64) -> anyhow::Result<RunResult> {
+async fn latency_run(
+    target: &Target,
+    meter: CpuMeter,
+    rate: u64,
+    seconds: f64,
+) -> anyhow::Result<RunResult> {
     let opened = open(target).await?;
     let runnel = opened.runnel.clone();
     let histogram = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new_with_bounds(
@@ -507,6 +513,7 @@ async fn latency_run(target: &Target, rate: u64, seconds: f64) -> anyhow::Result
     reset_peak_rss();
     let per_tick = (rate / 1000).max(1);
     let ticks = (seconds * 1000.0) as u64;
+    let cpu = meter.sample();
     let mut interval = tokio::time::interval(Duration::from_millis(1));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let started = Instant::now();
@@ -532,6 +539,8 @@ async fn latency_run(target: &Target, rate: u64, seconds: f64) -> anyhow::Result
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let (cpu_us_per_event, server_cpu_us_per_event) =
+        meter.per_event(cpu, seen.load(Ordering::Relaxed));
     handle.stop().await?;
     opened.close().await?;
     let h = histogram
@@ -551,8 +560,8 @@ async fn latency_run(target: &Target, rate: u64, seconds: f64) -> anyhow::Result
         p95_us: Some(h.value_at_quantile(0.95) as f64),
         p99_us: Some(h.value_at_quantile(0.99) as f64),
         peak_rss_mib: peak_rss_bytes().map(mib),
-        cpu_us_per_event: None,
-        server_cpu_us_per_event: None,
+        cpu_us_per_event,
+        server_cpu_us_per_event,
     })
 }
 
@@ -707,7 +716,8 @@ mod jetstream {
         }
         if wants(Workload::Latency) {
             for rate in [10_000, 50_000] {
-                let runnel = latency_run(&target, rate, latency_seconds).await?;
+                let runnel = latency_run(&target, meter, rate, latency_seconds).await?;
+                let cpu = meter.sample();
                 let figures = workload::latency(
                     &raw,
                     size,
@@ -716,13 +726,26 @@ mod jetstream {
                     Duration::from_secs(60),
                 )
                 .await?;
-                let raw_row = row("latency", Some(rate), &figures);
+                let mut raw_row = row("latency", Some(rate), &figures);
+                (raw_row.cpu_us_per_event, raw_row.server_cpu_us_per_event) =
+                    meter.per_event(cpu, figures.events);
                 if let (Some(r), Some(w)) = (runnel.p99_us, raw_row.p99_us) {
                     ratios.push((
                         if rate == 10_000 {
                             "latency p99 at 10k/s (lower is better)"
                         } else {
                             "latency p99 at 50k/s (lower is better)"
+                        },
+                        r / w,
+                    ));
+                }
+                let cpu = |r: &RunResult| Some(r.cpu_us_per_event? + r.server_cpu_us_per_event?);
+                if let (Some(r), Some(w)) = (cpu(&runnel), cpu(&raw_row)) {
+                    ratios.push((
+                        if rate == 10_000 {
+                            "latency run CPU per event at 10k/s, client + server (lower is better)"
+                        } else {
+                            "latency run CPU per event at 50k/s, client + server (lower is better)"
                         },
                         r / w,
                     ));
