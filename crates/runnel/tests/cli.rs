@@ -767,4 +767,22 @@ fn bench_runtime_filters_refuse_values_that_select_no_run() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(flag), "{flag}: {stderr}");
     }
+    // The embedded backend's fsync policies mean nothing to a JetStream run: refused before a
+    // server is started, not ignored.
+    let mut command = runnel(home.path());
+    command.args([
+        "bench",
+        "runtime",
+        "--backend",
+        "jetstream",
+        "--fsync",
+        "os",
+    ]);
+    let output = run_command(command, None);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--fsync") && stderr.contains("sync_interval"),
+        "{stderr}"
+    );
 }

@@ -34,7 +34,8 @@ pub struct RuntimeBenchArgs {
     /// Only these workloads (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub only: Vec<Workload>,
-    /// Events per consume run (default 500,000; 20,000 with `--quick`).
+    /// Events per consume run (default 500,000 on the embedded backend and 200,000 on
+    /// JetStream; 20,000 and 10,000 with `--quick`).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub events: Option<u64>,
     /// Only consume runs with these numbers of groups.
@@ -191,6 +192,14 @@ pub fn run(args: RuntimeBenchArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     if args.backend == BackendArg::Jetstream {
+        if !args.fsync.is_empty() {
+            return Err(crate::cli::UsageError(
+                "--fsync chooses the embedded backend's policies; JetStream's is the server's \
+                 `sync_interval` (see docs/jetstream.md)"
+                    .into(),
+            )
+            .into());
+        }
         return runtime.block_on(jetstream::run(args));
     }
     let wants = |w: Workload| args.only.is_empty() || args.only.contains(&w);
@@ -646,7 +655,14 @@ mod jetstream {
         };
         let target = Target::JetStream(url.clone());
         let wants = |w: Workload| args.only.is_empty() || args.only.contains(&w);
-        let events: u64 = if args.quick { 10_000 } else { 200_000 };
+        let events = args
+            .events
+            .unwrap_or(if args.quick { 10_000 } else { 200_000 });
+        // The consume runs `--groups` and `--processed-ids` leave in: (groups, processed ids).
+        let selected = |groups: usize, processed_ids: bool| {
+            (args.groups.is_empty() || args.groups.contains(&groups))
+                && args.processed_ids.is_none_or(|p| p == processed_ids)
+        };
         let latency_seconds = if args.quick { 1.0 } else { 5.0 };
         // What JetStream stores per Runnel event: its binary envelope (plus the backend's frame).
         let size = bench_event(0, 10_000)?.encoded_len();
@@ -661,7 +677,7 @@ mod jetstream {
             results.push(r);
         };
         let mut ratios = Vec::new();
-        if wants(Workload::Consume) {
+        if wants(Workload::Consume) && selected(1, false) {
             let (consume, publish) =
                 consume_and_publish_runs(&target, meter, 1, false, events).await?;
             let (raw_publish, raw_consume) =
@@ -711,8 +727,12 @@ mod jetstream {
             emit(consume);
             emit(raw_consume);
             emit(id_consume);
+        }
+        if wants(Workload::Consume) && selected(4, false) {
             emit(consume_run(&target, meter, 4, false, events).await?);
-            emit(consume_run(&target, meter, 1, true, events / 4).await?);
+        }
+        if wants(Workload::Consume) && selected(1, true) {
+            emit(consume_run(&target, meter, 1, true, (events / 4).max(1)).await?);
         }
         if wants(Workload::Latency) {
             for rate in [10_000, 50_000] {
@@ -763,12 +783,14 @@ mod jetstream {
             }
         } else {
             print_results(&results);
-            println!();
-            println!(
-                "Runnel on JetStream ÷ raw async-nats (same server, {events} events of {size} B):"
-            );
-            for (what, ratio) in &ratios {
-                println!("  {what}: {ratio:.2}×");
+            if !ratios.is_empty() {
+                println!();
+                println!(
+                    "Runnel on JetStream ÷ raw async-nats (same server, {events} events of {size} B):"
+                );
+                for (what, ratio) in &ratios {
+                    println!("  {what}: {ratio:.2}×");
+                }
             }
         }
         drop(server);
