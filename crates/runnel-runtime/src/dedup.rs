@@ -9,6 +9,7 @@
 //! 24 bytes in the expiry queue (which also doubles): about 60–100 bytes, ≈ 95 MB at the
 //! default capacity of 1,000,000 ids.
 
+use std::collections::hash_map::Entry as Slot;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, OnceLock};
@@ -121,12 +122,18 @@ impl DedupWindow {
 
     /// Records that `id` was appended at a position at time `at`.
     pub fn complete(&mut self, id: u128, partition: Partition, offset: u64, at: Micros) {
-        if let Some(Entry::Done { .. }) = self.ids.get(&id) {
+        let done = Entry::Done { partition, offset };
+        match self.ids.entry(id) {
             // Already appended (a rebuild from a log that holds the id twice): the first
             // position stands, with its one place in the expiry queue.
-            return;
+            Slot::Occupied(slot) if matches!(slot.get(), Entry::Done { .. }) => return,
+            Slot::Occupied(mut slot) => {
+                slot.insert(done);
+            }
+            Slot::Vacant(slot) => {
+                slot.insert(done);
+            }
         }
-        self.ids.insert(id, Entry::Done { partition, offset });
         self.order.push_back((id, at));
         while self.order.len() > self.capacity {
             self.evict_oldest();

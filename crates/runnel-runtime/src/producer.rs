@@ -95,15 +95,24 @@ enum Planned {
 impl Shared {
     /// Publishes a batch: every event is validated before anything is appended.
     pub(crate) async fn publish_batch(&self, events: Vec<Event>) -> Result<Vec<PublishAck>> {
-        let mut by_stream: BTreeMap<StreamName, Vec<(usize, Event)>> = BTreeMap::new();
+        let mut checked_events: Vec<(StreamName, Event)> = Vec::with_capacity(events.len());
         for (index, event) in events.into_iter().enumerate() {
             let checked = match event.check_size(&self.cfg.limits) {
                 Ok(()) => self.schemas.check_publish(event).await,
                 Err(e) => Err(e.into()),
             };
-            let checked = checked.and_then(|event| Ok((stream_of(&event)?, event)));
+            let checked = checked.and_then(|event| {
+                // A run of events of one domain names its stream once.
+                let stream = match checked_events.last() {
+                    Some((previous, _)) if previous.as_str() == event.event_type().domain() => {
+                        previous.clone()
+                    }
+                    _ => stream_of(&event)?,
+                };
+                Ok((stream, event))
+            });
             match checked {
-                Ok((stream, event)) => by_stream.entry(stream).or_default().push((index, event)),
+                Ok(checked) => checked_events.push(checked),
                 Err(source) => {
                     return Err(RuntimeError::InBatch {
                         index,
@@ -111,6 +120,18 @@ impl Shared {
                     });
                 }
             }
+        }
+        // Most batches name one stream: publish them as they are.
+        if let Some((first, _)) = checked_events.first()
+            && checked_events.iter().all(|(stream, _)| stream == first)
+        {
+            let state = self.stream_state(first).await?;
+            let events = checked_events.into_iter().map(|(_, e)| e).collect();
+            return self.publish_to_stream(&state, events).await;
+        }
+        let mut by_stream: BTreeMap<StreamName, Vec<(usize, Event)>> = BTreeMap::new();
+        for (index, (stream, event)) in checked_events.into_iter().enumerate() {
+            by_stream.entry(stream).or_default().push((index, event));
         }
         let total = by_stream.values().map(Vec::len).sum();
         let mut acks: Vec<Option<PublishAck>> = vec![None; total];

@@ -91,6 +91,7 @@ macro_rules! runtime_conformance_tests {
             lag_counts_events_and_age_after_partial_consumption,
             a_duplicate_publish_returns_the_first_position_even_after_a_restart,
             a_batch_is_validated_whole_and_dedups_within_itself,
+            a_batch_over_two_streams_is_acknowledged_in_its_own_order,
             same_key_events_run_in_order_and_different_keys_overlap,
             two_instances_split_partitions_and_a_silent_one_loses_them_after_the_ttl,
             a_stopped_instance_hands_its_partitions_over_with_its_progress,

@@ -268,6 +268,33 @@ pub async fn a_batch_is_validated_whole_and_dedups_within_itself(h: &impl Backen
     assert_eq!(total, 2, "the rejected batch appended nothing");
 }
 
+/// A batch whose events name two streams: each event lands in its own stream, in batch order
+/// within the stream, and the acknowledgements come back in the order the events were given.
+pub async fn a_batch_over_two_streams_is_acknowledged_in_its_own_order(h: &impl BackendHarness) {
+    let clock = h.clock();
+    let runnel = runtime(h).await;
+    let batch = vec![
+        numbered_event(&clock, "order.placed", "k", 1),
+        numbered_event(&clock, "payment.taken", "k", 2),
+        numbered_event(&clock, "order.shipped", "k", 3),
+        numbered_event(&clock, "payment.refunded", "k", 4),
+    ];
+    let ids: Vec<String> = batch.iter().map(|e| e.id().as_str().to_string()).collect();
+    let acks = runnel.publish_batch(batch).await.expect("publish");
+    let answered: Vec<&str> = acks.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(answered, ids, "one ack per event, in the batch's order");
+    let streams: Vec<&str> = acks.iter().map(|a| a.stream.as_str()).collect();
+    assert_eq!(streams, ["order", "payment", "order", "payment"]);
+    assert!(acks.iter().all(|a| !a.duplicate));
+    // Same key, so one partition per stream: the second event of each stream follows the first.
+    assert_eq!(acks[0].partition, acks[2].partition);
+    assert_eq!(acks[2].offset, acks[0].offset + 1);
+    assert_eq!(acks[1].partition, acks[3].partition);
+    assert_eq!(acks[3].offset, acks[1].offset + 1);
+    assert_eq!(stream_total(&runnel, &acks[0].stream).await, 2);
+    assert_eq!(stream_total(&runnel, &acks[1].stream).await, 2);
+}
+
 /// Random keys, random handler delays, 64 handlers at once: per key the handler sees offsets
 /// strictly increasing and never two at a time; different keys overlap.
 pub async fn same_key_events_run_in_order_and_different_keys_overlap(h: &impl BackendHarness) {
