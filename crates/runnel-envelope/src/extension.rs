@@ -7,8 +7,9 @@ use crate::EnvelopeError;
 /// Longest extension attribute name CloudEvents allows.
 pub const MAX_EXTENSION_NAME_LEN: usize = 20;
 
-/// Attribute names this crate gives a field of their own; an extension may not use them.
-pub(crate) const RESERVED_NAMES: &[&str] = &[
+/// Attribute names this crate gives a field of their own, besides `data`; an extension may not
+/// use them (nor `data`). The JSON reader keeps these in fixed places.
+pub(crate) const ATTRIBUTE_NAMES: [&str; 14] = [
     "specversion",
     "id",
     "source",
@@ -17,13 +18,12 @@ pub(crate) const RESERVED_NAMES: &[&str] = &[
     "subject",
     "datacontenttype",
     "dataschema",
-    "data",
-    "data_base64",
     "correlationid",
     "causationid",
     "traceparent",
     "schemaversion",
     "partitionkey",
+    "data_base64",
 ];
 
 /// The value of an extension attribute, in the CloudEvents type system as JSON carries it.
@@ -123,7 +123,7 @@ pub fn validate_extension_name(name: &str) -> Result<(), EnvelopeError> {
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
     {
         Some("name may contain only lowercase letters `a-z` and digits `0-9`")
-    } else if RESERVED_NAMES.contains(&name) {
+    } else if name == "data" || ATTRIBUTE_NAMES.contains(&name) {
         Some("is a context attribute with its own setter, not a free extension")
     } else {
         None

@@ -12,7 +12,9 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::data::{is_json_content_type, visit_scalars};
+// The attributes the reader keeps in fixed places: every one but `data`.
 use crate::event::SPEC_VERSION;
+use crate::extension::ATTRIBUTE_NAMES as ATTRIBUTES;
 use crate::extension::validate_extension_name;
 use crate::{
     Data, EnvelopeError, Event, EventId, EventType, ExtensionValue, JsonData, Limits,
@@ -281,24 +283,6 @@ impl Members for Map<String, Value> {
         self.into_iter()
     }
 }
-
-/// The attributes the reader knows, besides `data`.
-const ATTRIBUTES: [&str; 14] = [
-    "specversion",
-    "id",
-    "source",
-    "type",
-    "time",
-    "subject",
-    "datacontenttype",
-    "dataschema",
-    "correlationid",
-    "causationid",
-    "traceparent",
-    "schemaversion",
-    "partitionkey",
-    "data_base64",
-];
 
 /// Members read straight from JSON text: known attributes in fixed places (no map, no key
 /// strings), extensions in order.
