@@ -139,6 +139,13 @@ struct RunResult {
     server_cpu_us_per_event: Option<f64>,
 }
 
+impl RunResult {
+    /// CPU µs per event of this process and the server together, when both were measured.
+    fn total_cpu_us(&self) -> Option<f64> {
+        Some(self.cpu_us_per_event? + self.server_cpu_us_per_event?)
+    }
+}
+
 /// Reads the CPU time used by this process and, when known, by the server under test:
 /// on a machine shared with other work, CPU per event moves far less from run to run than
 /// throughput, and it shows which side a difference comes from.
@@ -699,7 +706,6 @@ mod jetstream {
             }
             // CPU per event, this process and the server together: what bounds throughput
             // when both share the machine's cores.
-            let cpu = |r: &RunResult| Some(r.cpu_us_per_event? + r.server_cpu_us_per_event?);
             for (what, runnel, raw) in [
                 (
                     "publish CPU per event, client + server (raw without Nats-Msg-Id; lower is better)",
@@ -717,7 +723,7 @@ mod jetstream {
                     &raw_consume,
                 ),
             ] {
-                if let (Some(r), Some(w)) = (cpu(runnel), cpu(raw)) {
+                if let (Some(r), Some(w)) = (runnel.total_cpu_us(), raw.total_cpu_us()) {
                     ratios.push((what, r / w));
                 }
             }
@@ -759,8 +765,7 @@ mod jetstream {
                         r / w,
                     ));
                 }
-                let cpu = |r: &RunResult| Some(r.cpu_us_per_event? + r.server_cpu_us_per_event?);
-                if let (Some(r), Some(w)) = (cpu(&runnel), cpu(&raw_row)) {
+                if let (Some(r), Some(w)) = (runnel.total_cpu_us(), raw_row.total_cpu_us()) {
                     ratios.push((
                         if rate == 10_000 {
                             "latency run CPU per event at 10k/s, client + server (lower is better)"
