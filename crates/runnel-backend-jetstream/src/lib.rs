@@ -40,6 +40,7 @@
 
 mod backend;
 mod config;
+mod cursor;
 mod error;
 mod frame;
 mod kv;

@@ -29,15 +29,19 @@
 //! batch that is only partly new is refused as an error (a base offset and a count cannot
 //! describe it).
 //!
-//! **Reads** keep cursors: an ephemeral pull consumer (no acks, in memory) positioned at the
-//! next offset, reused by the next read that starts there, so a consumer reading a partition
-//! sequentially costs one fetch per read. Single-record reads without a cursor (lag probes)
-//! are one `STREAM.MSG.GET`. Reads by time binary-search the records' own timestamps.
+//! **Reads** keep cursors (see `cursor`): an ephemeral pull consumer positioned at the next
+//! offset whose pull stays open, so records arrive as they are appended and a read takes
+//! what has arrived; the next read that starts there reuses it. A read finds nothing only at
+//! the high watermark this process knows, which the cursors keep current. Single-record
+//! reads without a cursor (lag probes) are one `STREAM.MSG.GET`. Reads by time
+//! binary-search the records' own timestamps.
 //!
 //! **Waits** watch the high watermark in a `tokio::sync::watch`: appends from this process
-//! raise it, and while anyone waits, a watcher task follows the stream with an ordered
-//! consumer (headers only) from the last sequence, so an append from any process wakes the
-//! waiters. The watcher stops two seconds after the last waiter leaves.
+//! raise it, and so do records arriving at a cursor, so a reader waiting where its cursor
+//! stands is woken by the record itself. A wait where no cursor stands starts a watcher
+//! task that follows the stream with an ordered consumer (headers only) from the last
+//! sequence, so an append from any process wakes the waiters; it stops two seconds after
+//! the last waiter leaves.
 
 use std::collections::VecDeque;
 use std::future::IntoFuture;
@@ -47,8 +51,7 @@ use std::time::{Duration, Instant};
 use async_nats::header::{
     NATS_EXPECTED_LAST_MESSAGE_ID, NATS_EXPECTED_LAST_SEQUENCE, NATS_MESSAGE_ID,
 };
-use async_nats::jetstream::Message;
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::stream::{RawMessageErrorKind, Stream};
@@ -64,6 +67,7 @@ use runnel_clock::Micros;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::cursor::{CURSOR_IDLE, Cursor, CursorPlace, Fill, raise};
 use crate::error::{describe, engine};
 use crate::frame::{decode_record, encode_record, record_overhead, record_timestamp};
 use crate::shared::Shared;
@@ -75,14 +79,8 @@ const HEADER_ROOM: usize = 700;
 const MAX_APPEND_ATTEMPTS: u32 = 40;
 /// Cursors kept per partition; the least recently used goes first.
 const MAX_CURSORS: usize = 4;
-/// A cursor idle this long is not reused (its consumer goes away on the server after
-/// [`CURSOR_INACTIVE`]).
-const CURSOR_IDLE: Duration = Duration::from_secs(20);
-const CURSOR_INACTIVE: Duration = Duration::from_secs(30);
 /// Most records read by single gets when no reader can be opened.
 const DIRECT_READ_MAX: usize = 32;
-/// Most records asked for in one fetch.
-const FETCH_CAP: usize = 10_000;
 /// How long the watcher keeps following the stream after the last waiter left.
 const WATCHER_LINGER_TICKS: u32 = 2;
 /// How often an empty read at the tail asks the server whether its offset is still in range.
@@ -104,25 +102,6 @@ struct Writer {
     generation: u64,
 }
 
-/// A consumer positioned in the partition, with records it fetched but has not handed out.
-struct Cursor {
-    consumer: PullConsumer,
-    name: String,
-    /// Sequence of the next message the consumer will deliver.
-    next_seq: u64,
-    buffer: VecDeque<StoredRecord>,
-    used: Instant,
-}
-
-impl Cursor {
-    /// The offset the next read from this cursor starts at.
-    fn position(&self) -> u64 {
-        self.buffer
-            .front()
-            .map_or(self.next_seq.saturating_sub(1), |r| r.offset)
-    }
-}
-
 /// One partition's JetStream stream and what this process keeps for it.
 pub(crate) struct Partition {
     pub stream: StreamName,
@@ -131,7 +110,7 @@ pub(crate) struct Partition {
     handle: Stream<()>,
     shared: Arc<Shared>,
     writer: tokio::sync::Mutex<Writer>,
-    watermark: watch::Sender<u64>,
+    watermark: Arc<watch::Sender<u64>>,
     watcher: Mutex<Option<JoinHandle<()>>>,
     cursors: Mutex<Vec<Cursor>>,
     /// When an empty read at the tail last checked the partition's range with the server.
@@ -172,7 +151,7 @@ impl Partition {
             handle,
             shared,
             writer: tokio::sync::Mutex::new(Writer::default()),
-            watermark: watch::channel(0).0,
+            watermark: Arc::new(watch::channel(0).0),
             watcher: Mutex::new(None),
             cursors: Mutex::new(Vec::new()),
             tail_range_checked: Mutex::new(None),
@@ -184,14 +163,7 @@ impl Partition {
     }
 
     fn raise_watermark(&self, high: u64) {
-        self.watermark.send_if_modified(|current| {
-            if high > *current {
-                *current = high;
-                true
-            } else {
-                false
-            }
-        });
+        raise(&self.watermark, high);
     }
 
     /// Start offset and high watermark, from the server.
@@ -608,7 +580,7 @@ impl Partition {
     }
 
     fn put_back(&self, mut cursor: Cursor) {
-        cursor.used = Instant::now();
+        cursor.note_use();
         let mut cursors = lock(&self.cursors);
         cursors.push(cursor);
         let mut evicted = Vec::new();
@@ -646,89 +618,37 @@ impl Partition {
     }
 
     async fn open_cursor(&self, offset: u64) -> Result<Cursor, BackendError> {
-        let consumer: PullConsumer = self
-            .handle
-            .create_consumer(pull::Config {
-                deliver_policy: DeliverPolicy::ByStartSequence {
-                    start_sequence: offset + 1,
-                },
-                ack_policy: AckPolicy::None,
-                memory_storage: true,
-                inactive_threshold: CURSOR_INACTIVE,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| engine(format!("opening a reader on {}", self.at()), e))?;
-        let name = consumer.cached_info().name.clone();
-        Ok(Cursor {
-            consumer,
-            name,
-            next_seq: offset + 1,
-            buffer: VecDeque::new(),
-            used: Instant::now(),
-        })
-    }
-
-    /// Fetches what is there (up to `max_records`) into the cursor's buffer.
-    async fn fill(
-        &self,
-        cursor: &mut Cursor,
-        max_records: usize,
-        max_bytes: usize,
-    ) -> Result<Fill, BackendError> {
-        let mut fetch = cursor
-            .consumer
-            .fetch()
-            .max_messages(max_records.min(FETCH_CAP));
-        if max_bytes < usize::MAX / 2 {
-            // The server refuses a fetch whose first message is larger than max_bytes; ask
-            // for room for one whole message and cut to max_bytes here.
-            let room = self.shared.max_payload + 64 * 1024;
-            fetch = fetch.max_bytes(max_bytes.max(room));
-        }
-        let what = || format!("reading {}", self.at());
-        let deadline = tokio::time::Instant::now() + self.shared.request_timeout;
-        // A fetch is answered by the server that holds the consumer; if it died, nothing
-        // ends the batch: bound it.
-        let unanswered = || {
-            BackendError::Unavailable(format!(
-                "{}: the reader's server did not answer within {:?}",
-                what(),
-                self.shared.request_timeout
-            ))
+        let place = CursorPlace {
+            handle: &self.handle,
+            watermark: &self.watermark,
+            at: self.at(),
+            max_payload: self.shared.max_payload,
+            request_timeout: self.shared.request_timeout,
         };
-        let mut batch = tokio::time::timeout_at(deadline, fetch.messages())
-            .await
-            .map_err(|_| unanswered())?
-            .map_err(|e| engine(what(), e))?;
-        loop {
-            let message = match tokio::time::timeout_at(deadline, batch.next()).await {
-                Ok(Some(message)) => message,
-                Ok(None) => return Ok(Fill::Done),
-                Err(_) => return Err(unanswered()),
-            };
-            let message = message.map_err(|e| BackendError::Engine(format!("{}: {e}", what())))?;
-            let (seq, pending) = {
-                let info = message
-                    .info()
-                    .map_err(|e| BackendError::Engine(format!("{}: {e}", what())))?;
-                (info.stream_sequence, info.pending)
-            };
-            if seq != cursor.next_seq {
-                // Records between were removed (retention) while this cursor waited.
-                return Ok(Fill::Gap);
-            }
-            self.raise_watermark(seq + pending);
-            let record = self.decode(message, seq)?;
-            cursor.buffer.push_back(record);
-            cursor.next_seq = seq + 1;
-        }
+        Cursor::open(place, offset).await
     }
 
-    fn decode(&self, message: Message, seq: u64) -> Result<StoredRecord, BackendError> {
-        let payload = message.message.payload;
-        decode_record(payload, seq - 1)
-            .map_err(|e| BackendError::Corrupt(format!("{} offset {}: {e}", self.at(), seq - 1)))
+    /// Whether a cursor whose pump runs stands at `offset`: a record appended there will
+    /// reach it and raise the watermark.
+    fn pumped_at(&self, offset: u64) -> bool {
+        lock(&self.cursors)
+            .iter()
+            .any(|c| c.pumping() && c.position() == offset)
+    }
+
+    /// A cursor at `offset`: the one standing there, or a new one. `None` when a new one
+    /// cannot be opened because the cluster is electing a leader (read directly then).
+    async fn cursor_at(&self, offset: u64) -> Result<Option<Cursor>, BackendError> {
+        if let Some(cursor) = self.take_cursor(offset) {
+            return Ok(Some(cursor));
+        }
+        match self.open_cursor(offset).await {
+            Ok(cursor) => Ok(Some(cursor)),
+            // Creating a consumer needs the cluster's meta leader; while it is elected,
+            // the stream leader still answers single gets.
+            Err(BackendError::Unavailable(_)) => Ok(None),
+            Err(error) => Err(error),
+        }
     }
 
     /// Reads from `offset` (see the trait's `read`).
@@ -741,28 +661,53 @@ impl Partition {
         if max_records == 0 || max_bytes == 0 {
             return Ok(Vec::new());
         }
-        let mut cursor = match self.take_cursor(offset) {
-            Some(cursor) => cursor,
-            None if max_records == 1 => return self.read_one(offset).await,
-            None => match self.open_cursor(offset).await {
-                Ok(cursor) => cursor,
-                // Creating a consumer needs the cluster's meta leader; while it is elected,
-                // the stream leader still answers single gets.
-                Err(BackendError::Unavailable(_)) => {
-                    return self
-                        .read_direct(offset, max_records.min(DIRECT_READ_MAX), max_bytes)
-                        .await;
-                }
-                Err(error) => return Err(error),
-            },
-        };
-        if cursor.buffer.is_empty() {
-            match self.fill(&mut cursor, max_records, max_bytes).await {
+        if max_records == 1 && !lock(&self.cursors).iter().any(|c| c.position() == offset) {
+            return self.read_one(offset).await;
+        }
+        // A cursor whose pump ended while idle is replaced once.
+        for _ in 0..2 {
+            let Some(mut cursor) = self.cursor_at(offset).await? else {
+                return self
+                    .read_direct(offset, max_records.min(DIRECT_READ_MAX), max_bytes)
+                    .await;
+            };
+            let mut fill = cursor.take_delivered(max_records);
+            if matches!(fill, Ok(Fill::Done))
+                && cursor.buffer.is_empty()
+                && offset < *self.watermark.borrow()
+            {
+                // The partition holds records from `offset` on: they are on their way.
+                let deadline = tokio::time::Instant::now() + self.shared.request_timeout;
+                fill = match cursor.wait_delivered(deadline, max_records).await {
+                    Some(fill) => fill,
+                    None => {
+                        self.delete_consumers(vec![cursor.name]);
+                        let (start, end, _) = self.bounds().await?;
+                        if offset < start || offset > end {
+                            return Err(self.out_of_range(offset, start, end));
+                        }
+                        if offset == end {
+                            // Nothing there after all (the partition was purged).
+                            return Ok(Vec::new());
+                        }
+                        return Err(BackendError::Unavailable(format!(
+                            "reading {}: the reader's server sent nothing within {:?}",
+                            self.at(),
+                            self.shared.request_timeout
+                        )));
+                    }
+                };
+            }
+            match fill {
                 Ok(Fill::Done) => {}
-                Ok(Fill::Gap) | Err(_) if !cursor.buffer.is_empty() => {
+                Ok(Fill::Gap | Fill::Ended) | Err(_) if !cursor.buffer.is_empty() => {
                     // Hand out what is contiguous; the next read starts afresh.
                     self.delete_consumers(vec![cursor.name.clone()]);
                     return Ok(take(&mut cursor.buffer, max_records, max_bytes));
+                }
+                Ok(Fill::Ended) => {
+                    self.delete_consumers(vec![cursor.name]);
+                    continue;
                 }
                 Ok(Fill::Gap) => {
                     self.delete_consumers(vec![cursor.name]);
@@ -774,27 +719,31 @@ impl Partition {
                     return Err(error);
                 }
             }
-        }
-        if cursor.buffer.is_empty() {
-            // Nothing at the high watermark this process knows is the usual answer of a
-            // reader at the tail; the range check is a stream info request, which readers
-            // polling the tail would otherwise send on every empty read, so there it is made
-            // at most once per TAIL_RANGE_CHECK (it only matters if retention removed the
-            // offset meanwhile).
-            let at_tail = offset == *self.watermark.borrow();
-            if !at_tail || self.tail_range_check_due() {
-                let (start, end, _) = self.bounds().await?;
-                if offset < start || offset > end {
-                    self.delete_consumers(vec![cursor.name]);
-                    return Err(self.out_of_range(offset, start, end));
+            if cursor.buffer.is_empty() {
+                // Nothing at the high watermark this process knows is the usual answer of a
+                // reader at the tail; the range check is a stream info request, which
+                // readers polling the tail would otherwise send on every empty read, so
+                // there it is made at most once per TAIL_RANGE_CHECK (it only matters if
+                // retention removed the offset meanwhile).
+                let at_tail = offset == *self.watermark.borrow();
+                if !at_tail || self.tail_range_check_due() {
+                    let (start, end, _) = self.bounds().await?;
+                    if offset < start || offset > end {
+                        self.delete_consumers(vec![cursor.name]);
+                        return Err(self.out_of_range(offset, start, end));
+                    }
                 }
+                self.put_back(cursor);
+                return Ok(Vec::new());
             }
+            let records = take(&mut cursor.buffer, max_records, max_bytes);
             self.put_back(cursor);
-            return Ok(Vec::new());
+            return Ok(records);
         }
-        let records = take(&mut cursor.buffer, max_records, max_bytes);
-        self.put_back(cursor);
-        Ok(records)
+        Err(BackendError::Unavailable(format!(
+            "reading {}: its readers keep ending",
+            self.at()
+        )))
     }
 
     /// Whether an empty read at the tail should check the range now; if so, notes that it did.
@@ -910,7 +859,9 @@ impl Partition {
     pub async fn wait_for_data(self: &Arc<Self>, offset: u64, timeout: Duration) -> u64 {
         // Subscribe before making sure the watcher runs: it only stops when nobody listens.
         let mut receiver = self.watermark.subscribe();
-        self.ensure_watcher();
+        if !self.pumped_at(offset) {
+            self.ensure_watcher();
+        }
         let current = *receiver.borrow_and_update();
         if current > offset {
             return current;
@@ -1041,11 +992,6 @@ struct Sent {
     acks: Vec<PublishAckFuture>,
     error: Option<async_nats::jetstream::context::PublishError>,
     first_payload: Bytes,
-}
-
-enum Fill {
-    Done,
-    Gap,
 }
 
 enum Judged {
