@@ -1,5 +1,5 @@
 //! What the JetStream backend does beyond the shared suites: several processes on one
-//! namespace (contiguous batches, wake-ups, id-based dedup), removal of expired key-value
+//! namespace (contiguous batches, wake-ups, readers at the tail, id-based dedup), removal of expired key-value
 //! entries, names that need escaping, and refusing bad configuration. Each test opens its
 //! backends directly, as separate connections stand for separate Runnel processes. Needs
 //! `RUNNEL_TEST_NATS_URL` (see `common`).
@@ -153,6 +153,69 @@ async fn given_a_waiter_in_one_process_an_append_from_another_wakes_it() {
         started.elapsed() < Duration::from_secs(10),
         "woken by the append, not the timeout"
     );
+    ns.delete().await;
+}
+
+/// A reader at the tail keeps its cursor (whose pull stays open) between reads; what another
+/// process appends reaches that cursor, wakes the reader's wait and is read in order.
+#[tokio::test]
+async fn given_a_reader_at_the_tail_records_appended_by_another_process_reach_it_in_order() {
+    let ns = namespace_or_skip!();
+    let s = stream("orders");
+    let reader = ns.backend().await;
+    reader
+        .create_stream(
+            &s,
+            StreamConfig {
+                partitions: 1,
+                ..StreamConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+    let writer = ns.backend().await;
+    let empty = reader
+        .read(&s, 0, ReadFrom::Offset(0), 100, usize::MAX)
+        .await
+        .unwrap();
+    assert!(empty.is_empty(), "nothing appended yet");
+    let mut next = 0u64;
+    for round in 0..3u64 {
+        let started = tokio::time::Instant::now();
+        let wait = reader.wait_for_data(&s, 0, next, Duration::from_secs(30));
+        let append = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let records = (0..4)
+                .map(|i| record("k", &format!("v{}", round * 4 + i)))
+                .collect();
+            writer.append(&s, 0, records).await
+        };
+        let (woken, appended) = tokio::join!(wait, append);
+        assert_eq!(appended.unwrap().base_offset, round * 4);
+        assert!(woken.unwrap() > next, "the wait saw the new records");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "woken by the records, not the timeout"
+        );
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        while next < (round + 1) * 4 {
+            assert!(tokio::time::Instant::now() < until, "records arrive");
+            let batch = reader
+                .read(&s, 0, ReadFrom::Offset(next), 100, usize::MAX)
+                .await
+                .unwrap();
+            for r in &batch {
+                assert_eq!(r.offset, next);
+                assert_eq!(r.value, Bytes::from(format!("v{next}")));
+                next += 1;
+            }
+        }
+    }
+    let at_tail = reader
+        .read(&s, 0, ReadFrom::Offset(12), 100, usize::MAX)
+        .await
+        .unwrap();
+    assert!(at_tail.is_empty());
     ns.delete().await;
 }
 
