@@ -9,10 +9,11 @@
 //! message a second time to wake it. With the pull kept open, a record appended anywhere
 //! reaches the reader once, and its arrival is what wakes the reader.
 //!
-//! What the pump holds is bounded by bytes (a semaphore the reader refills as it takes
-//! records), so a cursor left behind a fast producer holds at most [`PUMP_BUDGET_BYTES`]
-//! beyond the pull in flight. A pump whose cursor nobody used for [`CURSOR_IDLE`] ends by
-//! itself, so an abandoned cursor stops costing the server anything.
+//! What the pump holds is bounded (a semaphore the reader refills as it takes records, one
+//! permit per started KiB), so a cursor nobody reads holds at most [`PUMP_BUDGET_BYTES`]
+//! beyond the pull in flight — about a thousand small records, a few milliseconds of reading.
+//! A pump whose cursor nobody used for [`PUMP_IDLE`] ends by itself, so an abandoned cursor
+//! soon stops costing this process and the server anything.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -29,14 +30,16 @@ use tokio::task::JoinHandle;
 use crate::error::engine;
 use crate::frame::decode_record;
 
-/// A cursor idle this long is not reused, and its pump ends (its consumer goes away on the
-/// server after [`CURSOR_INACTIVE`]).
+/// A cursor idle this long is not reused (its consumer goes away on the server after
+/// [`CURSOR_INACTIVE`]).
 pub(crate) const CURSOR_IDLE: Duration = Duration::from_secs(20);
 const CURSOR_INACTIVE: Duration = Duration::from_secs(30);
+/// A pump ends when its cursor was not used for between one and two of these.
+const PUMP_IDLE: Duration = Duration::from_secs(5);
 /// Records asked for per pull: the pump asks again when half of them have arrived.
-const PULL_BATCH: usize = 1_000;
-/// Bytes of decoded records a pump holds for its reader before it stops taking more.
-pub(crate) const PUMP_BUDGET_BYTES: usize = 16 << 20;
+const PULL_BATCH: usize = 512;
+/// Decoded records a pump holds for its reader before it stops taking more.
+pub(crate) const PUMP_BUDGET_BYTES: usize = 1 << 20;
 /// The semaphore counts KiB, so that a budget of bytes fits its permits.
 const PERMIT_BYTES: usize = 1024;
 
@@ -170,6 +173,11 @@ impl Cursor {
             .map_or(self.next_seq.saturating_sub(1), |r| r.offset)
     }
 
+    /// The offset after the last record in the buffer (or the position, when it is empty).
+    pub fn buffered_end(&self) -> u64 {
+        self.next_seq.saturating_sub(1)
+    }
+
     /// Whether the pump still runs: then records appended after the cursor's position will
     /// arrive, and raise the watermark, without anyone asking.
     pub fn pumping(&self) -> bool {
@@ -239,7 +247,7 @@ struct Pump {
 
 impl Pump {
     async fn run(self, mut messages: pull::Stream) {
-        let mut idle_check = tokio::time::interval(CURSOR_IDLE);
+        let mut idle_check = tokio::time::interval(PUMP_IDLE);
         idle_check.tick().await;
         let mut uses_seen = self.uses.load(Ordering::Relaxed);
         let idle = |uses_seen: &mut u64| {

@@ -661,8 +661,24 @@ impl Partition {
         if max_records == 0 || max_bytes == 0 {
             return Ok(Vec::new());
         }
-        if max_records == 1 && !lock(&self.cursors).iter().any(|c| c.position() == offset) {
-            return self.read_one(offset).await;
+        if !lock(&self.cursors).iter().any(|c| c.position() == offset) {
+            if max_records == 1 {
+                return self.read_one(offset).await;
+            }
+            // A cursor costs the server a consumer and keeps a pull open: open one only
+            // where there are records to read.
+            if offset >= *self.watermark.borrow() {
+                if offset == *self.watermark.borrow() && !self.tail_range_check_due() {
+                    return Ok(Vec::new());
+                }
+                let (start, end, _) = self.bounds().await?;
+                if offset < start || offset > end {
+                    return Err(self.out_of_range(offset, start, end));
+                }
+                if offset == end {
+                    return Ok(Vec::new());
+                }
+            }
         }
         // A cursor whose pump ended while idle is replaced once.
         for _ in 0..2 {
@@ -671,15 +687,21 @@ impl Partition {
                     .read_direct(offset, max_records.min(DIRECT_READ_MAX), max_bytes)
                     .await;
             };
+            // A read hands out every record up to the high watermark known as it starts (up
+            // to its limits): those are stored, and on their way to the cursor if not there.
+            let wanted_end = (*self.watermark.borrow()).min(offset + max_records as u64);
             let mut fill = cursor.take_delivered(max_records);
-            if matches!(fill, Ok(Fill::Done))
-                && cursor.buffer.is_empty()
-                && offset < *self.watermark.borrow()
+            let mut bytes: usize = cursor.buffer.iter().map(record_size).sum();
+            let deadline = tokio::time::Instant::now() + self.shared.request_timeout;
+            while matches!(fill, Ok(Fill::Done))
+                && cursor.buffered_end() < wanted_end
+                && bytes < max_bytes
             {
-                // The partition holds records from `offset` on: they are on their way.
-                let deadline = tokio::time::Instant::now() + self.shared.request_timeout;
+                let had = cursor.buffer.len();
                 fill = match cursor.wait_delivered(deadline, max_records).await {
                     Some(fill) => fill,
+                    // What arrived so far is an answer.
+                    None if had > 0 => break,
                     None => {
                         self.delete_consumers(vec![cursor.name]);
                         let (start, end, _) = self.bounds().await?;
@@ -697,6 +719,12 @@ impl Partition {
                         )));
                     }
                 };
+                bytes += cursor
+                    .buffer
+                    .iter()
+                    .skip(had)
+                    .map(record_size)
+                    .sum::<usize>();
             }
             match fill {
                 Ok(Fill::Done) => {}
@@ -1030,13 +1058,7 @@ fn take(
     let mut bytes = 0usize;
     while out.len() < max_records {
         let Some(next) = buffer.front() else { break };
-        let size = next.key.len()
-            + next.value.len()
-            + next
-                .headers
-                .iter()
-                .map(|h| h.name.len() + h.value.len())
-                .sum::<usize>();
+        let size = record_size(next);
         if !out.is_empty() && bytes.saturating_add(size) > max_bytes {
             break;
         }
@@ -1049,4 +1071,15 @@ fn take(
         }
     }
     out
+}
+
+/// A record's size as reads count it against their `max_bytes`.
+fn record_size(record: &StoredRecord) -> usize {
+    record.key.len()
+        + record.value.len()
+        + record
+            .headers
+            .iter()
+            .map(|h| h.name.len() + h.value.len())
+            .sum::<usize>()
 }

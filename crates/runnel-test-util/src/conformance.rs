@@ -308,7 +308,10 @@ pub async fn wait_for_data_wakes_on_append_and_times_out_otherwise(h: &impl Back
     };
     let (woken, other, appended) = tokio::join!(waiter, other_partition, appender);
     appended.unwrap();
-    assert_eq!(woken.unwrap(), 3, "woken by the append");
+    // A backend may show a batch's records one by one (JetStream stores them as separate
+    // messages): the wait ends at the first record past the offset, or at the whole batch.
+    let high = woken.unwrap();
+    assert!((2..=3).contains(&high), "woken by the append, at {high}");
     assert_eq!(other.unwrap(), 0, "an append elsewhere does not count");
 }
 
