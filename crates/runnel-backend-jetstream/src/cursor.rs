@@ -1,31 +1,30 @@
 //! Readers positioned in a partition. A cursor is an ephemeral pull consumer (no acks, in
-//! memory) that starts at an offset and keeps one pull open on the server: a background
-//! pump receives what the server pushes, decodes it into records and hands them to the
-//! reader through a channel, raising the partition's high watermark as records arrive.
+//! memory) that starts at an offset and keeps its pull open on the server: records are
+//! pushed to it as they are appended, up to a batch ahead of the reader, and a read takes
+//! what has arrived.
 //!
 //! Why a standing pull rather than a fetch per read: a reader at the tail reads a few
 //! records each time it wakes, and a fetch costs a subscription, a request and an
-//! end-of-batch status on each read, while a watcher consumer had to deliver every
-//! message a second time to wake it. With the pull kept open, a record appended anywhere
-//! reaches the reader once, and its arrival is what wakes the reader.
+//! end-of-batch status on each read, while a watcher consumer had to deliver every message a
+//! second time to wake it. With the pull kept open, a record appended anywhere reaches the
+//! reader once — and a reader waiting where its cursor stands (`Partition::wait_for_data`)
+//! waits on the cursor itself, so that record is what wakes it.
 //!
-//! What the pump holds is bounded (a semaphore the reader refills as it takes records, one
-//! permit per started KiB), so a cursor nobody reads holds at most [`PUMP_BUDGET_BYTES`]
-//! beyond the pull in flight — about a thousand small records, a few milliseconds of reading.
-//! A pump whose cursor nobody used for [`PUMP_IDLE`] ends by itself, so an abandoned cursor
-//! soon stops costing this process and the server anything.
+//! Whoever holds the cursor polls it; there is no task of its own. What the server pushed
+//! ahead waits in the subscription (at most a batch: [`PULL_BATCH`] records or
+//! [`PULL_BYTES`]); a cursor nobody polls asks for nothing more, and its consumer goes away
+//! on the server once its last pull expired and [`CURSOR_INACTIVE`] passed.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream;
+use async_nats::jetstream::consumer::pull::MessagesError;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::stream::Stream;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use runnel_backend::{BackendError, StoredRecord};
-use tokio::sync::{Semaphore, mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::watch;
 
 use crate::error::engine;
 use crate::frame::decode_record;
@@ -34,14 +33,10 @@ use crate::frame::decode_record;
 /// [`CURSOR_INACTIVE`]).
 pub(crate) const CURSOR_IDLE: Duration = Duration::from_secs(20);
 const CURSOR_INACTIVE: Duration = Duration::from_secs(30);
-/// A pump ends when its cursor was not used for between one and two of these.
-const PUMP_IDLE: Duration = Duration::from_secs(5);
-/// Records asked for per pull: the pump asks again when half of them have arrived.
-const PULL_BATCH: usize = 512;
-/// Decoded records a pump holds for its reader before it stops taking more.
-pub(crate) const PUMP_BUDGET_BYTES: usize = 1 << 20;
-/// The semaphore counts KiB, so that a budget of bytes fits its permits.
-const PERMIT_BYTES: usize = 1024;
+/// Records asked for per pull; the next pull goes out when half of them have arrived.
+const PULL_BATCH: usize = 2_000;
+/// Bytes asked for per pull (raised to fit one message of the server's largest size).
+const PULL_BYTES: usize = 8 << 20;
 
 /// Raises a high watermark (never lowers it), waking whoever waits on it.
 pub(crate) fn raise(watermark: &watch::Sender<u64>, high: u64) {
@@ -55,41 +50,27 @@ pub(crate) fn raise(watermark: &watch::Sender<u64>, high: u64) {
     });
 }
 
-/// What the pump hands over: a record with its stream sequence and the permits it holds.
-type Pumped = Result<(u64, StoredRecord, u32), BackendError>;
-
-/// What taking the pump's records found.
+/// What taking the cursor's records found.
 pub(crate) enum Fill {
     /// Took what had arrived (possibly nothing).
     Done,
     /// The next record is not the next sequence: records between were removed by
     /// retention while the cursor waited. What came before the gap is in the buffer.
     Gap,
-    /// The pump ended without an error (it was idle); what it delivered is in the buffer.
-    Ended,
 }
 
-/// Aborts the pump when the cursor goes.
-struct PumpTask(JoinHandle<()>);
-
-impl Drop for PumpTask {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// A consumer positioned in the partition, with the records its pump delivered that no
-/// read has handed out yet.
+/// A consumer positioned in the partition, with the records that arrived and no read has
+/// handed out yet.
 pub(crate) struct Cursor {
     pub name: String,
-    /// Sequence of the next message the reader expects from the pump.
+    /// Sequence of the next message the cursor expects.
     next_seq: u64,
     pub buffer: VecDeque<StoredRecord>,
-    feed: mpsc::UnboundedReceiver<Pumped>,
-    room: Arc<Semaphore>,
-    /// Bumped on every use, so the pump can tell a cursor nobody reads any more.
-    uses: Arc<AtomicU64>,
-    pump: PumpTask,
+    messages: pull::Stream,
+    /// What a wait found that a read must report: a gap, or the error that ended the pull.
+    pub broken: Option<Result<Fill, BackendError>>,
+    watermark: std::sync::Arc<watch::Sender<u64>>,
+    at: String,
     pub used: Instant,
 }
 
@@ -97,16 +78,16 @@ pub(crate) struct Cursor {
 /// and its name in errors.
 pub(crate) struct CursorPlace<'a> {
     pub handle: &'a Stream<()>,
-    pub watermark: &'a Arc<watch::Sender<u64>>,
+    pub watermark: &'a std::sync::Arc<watch::Sender<u64>>,
     pub at: String,
     /// The server's largest message (a pull must have room for one).
     pub max_payload: usize,
-    /// Idle heartbeats come at half this; two missed ones end the pump with an error.
+    /// Idle heartbeats come at half this; two missed ones end the pull with an error.
     pub request_timeout: Duration,
 }
 
 impl Cursor {
-    /// Creates a consumer at `offset` and starts its pump. The consumer's pending count
+    /// Creates a consumer at `offset` and opens its pull. The consumer's pending count
     /// tells where the partition ends, so the watermark is current from the start.
     pub async fn open(place: CursorPlace<'_>, offset: u64) -> Result<Cursor, BackendError> {
         let consumer: PullConsumer = place
@@ -132,7 +113,7 @@ impl Cursor {
         let messages = match consumer
             .stream()
             .max_messages_per_batch(PULL_BATCH)
-            .max_bytes_per_batch(PUMP_BUDGET_BYTES.max(place.max_payload + 64 * 1024))
+            .max_bytes_per_batch(PULL_BYTES.max(place.max_payload + 64 * 1024))
             .heartbeat(heartbeat)
             .expires((heartbeat * 4).max(Duration::from_secs(30)))
             .messages()
@@ -144,24 +125,14 @@ impl Cursor {
                 return Err(engine(format!("starting a reader on {}", place.at), error));
             }
         };
-        let (feed_tx, feed) = mpsc::unbounded_channel();
-        let room = Arc::new(Semaphore::new(PUMP_BUDGET_BYTES / PERMIT_BYTES));
-        let uses = Arc::new(AtomicU64::new(0));
-        let pump = Pump {
-            feed: feed_tx,
-            room: room.clone(),
-            uses: uses.clone(),
-            watermark: place.watermark.clone(),
-            at: place.at,
-        };
         Ok(Cursor {
             name,
             next_seq: offset + 1,
             buffer: VecDeque::new(),
-            feed,
-            room,
-            uses,
-            pump: PumpTask(tokio::spawn(pump.run(messages))),
+            messages,
+            broken: None,
+            watermark: place.watermark.clone(),
+            at: place.at,
             used: Instant::now(),
         })
     }
@@ -178,158 +149,92 @@ impl Cursor {
         self.next_seq.saturating_sub(1)
     }
 
-    /// Whether the pump still runs: then records appended after the cursor's position will
-    /// arrive, and raise the watermark, without anyone asking.
-    pub fn pumping(&self) -> bool {
-        !self.pump.0.is_finished()
-    }
-
-    pub fn note_use(&mut self) {
-        self.used = Instant::now();
-        self.uses.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Moves what the pump delivered into the buffer until it holds `max_records`.
+    /// Moves what has arrived into the buffer until it holds `max_records`, without
+    /// waiting.
     pub fn take_delivered(&mut self, max_records: usize) -> Result<Fill, BackendError> {
+        let mut high = 0;
+        let mut fill = Ok(Fill::Done);
         while self.buffer.len() < max_records {
-            match self.feed.try_recv() {
-                Ok(pumped) => {
-                    if let Some(fill) = self.accept(pumped)? {
-                        return Ok(fill);
-                    }
+            let Some(next) = self.messages.next().now_or_never() else {
+                break;
+            };
+            match self.accept(next) {
+                Ok(None) => {}
+                Ok(Some(seen)) => high = high.max(seen),
+                Err(gap_or_error) => {
+                    fill = gap_or_error;
+                    break;
                 }
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                Err(mpsc::error::TryRecvError::Disconnected) => return Ok(Fill::Ended),
             }
         }
-        Ok(Fill::Done)
+        raise(&self.watermark, high);
+        fill
     }
 
-    /// Waits until the pump delivers something, or `deadline`; `None` if it passed.
+    /// Waits until a record arrives, or `timer` fires; `None` if it did. Then takes what
+    /// else has arrived, up to `max_records` in the buffer. (One timer serves all the waits
+    /// of a read.)
     pub async fn wait_delivered(
         &mut self,
-        deadline: tokio::time::Instant,
+        timer: std::pin::Pin<&mut tokio::time::Sleep>,
         max_records: usize,
     ) -> Option<Result<Fill, BackendError>> {
-        let pumped = match tokio::time::timeout_at(deadline, self.feed.recv()).await {
-            Err(_) => return None,
-            Ok(None) => return Some(Ok(Fill::Ended)),
-            Ok(Some(pumped)) => pumped,
+        let next = tokio::select! {
+            next = self.messages.next() => next,
+            _ = timer => return None,
         };
-        Some(match self.accept(pumped) {
-            Ok(None) => self.take_delivered(max_records),
-            Ok(Some(fill)) => Ok(fill),
-            Err(error) => Err(error),
+        Some(match self.accept(next) {
+            Ok(seen) => {
+                raise(&self.watermark, seen.unwrap_or(0));
+                self.take_delivered(max_records)
+            }
+            Err(gap_or_error) => gap_or_error,
         })
     }
 
-    /// Puts one delivered record in the buffer; `Some(Gap)` if it is not the next one.
-    fn accept(&mut self, pumped: Pumped) -> Result<Option<Fill>, BackendError> {
-        let (seq, record, permits) = pumped?;
-        self.room.add_permits(permits as usize);
+    /// Puts one delivered message in the buffer; returns the high watermark it shows.
+    /// `Err(Ok(Gap))` when it is not the next record, `Err(Err(_))` when the pull failed.
+    #[allow(clippy::result_large_err)]
+    fn accept(
+        &mut self,
+        next: Option<Result<jetstream::Message, MessagesError>>,
+    ) -> Result<Option<u64>, Result<Fill, BackendError>> {
+        let message = match next {
+            Some(Ok(message)) => message,
+            Some(Err(error)) => {
+                return Err(Err(BackendError::Unavailable(format!(
+                    "reading {}: {error}",
+                    self.at
+                ))));
+            }
+            None => {
+                return Err(Err(BackendError::Unavailable(format!(
+                    "reading {}: the reader's consumer ended",
+                    self.at
+                ))));
+            }
+        };
+        let (seq, pending) = match message.info() {
+            Ok(info) => (info.stream_sequence, info.pending),
+            Err(error) => {
+                return Err(Err(BackendError::Engine(format!(
+                    "reading {}: {error}",
+                    self.at
+                ))));
+            }
+        };
         if seq != self.next_seq {
-            return Ok(Some(Fill::Gap));
+            return Err(Ok(Fill::Gap));
         }
+        let record = decode_record(message.message.payload, seq - 1).map_err(|error| {
+            Err(BackendError::Corrupt(format!(
+                "{} offset {}: {error}",
+                self.at,
+                seq - 1
+            )))
+        })?;
         self.buffer.push_back(record);
         self.next_seq = seq + 1;
-        Ok(None)
-    }
-}
-
-/// The background half of a cursor.
-struct Pump {
-    feed: mpsc::UnboundedSender<Pumped>,
-    room: Arc<Semaphore>,
-    uses: Arc<AtomicU64>,
-    watermark: Arc<watch::Sender<u64>>,
-    at: String,
-}
-
-impl Pump {
-    async fn run(self, mut messages: pull::Stream) {
-        let mut idle_check = tokio::time::interval(PUMP_IDLE);
-        idle_check.tick().await;
-        let mut uses_seen = self.uses.load(Ordering::Relaxed);
-        let idle = |uses_seen: &mut u64| {
-            let uses = self.uses.load(Ordering::Relaxed);
-            let idle = uses == *uses_seen;
-            *uses_seen = uses;
-            idle
-        };
-        loop {
-            let next = tokio::select! {
-                next = messages.next() => next,
-                _ = idle_check.tick() => {
-                    if idle(&mut uses_seen) {
-                        return;
-                    }
-                    continue;
-                }
-            };
-            let message = match next {
-                Some(Ok(message)) => message,
-                Some(Err(error)) => {
-                    let _ = self.feed.send(Err(BackendError::Unavailable(format!(
-                        "reading {}: {error}",
-                        self.at
-                    ))));
-                    return;
-                }
-                None => {
-                    let _ = self.feed.send(Err(BackendError::Unavailable(format!(
-                        "reading {}: the reader's consumer ended",
-                        self.at
-                    ))));
-                    return;
-                }
-            };
-            let (seq, pending) = match message.info() {
-                Ok(info) => (info.stream_sequence, info.pending),
-                Err(error) => {
-                    let _ = self.feed.send(Err(BackendError::Engine(format!(
-                        "reading {}: {error}",
-                        self.at
-                    ))));
-                    return;
-                }
-            };
-            let payload = message.message.payload;
-            let size = payload.len();
-            let record = match decode_record(payload, seq - 1) {
-                Ok(record) => record,
-                Err(error) => {
-                    let _ = self.feed.send(Err(BackendError::Corrupt(format!(
-                        "{} offset {}: {error}",
-                        self.at,
-                        seq - 1
-                    ))));
-                    return;
-                }
-            };
-            let budget = (PUMP_BUDGET_BYTES / PERMIT_BYTES) as u32;
-            let permits = ((size / PERMIT_BYTES) as u32).clamp(1, budget);
-            loop {
-                tokio::select! {
-                    acquired = self.room.acquire_many(permits) => match acquired {
-                        Ok(acquired) => {
-                            acquired.forget();
-                            break;
-                        }
-                        Err(_) => return,
-                    },
-                    _ = idle_check.tick() => {
-                        if idle(&mut uses_seen) {
-                            return;
-                        }
-                    }
-                }
-            }
-            if self.feed.send(Ok((seq, record, permits))).is_err() {
-                return;
-            }
-            // After the record is in the channel, so that a reader woken by the watermark
-            // finds it.
-            raise(&self.watermark, seq + pending);
-        }
+        Ok(Some(seq + pending))
     }
 }

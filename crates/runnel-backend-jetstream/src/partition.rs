@@ -37,11 +37,11 @@
 //! binary-search the records' own timestamps.
 //!
 //! **Waits** watch the high watermark in a `tokio::sync::watch`: appends from this process
-//! raise it, and so do records arriving at a cursor, so a reader waiting where its cursor
-//! stands is woken by the record itself. A wait where no cursor stands starts a watcher
-//! task that follows the stream with an ordered consumer (headers only) from the last
-//! sequence, so an append from any process wakes the waiters; it stops two seconds after
-//! the last waiter leaves.
+//! raise it. A wait where a cursor stands waits on that cursor's pull too, so the next
+//! record, from any process, wakes it (and is in the cursor for the next read). A wait where
+//! no cursor stands starts a watcher task that follows the stream with an ordered consumer
+//! (headers only) from the last sequence, so an append from any process wakes the waiters;
+//! it stops two seconds after the last waiter leaves.
 
 use std::collections::VecDeque;
 use std::future::IntoFuture;
@@ -580,7 +580,7 @@ impl Partition {
     }
 
     fn put_back(&self, mut cursor: Cursor) {
-        cursor.note_use();
+        cursor.used = Instant::now();
         let mut cursors = lock(&self.cursors);
         cursors.push(cursor);
         let mut evicted = Vec::new();
@@ -600,8 +600,13 @@ impl Partition {
         if names.is_empty() {
             return;
         }
+        // A cursor can be put back while its waiter is dropped at shutdown, outside any
+        // runtime: then the server removes the consumers after their inactive threshold.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         let handle = self.handle.clone();
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             for name in names {
                 let _ = handle.delete_consumer(&name).await;
             }
@@ -626,14 +631,6 @@ impl Partition {
             request_timeout: self.shared.request_timeout,
         };
         Cursor::open(place, offset).await
-    }
-
-    /// Whether a cursor whose pump runs stands at `offset`: a record appended there will
-    /// reach it and raise the watermark.
-    fn pumped_at(&self, offset: u64) -> bool {
-        lock(&self.cursors)
-            .iter()
-            .any(|c| c.pumping() && c.position() == offset)
     }
 
     /// A cursor at `offset`: the one standing there, or a new one. `None` when a new one
@@ -680,98 +677,91 @@ impl Partition {
                 }
             }
         }
-        // A cursor whose pump ended while idle is replaced once.
-        for _ in 0..2 {
-            let Some(mut cursor) = self.cursor_at(offset).await? else {
-                return self
-                    .read_direct(offset, max_records.min(DIRECT_READ_MAX), max_bytes)
-                    .await;
-            };
-            // A read hands out every record up to the high watermark known as it starts (up
-            // to its limits): those are stored, and on their way to the cursor if not there.
-            let wanted_end = (*self.watermark.borrow()).min(offset + max_records as u64);
-            let mut fill = cursor.take_delivered(max_records);
-            let mut bytes: usize = cursor.buffer.iter().map(record_size).sum();
-            let deadline = tokio::time::Instant::now() + self.shared.request_timeout;
-            while matches!(fill, Ok(Fill::Done))
-                && cursor.buffered_end() < wanted_end
-                && bytes < max_bytes
-            {
-                let had = cursor.buffer.len();
-                fill = match cursor.wait_delivered(deadline, max_records).await {
-                    Some(fill) => fill,
-                    // What arrived so far is an answer.
-                    None if had > 0 => break,
-                    None => {
-                        self.delete_consumers(vec![cursor.name]);
-                        let (start, end, _) = self.bounds().await?;
-                        if offset < start || offset > end {
-                            return Err(self.out_of_range(offset, start, end));
-                        }
-                        if offset == end {
-                            // Nothing there after all (the partition was purged).
-                            return Ok(Vec::new());
-                        }
-                        return Err(BackendError::Unavailable(format!(
-                            "reading {}: the reader's server sent nothing within {:?}",
-                            self.at(),
-                            self.shared.request_timeout
-                        )));
-                    }
-                };
-                bytes += cursor
-                    .buffer
-                    .iter()
-                    .skip(had)
-                    .map(record_size)
-                    .sum::<usize>();
-            }
-            match fill {
-                Ok(Fill::Done) => {}
-                Ok(Fill::Gap | Fill::Ended) | Err(_) if !cursor.buffer.is_empty() => {
-                    // Hand out what is contiguous; the next read starts afresh.
-                    self.delete_consumers(vec![cursor.name.clone()]);
-                    return Ok(take(&mut cursor.buffer, max_records, max_bytes));
-                }
-                Ok(Fill::Ended) => {
+        let Some(mut cursor) = self.cursor_at(offset).await? else {
+            return self
+                .read_direct(offset, max_records.min(DIRECT_READ_MAX), max_bytes)
+                .await;
+        };
+        // A read hands out every record up to the high watermark known as it starts (up to
+        // its limits): those are stored, and on their way to the cursor if not there.
+        let wanted_end = (*self.watermark.borrow()).min(offset + max_records as u64);
+        let mut fill = match cursor.broken.take() {
+            Some(found) => found,
+            None => cursor.take_delivered(max_records),
+        };
+        let mut bytes: usize = cursor.buffer.iter().map(record_size).sum();
+        let timer = tokio::time::sleep(self.shared.request_timeout);
+        tokio::pin!(timer);
+        while matches!(fill, Ok(Fill::Done))
+            && cursor.buffered_end() < wanted_end
+            && bytes < max_bytes
+        {
+            let had = cursor.buffer.len();
+            fill = match cursor.wait_delivered(timer.as_mut(), max_records).await {
+                Some(fill) => fill,
+                // What arrived so far is an answer.
+                None if had > 0 => break,
+                None => {
                     self.delete_consumers(vec![cursor.name]);
-                    continue;
-                }
-                Ok(Fill::Gap) => {
-                    self.delete_consumers(vec![cursor.name]);
-                    let (start, end, _) = self.bounds().await?;
-                    return Err(self.out_of_range(offset, start, end));
-                }
-                Err(error) => {
-                    self.delete_consumers(vec![cursor.name]);
-                    return Err(error);
-                }
-            }
-            if cursor.buffer.is_empty() {
-                // Nothing at the high watermark this process knows is the usual answer of a
-                // reader at the tail; the range check is a stream info request, which
-                // readers polling the tail would otherwise send on every empty read, so
-                // there it is made at most once per TAIL_RANGE_CHECK (it only matters if
-                // retention removed the offset meanwhile).
-                let at_tail = offset == *self.watermark.borrow();
-                if !at_tail || self.tail_range_check_due() {
                     let (start, end, _) = self.bounds().await?;
                     if offset < start || offset > end {
-                        self.delete_consumers(vec![cursor.name]);
                         return Err(self.out_of_range(offset, start, end));
                     }
+                    if offset == end {
+                        // Nothing there after all (the partition was purged).
+                        return Ok(Vec::new());
+                    }
+                    return Err(BackendError::Unavailable(format!(
+                        "reading {}: the reader's server sent nothing within {:?}",
+                        self.at(),
+                        self.shared.request_timeout
+                    )));
                 }
-                self.put_back(cursor);
-                return Ok(Vec::new());
-            }
-            let records = take(&mut cursor.buffer, max_records, max_bytes);
-            self.put_back(cursor);
-            return Ok(records);
+            };
+            bytes += cursor
+                .buffer
+                .iter()
+                .skip(had)
+                .map(record_size)
+                .sum::<usize>();
         }
-        Err(BackendError::Unavailable(format!(
-            "reading {}: its readers keep ending",
-            self.at()
-        )))
+        match fill {
+            Ok(Fill::Done) => {}
+            Ok(Fill::Gap) | Err(_) if !cursor.buffer.is_empty() => {
+                // Hand out what is contiguous; the next read starts afresh.
+                self.delete_consumers(vec![cursor.name.clone()]);
+                return Ok(take(&mut cursor.buffer, max_records, max_bytes));
+            }
+            Ok(Fill::Gap) => {
+                self.delete_consumers(vec![cursor.name]);
+                let (start, end, _) = self.bounds().await?;
+                return Err(self.out_of_range(offset, start, end));
+            }
+            Err(error) => {
+                self.delete_consumers(vec![cursor.name]);
+                return Err(error);
+            }
+        }
+        if cursor.buffer.is_empty() {
+            // Nothing at the high watermark this process knows is the usual answer of a
+            // reader at the tail; the range check is a stream info request, which readers
+            // polling the tail would otherwise send on every empty read, so there it is made
+            // at most once per TAIL_RANGE_CHECK (it only matters if retention removed the
+            // offset meanwhile).
+            let at_tail = offset == *self.watermark.borrow();
+            if !at_tail || self.tail_range_check_due() {
+                let (start, end, _) = self.bounds().await?;
+                if offset < start || offset > end {
+                    self.delete_consumers(vec![cursor.name]);
+                    return Err(self.out_of_range(offset, start, end));
+                }
+            }
+            self.put_back(cursor);
+            return Ok(Vec::new());
+        }
+        let records = take(&mut cursor.buffer, max_records, max_bytes);
+        self.put_back(cursor);
+        Ok(records)
     }
 
     /// Whether an empty read at the tail should check the range now; if so, notes that it did.
@@ -887,13 +877,34 @@ impl Partition {
     pub async fn wait_for_data(self: &Arc<Self>, offset: u64, timeout: Duration) -> u64 {
         // Subscribe before making sure the watcher runs: it only stops when nobody listens.
         let mut receiver = self.watermark.subscribe();
-        if !self.pumped_at(offset) {
-            self.ensure_watcher();
-        }
         let current = *receiver.borrow_and_update();
         if current > offset {
             return current;
         }
+        if let Some(cursor) = self.take_cursor(offset) {
+            // The next record reaches this cursor: wait on it (or on an append of this
+            // process, or the timeout). Put back however the wait ends, even dropped.
+            let mut held = HeldCursor {
+                partition: self,
+                cursor: Some(cursor),
+            };
+            let timer = tokio::time::sleep(timeout);
+            tokio::pin!(timer);
+            if let Some(cursor) = held.cursor.as_mut() {
+                tokio::select! {
+                    arrived = cursor.wait_delivered(timer, usize::MAX) => {
+                        if let Some(found @ (Ok(Fill::Gap) | Err(_))) = arrived {
+                            // The next read reports it.
+                            cursor.broken = Some(found);
+                        }
+                    }
+                    _ = receiver.wait_for(|high| *high > offset) => {}
+                }
+            }
+            drop(held);
+            return *self.watermark.borrow();
+        }
+        self.ensure_watcher();
         match tokio::time::timeout(timeout, receiver.wait_for(|high| *high > offset)).await {
             Ok(Ok(high)) => *high,
             _ => *self.watermark.borrow(),
@@ -1082,4 +1093,18 @@ fn record_size(record: &StoredRecord) -> usize {
             .iter()
             .map(|h| h.name.len() + h.value.len())
             .sum::<usize>()
+}
+
+/// A cursor taken out by a waiter, put back when the wait ends or is dropped.
+struct HeldCursor<'a> {
+    partition: &'a Partition,
+    cursor: Option<Cursor>,
+}
+
+impl Drop for HeldCursor<'_> {
+    fn drop(&mut self) {
+        if let Some(cursor) = self.cursor.take() {
+            self.partition.put_back(cursor);
+        }
+    }
 }
