@@ -22,6 +22,8 @@
 //!   arbitrary bytes; Runnel headers can).
 //! - `partition`: one partition's stream: conditional, pipelined appends; cursor reads;
 //!   reads by time; waits that wake on new data.
+//! - `cursor`: a reader positioned in a partition: a fetch per read through a backlog, a
+//!   pull that stays open at the tail.
 //! - `kv`: key-value buckets with compare-and-set by revision and expiry by the injected clock.
 //! - `backend`: connecting (refusing servers older than 2.10), stream definitions, dispatch.
 //! - `shared`: what the partitions and buckets of one backend hold in common.
@@ -40,6 +42,7 @@
 
 mod backend;
 mod config;
+mod cursor;
 mod error;
 mod frame;
 mod kv;

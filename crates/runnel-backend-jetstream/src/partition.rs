@@ -29,15 +29,20 @@
 //! batch that is only partly new is refused as an error (a base offset and a count cannot
 //! describe it).
 //!
-//! **Reads** keep cursors: an ephemeral pull consumer (no acks, in memory) positioned at the
-//! next offset, reused by the next read that starts there, so a consumer reading a partition
-//! sequentially costs one fetch per read. Single-record reads without a cursor (lag probes)
-//! are one `STREAM.MSG.GET`. Reads by time binary-search the records' own timestamps.
+//! **Reads** keep cursors (see `cursor`): an ephemeral pull consumer positioned at the next
+//! offset, reused by the next read that starts there. It fetches per read while there is a
+//! backlog, and once a fetch reaches the tail its pull stays open, so records arrive as they
+//! are appended and a read takes what has arrived. A cursor is opened only where there are
+//! records; a read finds nothing only at the high watermark this process knows. Single-record
+//! reads without a cursor (lag probes) are one `STREAM.MSG.GET`. Reads by time binary-search
+//! the records' own timestamps.
 //!
 //! **Waits** watch the high watermark in a `tokio::sync::watch`: appends from this process
-//! raise it, and while anyone waits, a watcher task follows the stream with an ordered
-//! consumer (headers only) from the last sequence, so an append from any process wakes the
-//! waiters. The watcher stops two seconds after the last waiter leaves.
+//! raise it. A wait where a standing cursor stands waits on that cursor's pull too, so the
+//! next record, from any process, wakes it (and is in the cursor for the next read). A wait
+//! anywhere else starts a watcher task that follows the stream with an ordered consumer
+//! (headers only) from the last sequence, so an append from any process wakes the waiters;
+//! it stops two seconds after the last waiter leaves.
 
 use std::collections::VecDeque;
 use std::future::IntoFuture;
@@ -47,8 +52,7 @@ use std::time::{Duration, Instant};
 use async_nats::header::{
     NATS_EXPECTED_LAST_MESSAGE_ID, NATS_EXPECTED_LAST_SEQUENCE, NATS_MESSAGE_ID,
 };
-use async_nats::jetstream::Message;
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::stream::{RawMessageErrorKind, Stream};
@@ -64,6 +68,7 @@ use runnel_clock::Micros;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::cursor::{CURSOR_IDLE, Cursor, CursorPlace, Fill, STANDING_BEHIND_MAX, raise};
 use crate::error::{describe, engine};
 use crate::frame::{decode_record, encode_record, record_overhead, record_timestamp};
 use crate::shared::Shared;
@@ -75,14 +80,8 @@ const HEADER_ROOM: usize = 700;
 const MAX_APPEND_ATTEMPTS: u32 = 40;
 /// Cursors kept per partition; the least recently used goes first.
 const MAX_CURSORS: usize = 4;
-/// A cursor idle this long is not reused (its consumer goes away on the server after
-/// [`CURSOR_INACTIVE`]).
-const CURSOR_IDLE: Duration = Duration::from_secs(20);
-const CURSOR_INACTIVE: Duration = Duration::from_secs(30);
 /// Most records read by single gets when no reader can be opened.
 const DIRECT_READ_MAX: usize = 32;
-/// Most records asked for in one fetch.
-const FETCH_CAP: usize = 10_000;
 /// How long the watcher keeps following the stream after the last waiter left.
 const WATCHER_LINGER_TICKS: u32 = 2;
 /// How often an empty read at the tail asks the server whether its offset is still in range.
@@ -104,25 +103,6 @@ struct Writer {
     generation: u64,
 }
 
-/// A consumer positioned in the partition, with records it fetched but has not handed out.
-struct Cursor {
-    consumer: PullConsumer,
-    name: String,
-    /// Sequence of the next message the consumer will deliver.
-    next_seq: u64,
-    buffer: VecDeque<StoredRecord>,
-    used: Instant,
-}
-
-impl Cursor {
-    /// The offset the next read from this cursor starts at.
-    fn position(&self) -> u64 {
-        self.buffer
-            .front()
-            .map_or(self.next_seq.saturating_sub(1), |r| r.offset)
-    }
-}
-
 /// One partition's JetStream stream and what this process keeps for it.
 pub(crate) struct Partition {
     pub stream: StreamName,
@@ -131,7 +111,7 @@ pub(crate) struct Partition {
     handle: Stream<()>,
     shared: Arc<Shared>,
     writer: tokio::sync::Mutex<Writer>,
-    watermark: watch::Sender<u64>,
+    watermark: Arc<watch::Sender<u64>>,
     watcher: Mutex<Option<JoinHandle<()>>>,
     cursors: Mutex<Vec<Cursor>>,
     /// When an empty read at the tail last checked the partition's range with the server.
@@ -172,7 +152,7 @@ impl Partition {
             handle,
             shared,
             writer: tokio::sync::Mutex::new(Writer::default()),
-            watermark: watch::channel(0).0,
+            watermark: Arc::new(watch::channel(0).0),
             watcher: Mutex::new(None),
             cursors: Mutex::new(Vec::new()),
             tail_range_checked: Mutex::new(None),
@@ -184,14 +164,7 @@ impl Partition {
     }
 
     fn raise_watermark(&self, high: u64) {
-        self.watermark.send_if_modified(|current| {
-            if high > *current {
-                *current = high;
-                true
-            } else {
-                false
-            }
-        });
+        raise(&self.watermark, high);
     }
 
     /// Start offset and high watermark, from the server.
@@ -607,6 +580,15 @@ impl Partition {
         Some(cursors.swap_remove(at))
     }
 
+    /// The standing cursor at `offset`, if one stands there.
+    fn take_standing_cursor(&self, offset: u64) -> Option<Cursor> {
+        let mut cursors = lock(&self.cursors);
+        let at = cursors
+            .iter()
+            .position(|c| c.standing() && c.position() == offset)?;
+        Some(cursors.swap_remove(at))
+    }
+
     fn put_back(&self, mut cursor: Cursor) {
         cursor.used = Instant::now();
         let mut cursors = lock(&self.cursors);
@@ -628,8 +610,13 @@ impl Partition {
         if names.is_empty() {
             return;
         }
+        // A cursor can be put back while its waiter is dropped at shutdown, outside any
+        // runtime: then the server removes the consumers after their inactive threshold.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         let handle = self.handle.clone();
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             for name in names {
                 let _ = handle.delete_consumer(&name).await;
             }
@@ -646,89 +633,29 @@ impl Partition {
     }
 
     async fn open_cursor(&self, offset: u64) -> Result<Cursor, BackendError> {
-        let consumer: PullConsumer = self
-            .handle
-            .create_consumer(pull::Config {
-                deliver_policy: DeliverPolicy::ByStartSequence {
-                    start_sequence: offset + 1,
-                },
-                ack_policy: AckPolicy::None,
-                memory_storage: true,
-                inactive_threshold: CURSOR_INACTIVE,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| engine(format!("opening a reader on {}", self.at()), e))?;
-        let name = consumer.cached_info().name.clone();
-        Ok(Cursor {
-            consumer,
-            name,
-            next_seq: offset + 1,
-            buffer: VecDeque::new(),
-            used: Instant::now(),
-        })
-    }
-
-    /// Fetches what is there (up to `max_records`) into the cursor's buffer.
-    async fn fill(
-        &self,
-        cursor: &mut Cursor,
-        max_records: usize,
-        max_bytes: usize,
-    ) -> Result<Fill, BackendError> {
-        let mut fetch = cursor
-            .consumer
-            .fetch()
-            .max_messages(max_records.min(FETCH_CAP));
-        if max_bytes < usize::MAX / 2 {
-            // The server refuses a fetch whose first message is larger than max_bytes; ask
-            // for room for one whole message and cut to max_bytes here.
-            let room = self.shared.max_payload + 64 * 1024;
-            fetch = fetch.max_bytes(max_bytes.max(room));
-        }
-        let what = || format!("reading {}", self.at());
-        let deadline = tokio::time::Instant::now() + self.shared.request_timeout;
-        // A fetch is answered by the server that holds the consumer; if it died, nothing
-        // ends the batch: bound it.
-        let unanswered = || {
-            BackendError::Unavailable(format!(
-                "{}: the reader's server did not answer within {:?}",
-                what(),
-                self.shared.request_timeout
-            ))
+        let place = CursorPlace {
+            handle: &self.handle,
+            watermark: &self.watermark,
+            at: self.at(),
+            max_payload: self.shared.max_payload,
+            request_timeout: self.shared.request_timeout,
         };
-        let mut batch = tokio::time::timeout_at(deadline, fetch.messages())
-            .await
-            .map_err(|_| unanswered())?
-            .map_err(|e| engine(what(), e))?;
-        loop {
-            let message = match tokio::time::timeout_at(deadline, batch.next()).await {
-                Ok(Some(message)) => message,
-                Ok(None) => return Ok(Fill::Done),
-                Err(_) => return Err(unanswered()),
-            };
-            let message = message.map_err(|e| BackendError::Engine(format!("{}: {e}", what())))?;
-            let (seq, pending) = {
-                let info = message
-                    .info()
-                    .map_err(|e| BackendError::Engine(format!("{}: {e}", what())))?;
-                (info.stream_sequence, info.pending)
-            };
-            if seq != cursor.next_seq {
-                // Records between were removed (retention) while this cursor waited.
-                return Ok(Fill::Gap);
-            }
-            self.raise_watermark(seq + pending);
-            let record = self.decode(message, seq)?;
-            cursor.buffer.push_back(record);
-            cursor.next_seq = seq + 1;
-        }
+        Cursor::open(place, offset).await
     }
 
-    fn decode(&self, message: Message, seq: u64) -> Result<StoredRecord, BackendError> {
-        let payload = message.message.payload;
-        decode_record(payload, seq - 1)
-            .map_err(|e| BackendError::Corrupt(format!("{} offset {}: {e}", self.at(), seq - 1)))
+    /// A cursor at `offset`: the one standing there, or a new one. `None` when a new one
+    /// cannot be opened because the cluster is electing a leader (read directly then).
+    async fn cursor_at(&self, offset: u64) -> Result<Option<Cursor>, BackendError> {
+        if let Some(cursor) = self.take_cursor(offset) {
+            return Ok(Some(cursor));
+        }
+        match self.open_cursor(offset).await {
+            Ok(cursor) => Ok(Some(cursor)),
+            // Creating a consumer needs the cluster's meta leader; while it is elected,
+            // the stream leader still answers single gets.
+            Err(BackendError::Unavailable(_)) => Ok(None),
+            Err(error) => Err(error),
+        }
     }
 
     /// Reads from `offset` (see the trait's `read`).
@@ -741,38 +668,108 @@ impl Partition {
         if max_records == 0 || max_bytes == 0 {
             return Ok(Vec::new());
         }
-        let mut cursor = match self.take_cursor(offset) {
-            Some(cursor) => cursor,
-            None if max_records == 1 => return self.read_one(offset).await,
-            None => match self.open_cursor(offset).await {
+        if !lock(&self.cursors).iter().any(|c| c.position() == offset) {
+            if max_records == 1 {
+                return self.read_one(offset).await;
+            }
+            // A cursor costs the server a consumer and keeps a pull open: open one only
+            // where there are records to read.
+            if offset >= *self.watermark.borrow() {
+                if offset == *self.watermark.borrow() && !self.tail_range_check_due() {
+                    return Ok(Vec::new());
+                }
+                let (start, end, _) = self.bounds().await?;
+                if offset < start || offset > end {
+                    return Err(self.out_of_range(offset, start, end));
+                }
+                if offset == end {
+                    return Ok(Vec::new());
+                }
+            }
+        }
+        let Some(mut cursor) = self.cursor_at(offset).await? else {
+            return self
+                .read_direct(offset, max_records.min(DIRECT_READ_MAX), max_bytes)
+                .await;
+        };
+        if cursor.standing()
+            && cursor.buffer.is_empty()
+            && cursor.broken.is_none()
+            && (*self.watermark.borrow()).saturating_sub(offset) > STANDING_BEHIND_MAX
+        {
+            // Far behind the tail: fetched records cost the reader less than pushed ones.
+            self.delete_consumers(vec![cursor.name]);
+            cursor = match self.open_cursor(offset).await {
                 Ok(cursor) => cursor,
-                // Creating a consumer needs the cluster's meta leader; while it is elected,
-                // the stream leader still answers single gets.
                 Err(BackendError::Unavailable(_)) => {
                     return self
                         .read_direct(offset, max_records.min(DIRECT_READ_MAX), max_bytes)
                         .await;
                 }
                 Err(error) => return Err(error),
-            },
+            };
+        }
+        // A read hands out every record up to the high watermark known as it starts (up to
+        // its limits): those are stored, and on their way to a standing cursor if not there.
+        let wanted_end = (*self.watermark.borrow()).min(offset + max_records as u64);
+        let mut fill = match cursor.broken.take() {
+            Some(found) => found,
+            None if cursor.standing() => cursor.take_delivered(max_records),
+            None if cursor.buffer.is_empty() => cursor.fetch(max_records, max_bytes).await,
+            None => Ok(Fill::Done),
         };
-        if cursor.buffer.is_empty() {
-            match self.fill(&mut cursor, max_records, max_bytes).await {
-                Ok(Fill::Done) => {}
-                Ok(Fill::Gap) | Err(_) if !cursor.buffer.is_empty() => {
-                    // Hand out what is contiguous; the next read starts afresh.
-                    self.delete_consumers(vec![cursor.name.clone()]);
-                    return Ok(take(&mut cursor.buffer, max_records, max_bytes));
-                }
-                Ok(Fill::Gap) => {
+        let mut bytes: usize = cursor.buffer.iter().map(record_size).sum();
+        let timer = tokio::time::sleep(self.shared.request_timeout);
+        tokio::pin!(timer);
+        while matches!(fill, Ok(Fill::Done))
+            && cursor.standing()
+            && cursor.buffered_end() < wanted_end
+            && bytes < max_bytes
+        {
+            let had = cursor.buffer.len();
+            fill = match cursor.wait_delivered(timer.as_mut(), max_records).await {
+                Some(fill) => fill,
+                // What arrived so far is an answer.
+                None if had > 0 => break,
+                None => {
                     self.delete_consumers(vec![cursor.name]);
                     let (start, end, _) = self.bounds().await?;
-                    return Err(self.out_of_range(offset, start, end));
+                    if offset < start || offset > end {
+                        return Err(self.out_of_range(offset, start, end));
+                    }
+                    if offset == end {
+                        // Nothing there after all (the partition was purged).
+                        return Ok(Vec::new());
+                    }
+                    return Err(BackendError::Unavailable(format!(
+                        "reading {}: the reader's server sent nothing within {:?}",
+                        self.at(),
+                        self.shared.request_timeout
+                    )));
                 }
-                Err(error) => {
-                    self.delete_consumers(vec![cursor.name]);
-                    return Err(error);
-                }
+            };
+            bytes += cursor
+                .buffer
+                .iter()
+                .skip(had)
+                .map(record_size)
+                .sum::<usize>();
+        }
+        match fill {
+            Ok(Fill::Done) => {}
+            Ok(Fill::Gap) | Err(_) if !cursor.buffer.is_empty() => {
+                // Hand out what is contiguous; the next read starts afresh.
+                self.delete_consumers(vec![cursor.name.clone()]);
+                return Ok(take(&mut cursor.buffer, max_records, max_bytes));
+            }
+            Ok(Fill::Gap) => {
+                self.delete_consumers(vec![cursor.name]);
+                let (start, end, _) = self.bounds().await?;
+                return Err(self.out_of_range(offset, start, end));
+            }
+            Err(error) => {
+                self.delete_consumers(vec![cursor.name]);
+                return Err(error);
             }
         }
         if cursor.buffer.is_empty() {
@@ -910,11 +907,34 @@ impl Partition {
     pub async fn wait_for_data(self: &Arc<Self>, offset: u64, timeout: Duration) -> u64 {
         // Subscribe before making sure the watcher runs: it only stops when nobody listens.
         let mut receiver = self.watermark.subscribe();
-        self.ensure_watcher();
         let current = *receiver.borrow_and_update();
         if current > offset {
             return current;
         }
+        if let Some(cursor) = self.take_standing_cursor(offset) {
+            // The next record reaches this cursor: wait on it (or on an append of this
+            // process, or the timeout). Put back however the wait ends, even dropped.
+            let mut held = HeldCursor {
+                partition: self,
+                cursor: Some(cursor),
+            };
+            let timer = tokio::time::sleep(timeout);
+            tokio::pin!(timer);
+            if let Some(cursor) = held.cursor.as_mut() {
+                tokio::select! {
+                    arrived = cursor.wait_delivered(timer, usize::MAX) => {
+                        if let Some(found @ (Ok(Fill::Gap) | Err(_))) = arrived {
+                            // The next read reports it.
+                            cursor.broken = Some(found);
+                        }
+                    }
+                    _ = receiver.wait_for(|high| *high > offset) => {}
+                }
+            }
+            drop(held);
+            return *self.watermark.borrow();
+        }
+        self.ensure_watcher();
         match tokio::time::timeout(timeout, receiver.wait_for(|high| *high > offset)).await {
             Ok(Ok(high)) => *high,
             _ => *self.watermark.borrow(),
@@ -1043,11 +1063,6 @@ struct Sent {
     first_payload: Bytes,
 }
 
-enum Fill {
-    Done,
-    Gap,
-}
-
 enum Judged {
     /// `duplicate`: JetStream dropped every record as one it already had.
     Appended {
@@ -1084,13 +1099,7 @@ fn take(
     let mut bytes = 0usize;
     while out.len() < max_records {
         let Some(next) = buffer.front() else { break };
-        let size = next.key.len()
-            + next.value.len()
-            + next
-                .headers
-                .iter()
-                .map(|h| h.name.len() + h.value.len())
-                .sum::<usize>();
+        let size = record_size(next);
         if !out.is_empty() && bytes.saturating_add(size) > max_bytes {
             break;
         }
@@ -1103,4 +1112,29 @@ fn take(
         }
     }
     out
+}
+
+/// A record's size as reads count it against their `max_bytes`.
+fn record_size(record: &StoredRecord) -> usize {
+    record.key.len()
+        + record.value.len()
+        + record
+            .headers
+            .iter()
+            .map(|h| h.name.len() + h.value.len())
+            .sum::<usize>()
+}
+
+/// A cursor taken out by a waiter, put back when the wait ends or is dropped.
+struct HeldCursor<'a> {
+    partition: &'a Partition,
+    cursor: Option<Cursor>,
+}
+
+impl Drop for HeldCursor<'_> {
+    fn drop(&mut self) {
+        if let Some(cursor) = self.cursor.take() {
+            self.partition.put_back(cursor);
+        }
+    }
 }

@@ -219,6 +219,66 @@ async fn given_a_reader_at_the_tail_records_appended_by_another_process_reach_it
     ns.delete().await;
 }
 
+/// The consumers JetStream holds for one partition's stream (the backend's cursors).
+async fn consumers_of(url: &str, stream: &str) -> usize {
+    let client = async_nats::connect(url).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let mut info = js.get_stream(stream).await.expect("the partition's stream");
+    info.info().await.expect("stream info").state.consumer_count
+}
+
+/// A cursor costs the server a consumer with a pull kept open, so reads open one only where
+/// there are records to read: reads at the high watermark open none, and the records a
+/// cursor reads keep coming through that one cursor.
+#[tokio::test]
+async fn reads_at_the_high_watermark_open_no_cursor_and_reads_in_order_share_one() {
+    let ns = namespace_or_skip!();
+    let s = stream("orders");
+    let b = ns.backend().await;
+    b.create_stream(
+        &s,
+        StreamConfig {
+            partitions: 1,
+            ..StreamConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let partition_stream = format!("{}_orders_0", ns.namespace);
+    for _ in 0..3 {
+        let nothing = b
+            .read(&s, 0, ReadFrom::Offset(0), 100, usize::MAX)
+            .await
+            .unwrap();
+        assert!(nothing.is_empty());
+    }
+    assert_eq!(consumers_of(&ns.url, &partition_stream).await, 0);
+    let records: Vec<Record> = (0..30).map(|i| record("k", &format!("v{i}"))).collect();
+    b.append(&s, 0, records).await.unwrap();
+    let mut next = 0;
+    while next < 30 {
+        let batch = b
+            .read(&s, 0, ReadFrom::Offset(next), 10, usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(
+            batch.len(),
+            10,
+            "every record up to the high watermark, to the limit"
+        );
+        next += batch.len() as u64;
+    }
+    let at_tail = b
+        .read(&s, 0, ReadFrom::Offset(30), 100, usize::MAX)
+        .await
+        .unwrap();
+    assert!(at_tail.is_empty());
+    assert_eq!(consumers_of(&ns.url, &partition_stream).await, 1);
+    b.close().await.unwrap();
+    assert_eq!(consumers_of(&ns.url, &partition_stream).await, 0);
+    ns.delete().await;
+}
+
 #[tokio::test]
 async fn a_record_appended_again_with_the_same_id_is_answered_with_its_first_position() {
     let ns = namespace_or_skip!();
