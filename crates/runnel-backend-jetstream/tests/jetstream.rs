@@ -279,6 +279,82 @@ async fn reads_at_the_high_watermark_open_no_cursor_and_reads_in_order_share_one
     ns.delete().await;
 }
 
+/// A reader whose cursor stands at the tail (its pull open) and then falls far behind a burst
+/// reads on with fetches: every record once, in order, across the change.
+#[tokio::test]
+async fn a_reader_at_the_tail_that_falls_far_behind_reads_every_record_in_order() {
+    let ns = namespace_or_skip!();
+    let s = stream("orders");
+    let reader = ns.backend().await;
+    reader
+        .create_stream(
+            &s,
+            StreamConfig {
+                partitions: 1,
+                ..StreamConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+    let writer = ns.backend().await;
+    let value = |n: u64| format!("v{n}");
+    writer
+        .append(&s, 0, (0..3).map(|n| record("k", &value(n))).collect())
+        .await
+        .unwrap();
+    let mut next = 0u64;
+    let check = |batch: Vec<runnel_backend::StoredRecord>, next: &mut u64| {
+        for r in batch {
+            assert_eq!(r.offset, *next, "in order, once");
+            assert_eq!(r.value, Bytes::from(value(*next)));
+            *next += 1;
+        }
+    };
+    while next < 3 {
+        let batch = reader
+            .read(&s, 0, ReadFrom::Offset(next), 100, usize::MAX)
+            .await
+            .unwrap();
+        check(batch, &mut next);
+    }
+    // At the tail: the cursor stands.
+    let nothing = reader
+        .read(&s, 0, ReadFrom::Offset(3), 100, usize::MAX)
+        .await
+        .unwrap();
+    assert!(nothing.is_empty());
+    let total = 3 + 12_000;
+    for start in (3..total).step_by(1_000) {
+        let records = (start..start + 1_000)
+            .map(|n| record("k", &value(n)))
+            .collect();
+        writer.append(&s, 0, records).await.unwrap();
+    }
+    assert!(
+        reader
+            .wait_for_data(&s, 0, 3, Duration::from_secs(10))
+            .await
+            .unwrap()
+            > 3
+    );
+    let until = tokio::time::Instant::now() + Duration::from_secs(60);
+    while next < total {
+        assert!(tokio::time::Instant::now() < until, "the reader catches up");
+        let batch = reader
+            .read(&s, 0, ReadFrom::Offset(next), 500, usize::MAX)
+            .await
+            .unwrap();
+        if batch.is_empty() {
+            reader
+                .wait_for_data(&s, 0, next, Duration::from_secs(1))
+                .await
+                .unwrap();
+        }
+        check(batch, &mut next);
+    }
+    ns.delete().await;
+}
+
 #[tokio::test]
 async fn a_record_appended_again_with_the_same_id_is_answered_with_its_first_position() {
     let ns = namespace_or_skip!();
