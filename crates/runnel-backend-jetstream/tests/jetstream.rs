@@ -63,6 +63,20 @@ macro_rules! namespace_or_skip {
     };
 }
 
+/// Creates stream `s` with `partitions` partitions.
+async fn create(backend: &JetStreamBackend, s: &runnel_backend::StreamName, partitions: u32) {
+    backend
+        .create_stream(
+            s,
+            StreamConfig {
+                partitions,
+                ..StreamConfig::default()
+            },
+        )
+        .await
+        .expect("create the stream");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_two_processes_appending_batches_to_one_partition_each_batch_stays_contiguous() {
     const BATCHES: u32 = 25;
@@ -70,15 +84,7 @@ async fn given_two_processes_appending_batches_to_one_partition_each_batch_stays
     let ns = namespace_or_skip!();
     let s = stream("orders");
     let a = ns.backend().await;
-    a.create_stream(
-        &s,
-        StreamConfig {
-            partitions: 1,
-            ..StreamConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    create(&a, &s, 1).await;
     let b = ns.backend().await;
     let mut writers = Vec::new();
     for (name, backend) in [("a", a.clone()), ("b", b.clone())] {
@@ -129,16 +135,7 @@ async fn given_a_waiter_in_one_process_an_append_from_another_wakes_it() {
     let ns = namespace_or_skip!();
     let s = stream("orders");
     let waiter = ns.backend().await;
-    waiter
-        .create_stream(
-            &s,
-            StreamConfig {
-                partitions: 2,
-                ..StreamConfig::default()
-            },
-        )
-        .await
-        .unwrap();
+    create(&waiter, &s, 2).await;
     let writer = ns.backend().await;
     let started = tokio::time::Instant::now();
     let wait = waiter.wait_for_data(&s, 1, 0, Duration::from_secs(30));
@@ -163,16 +160,7 @@ async fn given_a_reader_at_the_tail_records_appended_by_another_process_reach_it
     let ns = namespace_or_skip!();
     let s = stream("orders");
     let reader = ns.backend().await;
-    reader
-        .create_stream(
-            &s,
-            StreamConfig {
-                partitions: 1,
-                ..StreamConfig::default()
-            },
-        )
-        .await
-        .unwrap();
+    create(&reader, &s, 1).await;
     let writer = ns.backend().await;
     let empty = reader
         .read(&s, 0, ReadFrom::Offset(0), 100, usize::MAX)
@@ -235,15 +223,7 @@ async fn reads_at_the_high_watermark_open_no_cursor_and_reads_in_order_share_one
     let ns = namespace_or_skip!();
     let s = stream("orders");
     let b = ns.backend().await;
-    b.create_stream(
-        &s,
-        StreamConfig {
-            partitions: 1,
-            ..StreamConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    create(&b, &s, 1).await;
     let partition_stream = format!("{}_orders_0", ns.namespace);
     for _ in 0..3 {
         let nothing = b
@@ -286,16 +266,7 @@ async fn a_reader_at_the_tail_that_falls_far_behind_reads_every_record_in_order(
     let ns = namespace_or_skip!();
     let s = stream("orders");
     let reader = ns.backend().await;
-    reader
-        .create_stream(
-            &s,
-            StreamConfig {
-                partitions: 1,
-                ..StreamConfig::default()
-            },
-        )
-        .await
-        .unwrap();
+    create(&reader, &s, 1).await;
     let writer = ns.backend().await;
     let value = |n: u64| format!("v{n}");
     writer
@@ -364,16 +335,7 @@ async fn a_record_appended_again_with_the_same_id_is_answered_with_its_first_pos
         ..ns.config()
     };
     let first = ns.backend_with(with_ids()).await;
-    first
-        .create_stream(
-            &s,
-            StreamConfig {
-                partitions: 1,
-                ..StreamConfig::default()
-            },
-        )
-        .await
-        .unwrap();
+    create(&first, &s, 1).await;
     let event =
         |id: &str| Record::new("k", format!("event {id}")).with_header("id", id.to_string());
     first.append(&s, 0, vec![event("x0")]).await.unwrap();
@@ -544,15 +506,7 @@ async fn reads_continue_where_the_last_one_stopped_and_single_reads_need_no_read
     let ns = namespace_or_skip!();
     let b = ns.backend().await;
     let s = stream("orders");
-    b.create_stream(
-        &s,
-        StreamConfig {
-            partitions: 1,
-            ..StreamConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    create(&b, &s, 1).await;
     let records: Vec<Record> = (0..50).map(|i| record("k", &format!("v{i}"))).collect();
     b.append(&s, 0, records).await.unwrap();
     let mut next = 0;
