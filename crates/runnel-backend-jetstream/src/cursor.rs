@@ -41,7 +41,7 @@ const CURSOR_INACTIVE: Duration = Duration::from_secs(30);
 const PULL_BATCH: usize = 1_000;
 /// A standing cursor this many records behind the high watermark is replaced by a fetching
 /// one.
-pub(crate) const STANDING_BEHIND_MAX: u64 = 8 * PULL_BATCH as u64;
+const STANDING_BEHIND_MAX: u64 = 8 * PULL_BATCH as u64;
 /// Most records asked for in one fetch.
 const FETCH_CAP: usize = 10_000;
 /// Bytes asked for per pull (raised to fit one message of the server's largest size).
@@ -147,6 +147,16 @@ impl Cursor {
     /// Whether the pull stays open (records arrive without asking).
     pub fn standing(&self) -> bool {
         matches!(self.mode, Mode::Standing(_))
+    }
+
+    /// Whether this cursor stands (its pull open) with nothing taken in, more than
+    /// [`STANDING_BEHIND_MAX`] records behind `high`: records pushed per pull cost the
+    /// reader more than fetched ones, so such a cursor is better replaced by a fetching one.
+    /// (One with a gap or an error to report is replaced too; the new one finds it again.)
+    pub fn standing_far_behind(&self, high: u64) -> bool {
+        self.standing()
+            && self.buffer.is_empty()
+            && high.saturating_sub(self.position()) > STANDING_BEHIND_MAX
     }
 
     /// Opens the pull that stays open; stays fetching if the server refuses.

@@ -31,21 +31,28 @@ use runnel_clock::Micros;
 const VERSION: u8 = 1;
 const EXPIRES: u8 = 1;
 
-/// Bytes of a record frame besides the key, header and value bytes.
-pub(crate) fn record_overhead(record: &Record) -> usize {
-    1 + 8 + 4 + 4 + 8 * record.headers.len()
+/// The key, header and value bytes of a record: what a read counts against its `max_bytes`.
+pub(crate) fn content_len(key: &[u8], value: &[u8], headers: &[Header]) -> usize {
+    key.len()
+        + value.len()
+        + headers
+            .iter()
+            .map(|h| h.name.len() + h.value.len())
+            .sum::<usize>()
+}
+
+/// The size of a record's payload frame.
+pub(crate) fn encoded_len(record: &Record) -> usize {
+    1 + 8
+        + 4
+        + 4
+        + 8 * record.headers.len()
+        + content_len(&record.key, &record.value, &record.headers)
 }
 
 /// The payload of one record.
 pub(crate) fn encode_record(record: &Record, timestamp: Micros) -> Bytes {
-    let headers: usize = record
-        .headers
-        .iter()
-        .map(|h| h.name.len() + h.value.len())
-        .sum();
-    let mut out = BytesMut::with_capacity(
-        record_overhead(record) + record.key.len() + headers + record.value.len(),
-    );
+    let mut out = BytesMut::with_capacity(encoded_len(record));
     out.put_u8(VERSION);
     out.put_u64_le(timestamp);
     out.put_u32_le(record.key.len() as u32);

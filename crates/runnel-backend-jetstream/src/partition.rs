@@ -68,9 +68,9 @@ use runnel_clock::Micros;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::cursor::{CURSOR_IDLE, Cursor, CursorPlace, Fill, STANDING_BEHIND_MAX, raise};
+use crate::cursor::{CURSOR_IDLE, Cursor, CursorPlace, Fill, raise};
 use crate::error::{describe, engine};
-use crate::frame::{decode_record, encode_record, record_overhead, record_timestamp};
+use crate::frame::{content_len, decode_record, encode_record, encoded_len, record_timestamp};
 use crate::shared::Shared;
 
 /// Room left in a message for the NATS headers the backend adds (ids are at most 256 bytes).
@@ -295,14 +295,7 @@ impl Partition {
         }
         let max_payload = self.shared.max_payload;
         for (i, record) in records.iter().enumerate() {
-            let size = record_overhead(record)
-                + record.key.len()
-                + record.value.len()
-                + record
-                    .headers
-                    .iter()
-                    .map(|h| h.name.len() + h.value.len())
-                    .sum::<usize>();
+            let size = encoded_len(record);
             if size + HEADER_ROOM > max_payload {
                 return Err(BackendError::Invalid(format!(
                     "{}: record {i} of the batch is {size} bytes framed; the NATS server's \
@@ -565,11 +558,14 @@ impl Partition {
 
     // ---- reads ---------------------------------------------------------------------------
 
+    /// The cursor at `offset`, if one stands there. Cursors idle too long are dropped, and
+    /// so are standing cursors far behind the tail (fetching costs less there).
     fn take_cursor(&self, offset: u64) -> Option<Cursor> {
+        let high = *self.watermark.borrow();
         let mut cursors = lock(&self.cursors);
         let mut stale = Vec::new();
         cursors.retain(|c| {
-            let keep = c.used.elapsed() < CURSOR_IDLE;
+            let keep = c.used.elapsed() < CURSOR_IDLE && !c.standing_far_behind(high);
             if !keep {
                 stale.push(c.name.clone());
             }
@@ -643,21 +639,6 @@ impl Partition {
         Cursor::open(place, offset).await
     }
 
-    /// A cursor at `offset`: the one standing there, or a new one. `None` when a new one
-    /// cannot be opened because the cluster is electing a leader (read directly then).
-    async fn cursor_at(&self, offset: u64) -> Result<Option<Cursor>, BackendError> {
-        if let Some(cursor) = self.take_cursor(offset) {
-            return Ok(Some(cursor));
-        }
-        match self.open_cursor(offset).await {
-            Ok(cursor) => Ok(Some(cursor)),
-            // Creating a consumer needs the cluster's meta leader; while it is elected,
-            // the stream leader still answers single gets.
-            Err(BackendError::Unavailable(_)) => Ok(None),
-            Err(error) => Err(error),
-        }
-    }
-
     /// Reads from `offset` (see the trait's `read`).
     pub async fn read(
         &self,
@@ -668,47 +649,38 @@ impl Partition {
         if max_records == 0 || max_bytes == 0 {
             return Ok(Vec::new());
         }
-        if !lock(&self.cursors).iter().any(|c| c.position() == offset) {
-            if max_records == 1 {
-                return self.read_one(offset).await;
+        let mut cursor = match self.take_cursor(offset) {
+            Some(cursor) => cursor,
+            None if max_records == 1 => return self.read_one(offset).await,
+            None => {
+                // A cursor costs the server a consumer: open one only where there are
+                // records to read.
+                let high = *self.watermark.borrow();
+                if offset >= high {
+                    if offset == high && !self.tail_range_check_due() {
+                        return Ok(Vec::new());
+                    }
+                    let (start, end, _) = self.bounds().await?;
+                    if offset < start || offset > end {
+                        return Err(self.out_of_range(offset, start, end));
+                    }
+                    if offset == end {
+                        return Ok(Vec::new());
+                    }
+                }
+                match self.open_cursor(offset).await {
+                    Ok(cursor) => cursor,
+                    // Creating a consumer needs the cluster's meta leader; while it is
+                    // elected, the stream leader still answers single gets.
+                    Err(BackendError::Unavailable(_)) => {
+                        return self
+                            .read_direct(offset, max_records.min(DIRECT_READ_MAX), max_bytes)
+                            .await;
+                    }
+                    Err(error) => return Err(error),
+                }
             }
-            // A cursor costs the server a consumer and keeps a pull open: open one only
-            // where there are records to read.
-            if offset >= *self.watermark.borrow() {
-                if offset == *self.watermark.borrow() && !self.tail_range_check_due() {
-                    return Ok(Vec::new());
-                }
-                let (start, end, _) = self.bounds().await?;
-                if offset < start || offset > end {
-                    return Err(self.out_of_range(offset, start, end));
-                }
-                if offset == end {
-                    return Ok(Vec::new());
-                }
-            }
-        }
-        let Some(mut cursor) = self.cursor_at(offset).await? else {
-            return self
-                .read_direct(offset, max_records.min(DIRECT_READ_MAX), max_bytes)
-                .await;
         };
-        if cursor.standing()
-            && cursor.buffer.is_empty()
-            && cursor.broken.is_none()
-            && (*self.watermark.borrow()).saturating_sub(offset) > STANDING_BEHIND_MAX
-        {
-            // Far behind the tail: fetched records cost the reader less than pushed ones.
-            self.delete_consumers(vec![cursor.name]);
-            cursor = match self.open_cursor(offset).await {
-                Ok(cursor) => cursor,
-                Err(BackendError::Unavailable(_)) => {
-                    return self
-                        .read_direct(offset, max_records.min(DIRECT_READ_MAX), max_bytes)
-                        .await;
-                }
-                Err(error) => return Err(error),
-            };
-        }
         // A read hands out every record up to the high watermark known as it starts (up to
         // its limits): those are stored, and on their way to a standing cursor if not there.
         let wanted_end = (*self.watermark.borrow()).min(offset + max_records as u64);
@@ -1116,13 +1088,7 @@ fn take(
 
 /// A record's size as reads count it against their `max_bytes`.
 fn record_size(record: &StoredRecord) -> usize {
-    record.key.len()
-        + record.value.len()
-        + record
-            .headers
-            .iter()
-            .map(|h| h.name.len() + h.value.len())
-            .sum::<usize>()
+    content_len(&record.key, &record.value, &record.headers)
 }
 
 /// A cursor taken out by a waiter, put back when the wait ends or is dropped.
