@@ -1,5 +1,6 @@
 //! Counters of one consumer group in this process, read by `describe` and the metrics.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
@@ -21,7 +22,11 @@ pub struct GroupStats {
     retries_scheduled: AtomicU64,
     dead_lettered: AtomicU64,
     quarantined: AtomicU64,
-    dlq_alert: std::sync::atomic::AtomicBool,
+    /// Tickets handed to counts of the dead-letter queue, in the order they were asked for.
+    dlq_counts: AtomicU64,
+    /// The alert flag, with the ticket of the count it came from: a count that started
+    /// earlier (and may have missed entries) never overwrites a later one.
+    dlq_alert: Mutex<(u64, bool)>,
 }
 
 /// A snapshot of [`GroupStats`].
@@ -89,8 +94,18 @@ impl GroupStats {
             self.quarantined.fetch_add(1, Ordering::Relaxed);
         }
     }
-    pub(crate) fn set_dlq_alert(&self, on: bool) {
-        self.dlq_alert.store(on, Ordering::Relaxed);
+    /// A ticket for a count of the dead-letter queue about to start (after an entry was
+    /// put), for [`GroupStats::set_dlq_alert`].
+    pub(crate) fn dlq_count_ticket(&self) -> u64 {
+        self.dlq_counts.fetch_add(1, Ordering::SeqCst) + 1
+    }
+    /// Sets the alert flag from the count that holds `ticket`, unless a count that started
+    /// later has already set it.
+    pub(crate) fn set_dlq_alert(&self, ticket: u64, on: bool) {
+        let mut alert = self.dlq_alert.lock().unwrap_or_else(|p| p.into_inner());
+        if ticket > alert.0 {
+            *alert = (ticket, on);
+        }
     }
 
     pub fn snapshot(&self) -> GroupCounts {
@@ -109,7 +124,28 @@ impl GroupStats {
             retries_scheduled: get(&self.retries_scheduled),
             dead_lettered: get(&self.dead_lettered),
             quarantined: get(&self.quarantined),
-            dlq_alert: self.dlq_alert.load(Ordering::Relaxed),
+            dlq_alert: self.dlq_alert.lock().unwrap_or_else(|p| p.into_inner()).1,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dlq_count_that_started_earlier_never_overwrites_a_later_one() {
+        let stats = GroupStats::default();
+        // Two workers dead-letter at once: the first count starts before the second
+        // entry is put and sees the queue under its threshold, but finishes last.
+        let earlier = stats.dlq_count_ticket();
+        let later = stats.dlq_count_ticket();
+        stats.set_dlq_alert(later, true);
+        stats.set_dlq_alert(earlier, false);
+        assert!(stats.snapshot().dlq_alert);
+        // A count that starts after a purge can lower it.
+        let after_purge = stats.dlq_count_ticket();
+        stats.set_dlq_alert(after_purge, false);
+        assert!(!stats.snapshot().dlq_alert);
     }
 }

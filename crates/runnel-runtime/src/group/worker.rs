@@ -1118,12 +1118,15 @@ impl Worker {
         dlq::put_entry(&self.runnel, &entry).await?;
         self.ctx.stats.record_dead_lettered(quarantine);
         if let Some(threshold) = self.ctx.group.dlq_alert_threshold {
+            // Workers of the group dead-letter concurrently; the count that started last
+            // has seen every entry put before it, and its answer is the one that stays.
+            let ticket = self.ctx.stats.dlq_count_ticket();
             let depth = dlq::count_entries(&self.runnel, &self.ctx.group.name).await?;
             let alert = depth >= threshold;
             if alert {
                 tracing::warn!(group = %self.ctx.group.name, depth, threshold, "dead-letter queue over its alert threshold");
             }
-            self.ctx.stats.set_dlq_alert(alert);
+            self.ctx.stats.set_dlq_alert(ticket, alert);
         }
         Ok(())
     }
