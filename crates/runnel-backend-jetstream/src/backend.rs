@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
 
+use crate::acks::AckInbox;
 use crate::config::{Credentials, JetStreamConfig};
 use crate::error::engine;
 use crate::kv::{Bucket, Slot};
@@ -164,11 +165,17 @@ impl JetStreamBackend {
                 "JetStream is not available to this account at {url}: {e}"
             ))
         })?;
+        let acks = AckInbox::start(&client).await.map_err(|e| {
+            BackendError::Unavailable(format!(
+                "cannot subscribe to an inbox for publish acknowledgements at {url}: {e}"
+            ))
+        })?;
         let backend = Self {
             inner: Arc::new(Inner {
                 shared: Arc::new(Shared {
                     js,
                     client,
+                    acks,
                     clock: config.clock.clone(),
                     dedup_header: config.dedup_header.clone(),
                     max_payload: info.max_payload,

@@ -20,6 +20,8 @@
 //! - `names`: JetStream names from Runnel names, by injective escapes.
 //! - `frame`: the payload frames of records and key-value entries (NATS headers cannot carry
 //!   arbitrary bytes; Runnel headers can).
+//! - `acks`: publish acknowledgements gathered per batch under one inbox, not one request
+//!   per record.
 //! - `partition`: one partition's stream: conditional, pipelined appends; cursor reads;
 //!   reads by time; waits that wake on new data.
 //! - `cursor`: a reader positioned in a partition: a fetch per read through a backlog, a
@@ -40,6 +42,7 @@
 //! - Key-value and offset revisions are JetStream sequences: growing, never reused.
 //! - An expired key-value entry is never returned, whether or not it has been removed yet.
 
+mod acks;
 mod backend;
 mod config;
 mod cursor;

@@ -45,7 +45,6 @@
 //! it stops two seconds after the last waiter leaves.
 
 use std::collections::VecDeque;
-use std::future::IntoFuture;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -53,13 +52,11 @@ use async_nats::header::{
     NATS_EXPECTED_LAST_MESSAGE_ID, NATS_EXPECTED_LAST_SEQUENCE, NATS_MESSAGE_ID,
 };
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
-use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
-use async_nats::jetstream::publish::PublishAck;
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::stream::{RawMessageErrorKind, Stream};
 use async_nats::{HeaderMap, HeaderValue, Subject};
 use bytes::Bytes;
 use futures::StreamExt;
-use futures::future::join_all;
 use runnel_backend::{
     AppendAck, BackendError, Partition as PartitionId, PartitionInfo, Record, StoredRecord,
     StreamName,
@@ -68,6 +65,7 @@ use runnel_clock::Micros;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::acks::{AckBatch, Outcome, Stored};
 use crate::cursor::{CURSOR_IDLE, Cursor, CursorPlace, Fill, raise};
 use crate::error::{describe, engine};
 use crate::frame::{content_len, decode_record, encode_record, encoded_len, record_timestamp};
@@ -127,9 +125,6 @@ impl std::fmt::Debug for Partition {
             .finish_non_exhaustive()
     }
 }
-
-/// How one message of a batch fared.
-type Outcome = Result<PublishAck, async_nats::jetstream::context::PublishError>;
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
@@ -342,6 +337,7 @@ impl Partition {
                 timestamp,
                 generation,
                 acks,
+                sent,
                 error: send_error,
                 first_payload,
             } = match self.send(&records, &ids).await {
@@ -356,8 +352,12 @@ impl Partition {
                 }
                 Err(error) => return Err(error),
             };
-            let outcomes: Vec<Outcome> =
-                join_all(acks.into_iter().map(IntoFuture::into_future)).await;
+            let outcomes = acks
+                .outcomes(
+                    sent,
+                    tokio::time::Instant::now() + self.shared.request_timeout,
+                )
+                .await;
             match self.judge(base, &outcomes, send_error, records.len()) {
                 Judged::Appended {
                     first_seq,
@@ -411,7 +411,11 @@ impl Partition {
     /// Sends a batch under the writer lock, conditional on the tail this process knows;
     /// returns the base sequence, the timestamp, the tail's generation, the acknowledgement
     /// futures of what was sent, and the error that stopped sending, if any.
-    async fn send(&self, records: &[Record], ids: &[Option<String>]) -> Result<Sent, BackendError> {
+    async fn send(
+        &self,
+        records: &[Record],
+        ids: &[Option<String>],
+    ) -> Result<Sent<'_>, BackendError> {
         let mut writer = self.writer.lock().await;
         let tail = match writer.tail {
             Some(tail) => tail,
@@ -423,7 +427,9 @@ impl Partition {
         };
         let timestamp = self.shared.clock.now_micros().max(tail.last_timestamp);
         let base = tail.last_seq;
-        let mut sent = Vec::with_capacity(records.len());
+        let acks = self.shared.acks.open(records.len());
+        let deadline = tokio::time::Instant::now() + self.shared.request_timeout;
+        let mut sent = 0;
         let mut send_error = None;
         let mut first_payload = Bytes::new();
         for (i, record) in records.iter().enumerate() {
@@ -442,28 +448,34 @@ impl Partition {
             if i == 0 {
                 first_payload = payload.clone();
             }
-            match self
-                .shared
-                .js
-                .publish_with_headers(self.subject.clone(), headers, payload)
-                .await
-            {
-                Ok(ack) => sent.push(ack),
-                Err(error) => {
-                    send_error = Some(error);
+            let publish = self.shared.client.publish_with_reply_and_headers(
+                self.subject.clone(),
+                acks.reply(i),
+                headers,
+                payload,
+            );
+            match tokio::time::timeout_at(deadline, publish).await {
+                Ok(Ok(())) => sent += 1,
+                Ok(Err(error)) => {
+                    send_error = Some(not_sent(error));
+                    break;
+                }
+                Err(_elapsed) => {
+                    send_error = Some(PublishError::new(PublishErrorKind::TimedOut));
                     break;
                 }
             }
         }
         writer.tail = Some(Tail {
-            last_seq: base + sent.len() as u64,
+            last_seq: base + sent as u64,
             last_timestamp: timestamp,
         });
         Ok(Sent {
             base,
             timestamp,
             generation: writer.generation,
-            acks: sent,
+            acks,
+            sent,
             error: send_error,
             first_payload,
         })
@@ -481,10 +493,10 @@ impl Partition {
         &self,
         base: u64,
         outcomes: &[Outcome],
-        send_error: Option<async_nats::jetstream::context::PublishError>,
+        send_error: Option<PublishError>,
         count: usize,
     ) -> Judged {
-        let acks: Vec<&PublishAck> = outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
+        let acks: Vec<&Stored> = outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
         if acks.len() == count && send_error.is_none() {
             let first = acks[0].sequence;
             let dense = acks
@@ -1024,15 +1036,27 @@ fn retry_delay(attempt: u32, transient: bool) -> Duration {
 }
 
 /// What [`Partition::send`] sent: the tail it was conditional on, the batch's timestamp, the
-/// tail's generation, the acknowledgement futures, the error that stopped sending (if any)
-/// and the first record's payload.
-struct Sent {
+/// tail's generation, the batch's acknowledgements to come, how many records were sent, the
+/// error that stopped sending (if any) and the first record's payload.
+struct Sent<'a> {
     base: u64,
     timestamp: Micros,
     generation: u64,
-    acks: Vec<PublishAckFuture>,
-    error: Option<async_nats::jetstream::context::PublishError>,
+    acks: AckBatch<'a>,
+    sent: usize,
+    error: Option<PublishError>,
     first_payload: Bytes,
+}
+
+/// A publish that did not leave this process, as the error of a publish.
+fn not_sent(error: async_nats::PublishError) -> PublishError {
+    let kind = match error.kind() {
+        async_nats::client::PublishErrorKind::MaxPayloadExceeded => {
+            PublishErrorKind::MaxPayloadExceeded
+        }
+        _ => PublishErrorKind::Other,
+    };
+    PublishError::with_source(kind, error)
 }
 
 enum Judged {

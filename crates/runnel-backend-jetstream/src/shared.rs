@@ -6,11 +6,15 @@ use std::time::Duration;
 use async_nats::jetstream;
 use runnel_clock::SharedClock;
 
+use crate::acks::AckInbox;
+
 /// What the partitions and buckets of one backend share.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub js: jetstream::Context,
     pub client: async_nats::Client,
+    /// Where the acknowledgements of appended records arrive.
+    pub acks: AckInbox,
     pub clock: SharedClock,
     pub dedup_header: Option<String>,
     /// The server's largest message, from its `INFO` at connect (servers of one cluster

@@ -215,6 +215,45 @@ async fn consumers_of(url: &str, stream: &str) -> usize {
     info.info().await.expect("stream info").state.consumer_count
 }
 
+/// When nothing answers for a partition's subject (here its stream was deleted behind the
+/// backend; during an election, it has no leader) the server answers each publish "no
+/// responders": the append takes that as a failure that may pass, looks at the partition
+/// again, and reports what it finds — here that the stream is gone — naming the partition,
+/// rather than hanging.
+#[tokio::test]
+async fn an_append_nobody_answers_reports_what_it_found_naming_the_partition() {
+    let ns = namespace_or_skip!();
+    let s = stream("orders");
+    let b = ns
+        .backend_with(JetStreamConfig {
+            request_timeout: Duration::from_millis(500),
+            ..ns.config()
+        })
+        .await;
+    create(&b, &s, 1).await;
+    b.append(&s, 0, vec![record("k", "v0")]).await.unwrap();
+    let client = async_nats::connect(&ns.url).await.expect("connect");
+    async_nats::jetstream::new(client)
+        .delete_stream(format!("{}_orders_0", ns.namespace))
+        .await
+        .expect("delete the partition's stream behind the backend");
+    let started = std::time::Instant::now();
+    let records = (0..3).map(|i| record("k", &format!("v{i}"))).collect();
+    match b.append(&s, 0, records).await {
+        Err(BackendError::Engine(message)) => {
+            assert!(message.contains("`orders` partition 0"), "{message}");
+            assert!(message.contains("stream not found"), "{message}");
+        }
+        other => panic!("expected an engine error naming the partition, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "gave up only after {:?}",
+        started.elapsed()
+    );
+    ns.delete().await;
+}
+
 /// A cursor costs the server a consumer with a pull kept open, so reads open one only where
 /// there are records to read: reads at the high watermark open none, and the records a
 /// cursor reads keep coming through that one cursor.
