@@ -724,10 +724,18 @@ impl Backend for JetStreamBackend {
     ) -> Result<AppendAck> {
         self.check_open()?;
         let result = async {
-            self.partition(stream, partition)
-                .await?
-                .append(records)
+            let partition = self.partition(stream, partition).await?;
+            // Framing and sending a batch is most of a publish's client CPU; in a task of its
+            // own, the appends of one publish to several partitions run on every worker
+            // thread at once. If the caller goes away, the append still completes (a retry
+            // of it is deduplicated by `Nats-Msg-Id`).
+            tokio::spawn(async move { partition.append(records).await })
                 .await
+                .unwrap_or_else(|e| {
+                    Err(BackendError::Engine(format!(
+                        "the append task ended without an answer: {e}"
+                    )))
+                })
         }
         .await;
         self.settle(result)

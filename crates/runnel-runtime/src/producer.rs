@@ -2,16 +2,18 @@
 //! partition key, deduplicate by event id, append, and answer with the position.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::future::join_all;
-use runnel_backend::{AppendAck, Partition, Record, StreamName};
+use futures::future::{JoinAll, join_all};
+use runnel_backend::{AppendAck, BackendError, Partition, Record, StreamName};
 use runnel_envelope::{Event, EventType, Source};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::dedup::{IdMap, Seen, id_hash};
+use crate::dedup::{BatchOutcome, IdMap, Seen, id_hash};
 use crate::error::{Result, RuntimeError};
 use crate::runtime::{Shared, StreamState};
 
@@ -175,63 +177,31 @@ impl Shared {
         }
 
         let mut per_partition: BTreeMap<Partition, Vec<usize>> = BTreeMap::new();
+        let mut fresh: Vec<Option<u128>> = vec![None; events.len()];
         for (i, planned) in plan.iter().enumerate() {
-            if let Planned::Fresh { partition, .. } = planned {
+            if let Planned::Fresh { partition, hash } = planned {
                 per_partition.entry(*partition).or_default().push(i);
+                fresh[i] = Some(*hash);
             }
         }
-        // Each partition's records are encoded when its append is first polled, so the first
-        // partition's records are on their way while the next ones are encoded.
-        let events_ref = &events;
-        let appends = per_partition.iter().map(|(partition, indices)| async move {
-            let records = indices
-                .iter()
-                .map(|i| event_record(&events_ref[*i]))
-                .collect();
-            self.backend.append(&state.name, *partition, records).await
-        });
-        let results: Vec<_> = join_all(appends).await;
-
-        // Each fresh event's position, and whether the engine found it already stored (an
-        // engine-level dedup the window did not know of, e.g. another process's publish).
-        let mut positions: Vec<Option<(Partition, u64, bool)>> = vec![None; events.len()];
-        let mut failure = None;
-        {
-            let mut window = state.lock_dedup();
-            for ((partition, indices), result) in per_partition.iter().zip(results) {
-                match result {
-                    Ok(AppendAck {
-                        base_offset,
-                        timestamp,
-                        duplicate,
-                        ..
-                    }) => {
-                        for (k, i) in indices.iter().enumerate() {
-                            let offset = base_offset + k as u64;
-                            if let Planned::Fresh { hash, .. } = plan[*i] {
-                                window.complete(hash, *partition, offset, timestamp);
-                            }
-                            positions[*i] = Some((*partition, offset, duplicate));
-                        }
-                    }
-                    Err(error) => {
-                        for i in indices {
-                            if let Planned::Fresh { hash, .. } = plan[*i] {
-                                window.release(hash);
-                            }
-                        }
-                        failure.get_or_insert(error);
-                    }
-                }
-            }
-        }
-        let _ = outcome_tx.send(Some(match &failure {
-            None => Ok(()),
-            Some(error) => Err(error.to_string()),
-        }));
-        if let Some(error) = failure {
-            return Err(error.into());
-        }
+        // From here the ids are reserved in the window. If this publish is dropped before its
+        // appends settle (a client that disconnected, a timeout around the call), `Appending`
+        // hands them to a task that finishes and settles them: no id stays reserved.
+        let events = Arc::new(events);
+        let positions = if per_partition.is_empty() {
+            vec![None; events.len()]
+        } else {
+            Appending::start(
+                self.backend.clone(),
+                state.clone(),
+                events.clone(),
+                per_partition,
+                fresh,
+                outcome_tx,
+            )
+            .finish()
+            .await?
+        };
 
         // Every fresh event was appended (a failure returned above).
         let appended = |i: usize| {
@@ -298,6 +268,150 @@ impl Shared {
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+type AppendFuture = Pin<Box<dyn Future<Output = runnel_backend::Result<AppendAck>> + Send>>;
+
+/// Where each fresh event of a publish landed: partition, offset, and whether the engine found
+/// it already stored (an engine-level dedup the window did not know of, e.g. another
+/// process's publish).
+type Positions = Vec<Option<(Partition, u64, bool)>>;
+
+/// The appends of one publish's fresh events (one per partition, polled together) and what
+/// settling their reservations in the dedup window takes. Dropped before it settled, it
+/// moves its appends, as far as they got, into a task that finishes and settles them.
+struct Appending {
+    state: Arc<StreamState>,
+    events: usize,
+    partitions: Vec<(Partition, Vec<usize>)>,
+    /// The window hash of each fresh event, by index in the publish.
+    fresh: Vec<Option<u128>>,
+    appends: Option<JoinAll<AppendFuture>>,
+    outcome_tx: Option<watch::Sender<BatchOutcome>>,
+}
+
+impl Appending {
+    fn start(
+        backend: Arc<dyn runnel_backend::Backend>,
+        state: Arc<StreamState>,
+        events: Arc<Vec<Event>>,
+        per_partition: BTreeMap<Partition, Vec<usize>>,
+        fresh: Vec<Option<u128>>,
+        outcome_tx: watch::Sender<BatchOutcome>,
+    ) -> Self {
+        let partitions: Vec<(Partition, Vec<usize>)> = per_partition.into_iter().collect();
+        // Each partition's records are encoded when its append is first polled, so the first
+        // partition's records are on their way while the next ones are encoded.
+        let appends = partitions.iter().map(|(partition, indices)| {
+            let (backend, events, stream) = (backend.clone(), events.clone(), state.name.clone());
+            let (partition, indices) = (*partition, indices.clone());
+            Box::pin(async move {
+                let records = indices.iter().map(|i| event_record(&events[*i])).collect();
+                backend.append(&stream, partition, records).await
+            }) as AppendFuture
+        });
+        Self {
+            events: events.len(),
+            appends: Some(join_all(appends)),
+            state,
+            partitions,
+            fresh,
+            outcome_tx: Some(outcome_tx),
+        }
+    }
+
+    async fn finish(mut self) -> Result<Positions> {
+        let results = match self.appends.as_mut() {
+            Some(appends) => appends.await,
+            None => Vec::new(),
+        };
+        self.appends = None;
+        self.settle(results)
+    }
+
+    /// Completes the window's reservations of what was appended, releases those of what
+    /// failed, and tells publishes waiting on these ids.
+    fn settle(&mut self, results: Vec<runnel_backend::Result<AppendAck>>) -> Result<Positions> {
+        let mut positions: Positions = vec![None; self.events];
+        let mut failure: Option<BackendError> = None;
+        {
+            let mut window = self.state.lock_dedup();
+            for ((partition, indices), result) in self.partitions.iter().zip(results) {
+                match result {
+                    Ok(AppendAck {
+                        base_offset,
+                        timestamp,
+                        duplicate,
+                        ..
+                    }) => {
+                        for (k, i) in indices.iter().enumerate() {
+                            let offset = base_offset + k as u64;
+                            if let Some(hash) = self.fresh[*i] {
+                                window.complete(hash, *partition, offset, timestamp);
+                            }
+                            positions[*i] = Some((*partition, offset, duplicate));
+                        }
+                    }
+                    Err(error) => {
+                        for i in indices {
+                            if let Some(hash) = self.fresh[*i] {
+                                window.release(hash);
+                            }
+                        }
+                        failure.get_or_insert(error);
+                    }
+                }
+            }
+        }
+        if let Some(outcome_tx) = self.outcome_tx.take() {
+            let _ = outcome_tx.send(Some(match &failure {
+                None => Ok(()),
+                Some(error) => Err(error.to_string()),
+            }));
+        }
+        match failure {
+            Some(error) => Err(error.into()),
+            None => Ok(positions),
+        }
+    }
+}
+
+impl Drop for Appending {
+    fn drop(&mut self) {
+        let Some(appends) = self.appends.take() else {
+            return;
+        };
+        let mut rest = Appending {
+            state: self.state.clone(),
+            events: self.events,
+            partitions: std::mem::take(&mut self.partitions),
+            fresh: std::mem::take(&mut self.fresh),
+            appends: Some(appends),
+            outcome_tx: self.outcome_tx.take(),
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    let _ = rest.finish().await;
+                });
+            }
+            // No runtime left to finish them on: what was sent may or may not land, and the
+            // ids are released so that a later publish is not held up.
+            Err(_) => {
+                rest.appends = None;
+                let failed = rest
+                    .partitions
+                    .iter()
+                    .map(|_| {
+                        Err(BackendError::Engine(
+                            "the runtime shut down mid-append".into(),
+                        ))
+                    })
+                    .collect();
+                let _ = rest.settle(failed);
             }
         }
     }

@@ -234,6 +234,49 @@ pub async fn a_duplicate_publish_returns_the_first_position_even_after_a_restart
     assert_eq!(later.offset, 1);
 }
 
+/// A publish whose caller goes away while its append is in flight (an HTTP client that
+/// disconnected, a timeout around the call) still settles: the append finishes, the id's
+/// place in the dedup window is filled, and publishing the event again answers with its
+/// position instead of waiting on, or failing with, the abandoned publish. Returns whether
+/// the append was in flight when the publish was dropped (a backend whose appends finish
+/// without waiting, like the embedded one with `fsync = "os"`, never has one in flight;
+/// then only the retry is checked).
+pub async fn a_publish_dropped_while_appending_settles_and_a_retry_gets_its_position(
+    h: &impl BackendHarness,
+) -> bool {
+    let clock = h.clock();
+    let runnel = runtime(h).await;
+    // The stream exists, so the next publish goes straight to its append.
+    runnel
+        .publish(numbered_event(&clock, "order.placed", "k", 0))
+        .await
+        .expect("publish");
+    let event = numbered_event(&clock, "order.placed", "k", 1);
+    let mut publish = Box::pin(runnel.publish(event.clone()));
+    let first_poll = std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(std::future::Future::poll(publish.as_mut(), cx))
+    })
+    .await;
+    let in_flight = first_poll.is_pending();
+    drop(publish);
+    let retried = tokio::time::timeout(Duration::from_secs(10), runnel.publish(event.clone()))
+        .await
+        .expect("the retry was not held up by the dropped publish")
+        .expect("the retry is answered");
+    assert_eq!(retried.id, event.id().as_str());
+    assert!(
+        retried.duplicate,
+        "the dropped publish's append landed: {retried:?}"
+    );
+    assert_eq!(retried.offset, 1);
+    assert_eq!(
+        stream_total(&runnel, &retried.stream).await,
+        2,
+        "appended once"
+    );
+    in_flight
+}
+
 pub async fn a_batch_is_validated_whole_and_dedups_within_itself(h: &impl BackendHarness) {
     let clock = h.clock();
     let runnel = runtime(h).await;
