@@ -291,6 +291,8 @@ struct Appending {
     fresh: Vec<Option<u128>>,
     appends: Option<JoinAll<AppendFuture>>,
     outcome_tx: Option<watch::Sender<BatchOutcome>>,
+    /// This is the task a dropped publish handed its appends to.
+    handed_over: bool,
 }
 
 impl Appending {
@@ -320,6 +322,7 @@ impl Appending {
             partitions,
             fresh,
             outcome_tx: Some(outcome_tx),
+            handed_over: false,
         }
     }
 
@@ -384,35 +387,89 @@ impl Drop for Appending {
         let Some(appends) = self.appends.take() else {
             return;
         };
-        let mut rest = Appending {
-            state: self.state.clone(),
-            events: self.events,
-            partitions: std::mem::take(&mut self.partitions),
-            fresh: std::mem::take(&mut self.fresh),
-            appends: Some(appends),
-            outcome_tx: self.outcome_tx.take(),
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    let _ = rest.finish().await;
-                });
+        // Finished in a task, unless this already is that task, dropped unfinished (the
+        // runtime is shutting down) or there is no runtime: then what was sent may or may
+        // not land, and the ids are released so that a later publish is not held up.
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        match runtime.filter(|_| !self.handed_over) {
+            Some(runtime) => {
+                let rest = Appending {
+                    state: self.state.clone(),
+                    events: self.events,
+                    partitions: std::mem::take(&mut self.partitions),
+                    fresh: std::mem::take(&mut self.fresh),
+                    appends: Some(appends),
+                    outcome_tx: self.outcome_tx.take(),
+                    handed_over: true,
+                };
+                runtime.spawn(rest.finish());
             }
-            // No runtime left to finish them on: what was sent may or may not land, and the
-            // ids are released so that a later publish is not held up.
-            Err(_) => {
-                rest.appends = None;
-                let failed = rest
+            None => {
+                let failed = self
                     .partitions
                     .iter()
                     .map(|_| {
                         Err(BackendError::Engine(
-                            "the runtime shut down mid-append".into(),
+                            "the publish was dropped mid-append and could not be finished".into(),
                         ))
                     })
                     .collect();
-                let _ = rest.settle(failed);
+                let _ = self.settle(failed);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dedup::DedupWindow;
+
+    /// A publish whose appends never finish, handed to a task on a runtime that then shuts
+    /// down: its ids are released and publishes waiting on them are told, rather than left
+    /// reserved (and nothing recurses handing the appends over again).
+    #[test]
+    fn appends_dropped_by_a_runtime_shutting_down_release_their_ids() {
+        let state = Arc::new(StreamState::new(
+            StreamName::new("order").expect("name"),
+            1,
+            DedupWindow::new(120_000_000, 1_000),
+        ));
+        let (outcome_tx, outcome_rx) = watch::channel(None);
+        let hash = id_hash("e1");
+        state
+            .lock_dedup()
+            .reserve(hash, Arc::new(outcome_rx.clone()));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let appending = Appending {
+            state: state.clone(),
+            events: 1,
+            partitions: vec![(0, vec![0])],
+            fresh: vec![Some(hash)],
+            appends: Some(join_all(vec![
+                Box::pin(std::future::pending()) as AppendFuture
+            ])),
+            outcome_tx: Some(outcome_tx),
+            handed_over: false,
+        };
+        runtime.block_on(async {
+            // The caller goes away: its appends are handed to a task, which never finishes.
+            let caller = tokio::spawn(appending.finish());
+            tokio::task::yield_now().await;
+            caller.abort();
+            tokio::task::yield_now().await;
+        });
+        drop(runtime);
+        assert!(
+            state.lock_dedup().lookup(hash, 0).is_none(),
+            "the id is free for a later publish"
+        );
+        assert!(
+            matches!(&*outcome_rx.borrow(), Some(Err(_))),
+            "waiters were told the first publish failed"
+        );
     }
 }

@@ -36,6 +36,15 @@ pub(crate) struct StreamState {
 }
 
 impl StreamState {
+    pub fn new(name: StreamName, partitions: u32, window: DedupWindow) -> Self {
+        Self {
+            name,
+            partitions,
+            round_robin: AtomicU32::new(0),
+            dedup: Mutex::new(window),
+        }
+    }
+
     pub fn lock_dedup(&self) -> MutexGuard<'_, DedupWindow> {
         self.dedup.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -150,12 +159,11 @@ impl Shared {
         let window = self
             .rebuild_dedup_window(name, info.config.partitions)
             .await?;
-        let state = Arc::new(StreamState {
-            name: name.clone(),
-            partitions: info.config.partitions,
-            round_robin: AtomicU32::new(0),
-            dedup: Mutex::new(window),
-        });
+        let state = Arc::new(StreamState::new(
+            name.clone(),
+            info.config.partitions,
+            window,
+        ));
         streams.insert(name.clone(), state.clone());
         Ok(state)
     }
