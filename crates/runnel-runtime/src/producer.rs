@@ -176,12 +176,13 @@ impl Shared {
             }
         }
 
-        let mut per_partition: BTreeMap<Partition, Vec<usize>> = BTreeMap::new();
-        let mut fresh: Vec<Option<u128>> = vec![None; events.len()];
+        let mut per_partition: BTreeMap<Partition, Vec<Reserved>> = BTreeMap::new();
         for (i, planned) in plan.iter().enumerate() {
             if let Planned::Fresh { partition, hash } = planned {
-                per_partition.entry(*partition).or_default().push(i);
-                fresh[i] = Some(*hash);
+                per_partition.entry(*partition).or_default().push(Reserved {
+                    index: i,
+                    hash: *hash,
+                });
             }
         }
         // From here the ids are reserved in the window. If this publish is dropped before its
@@ -196,7 +197,6 @@ impl Shared {
                 state.clone(),
                 events.clone(),
                 per_partition,
-                fresh,
                 outcome_tx,
             )
             .finish()
@@ -273,6 +273,12 @@ impl Shared {
     }
 }
 
+/// A fresh event of a publish: its index in the publish and its reserved id in the window.
+struct Reserved {
+    index: usize,
+    hash: u128,
+}
+
 type AppendFuture = Pin<Box<dyn Future<Output = runnel_backend::Result<AppendAck>> + Send>>;
 
 /// Where each fresh event of a publish landed: partition, offset, and whether the engine found
@@ -285,10 +291,9 @@ type Positions = Vec<Option<(Partition, u64, bool)>>;
 /// moves its appends, as far as they got, into a task that finishes and settles them.
 struct Appending {
     state: Arc<StreamState>,
-    events: usize,
-    partitions: Vec<(Partition, Vec<usize>)>,
-    /// The window hash of each fresh event, by index in the publish.
-    fresh: Vec<Option<u128>>,
+    /// Events in the publish (fresh or not): the length of its positions.
+    event_count: usize,
+    partitions: Vec<(Partition, Vec<Reserved>)>,
     appends: Option<JoinAll<AppendFuture>>,
     outcome_tx: Option<watch::Sender<BatchOutcome>>,
     /// This is the task a dropped publish handed its appends to.
@@ -300,27 +305,26 @@ impl Appending {
         backend: Arc<dyn runnel_backend::Backend>,
         state: Arc<StreamState>,
         events: Arc<Vec<Event>>,
-        per_partition: BTreeMap<Partition, Vec<usize>>,
-        fresh: Vec<Option<u128>>,
+        per_partition: BTreeMap<Partition, Vec<Reserved>>,
         outcome_tx: watch::Sender<BatchOutcome>,
     ) -> Self {
-        let partitions: Vec<(Partition, Vec<usize>)> = per_partition.into_iter().collect();
+        let partitions: Vec<(Partition, Vec<Reserved>)> = per_partition.into_iter().collect();
         // Each partition's records are encoded when its append is first polled, so the first
         // partition's records are on their way while the next ones are encoded.
         let appends = partitions.iter().map(|(partition, indices)| {
             let (backend, events, stream) = (backend.clone(), events.clone(), state.name.clone());
-            let (partition, indices) = (*partition, indices.clone());
+            let partition = *partition;
+            let indices: Vec<usize> = indices.iter().map(|r| r.index).collect();
             Box::pin(async move {
                 let records = indices.iter().map(|i| event_record(&events[*i])).collect();
                 backend.append(&stream, partition, records).await
             }) as AppendFuture
         });
         Self {
-            events: events.len(),
+            event_count: events.len(),
             appends: Some(join_all(appends)),
             state,
             partitions,
-            fresh,
             outcome_tx: Some(outcome_tx),
             handed_over: false,
         }
@@ -338,11 +342,11 @@ impl Appending {
     /// Completes the window's reservations of what was appended, releases those of what
     /// failed, and tells publishes waiting on these ids.
     fn settle(&mut self, results: Vec<runnel_backend::Result<AppendAck>>) -> Result<Positions> {
-        let mut positions: Positions = vec![None; self.events];
+        let mut positions: Positions = vec![None; self.event_count];
         let mut failure: Option<BackendError> = None;
         {
             let mut window = self.state.lock_dedup();
-            for ((partition, indices), result) in self.partitions.iter().zip(results) {
+            for ((partition, reserved), result) in self.partitions.iter().zip(results) {
                 match result {
                     Ok(AppendAck {
                         base_offset,
@@ -350,19 +354,15 @@ impl Appending {
                         duplicate,
                         ..
                     }) => {
-                        for (k, i) in indices.iter().enumerate() {
+                        for (k, Reserved { index, hash }) in reserved.iter().enumerate() {
                             let offset = base_offset + k as u64;
-                            if let Some(hash) = self.fresh[*i] {
-                                window.complete(hash, *partition, offset, timestamp);
-                            }
-                            positions[*i] = Some((*partition, offset, duplicate));
+                            window.complete(*hash, *partition, offset, timestamp);
+                            positions[*index] = Some((*partition, offset, duplicate));
                         }
                     }
                     Err(error) => {
-                        for i in indices {
-                            if let Some(hash) = self.fresh[*i] {
-                                window.release(hash);
-                            }
+                        for Reserved { hash, .. } in reserved {
+                            window.release(*hash);
                         }
                         failure.get_or_insert(error);
                     }
@@ -395,9 +395,8 @@ impl Drop for Appending {
             Some(runtime) => {
                 let rest = Appending {
                     state: self.state.clone(),
-                    events: self.events,
+                    event_count: self.event_count,
                     partitions: std::mem::take(&mut self.partitions),
-                    fresh: std::mem::take(&mut self.fresh),
                     appends: Some(appends),
                     outcome_tx: self.outcome_tx.take(),
                     handed_over: true,
@@ -446,9 +445,8 @@ mod tests {
             .expect("runtime");
         let appending = Appending {
             state: state.clone(),
-            events: 1,
-            partitions: vec![(0, vec![0])],
-            fresh: vec![Some(hash)],
+            event_count: 1,
+            partitions: vec![(0, vec![Reserved { index: 0, hash }])],
             appends: Some(join_all(vec![
                 Box::pin(std::future::pending()) as AppendFuture
             ])),

@@ -246,7 +246,8 @@ pub async fn a_publish_dropped_while_appending_settles_and_a_retry_gets_its_posi
 ) -> bool {
     let clock = h.clock();
     let runnel = runtime(h).await;
-    // The stream exists, so the next publish goes straight to its append.
+    // A first publish, so that the runtime knows the stream (its dedup window is built) and
+    // the next publish goes straight to its append.
     runnel
         .publish(numbered_event(&clock, "order.placed", "k", 0))
         .await
