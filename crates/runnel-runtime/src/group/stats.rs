@@ -1,6 +1,5 @@
 //! Counters of one consumer group in this process, read by `describe` and the metrics.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
@@ -24,9 +23,10 @@ pub struct GroupStats {
     quarantined: AtomicU64,
     /// Tickets handed to counts of the dead-letter queue, in the order they were asked for.
     dlq_counts: AtomicU64,
-    /// The alert flag, with the ticket of the count it came from: a count that started
-    /// earlier (and may have missed entries) never overwrites a later one.
-    dlq_alert: Mutex<(u64, bool)>,
+    /// The alert flag in the lowest bit, above it the ticket of the count it came from; set
+    /// with `fetch_max`, so a count that started earlier (and may have missed entries) never
+    /// overwrites a later one.
+    dlq_alert: AtomicU64,
 }
 
 /// A snapshot of [`GroupStats`].
@@ -102,10 +102,8 @@ impl GroupStats {
     /// Sets the alert flag from the count that holds `ticket`, unless a count that started
     /// later has already set it.
     pub(crate) fn set_dlq_alert(&self, ticket: u64, on: bool) {
-        let mut alert = self.dlq_alert.lock().unwrap_or_else(|p| p.into_inner());
-        if ticket > alert.0 {
-            *alert = (ticket, on);
-        }
+        self.dlq_alert
+            .fetch_max(ticket << 1 | u64::from(on), Ordering::SeqCst);
     }
 
     pub fn snapshot(&self) -> GroupCounts {
@@ -124,7 +122,7 @@ impl GroupStats {
             retries_scheduled: get(&self.retries_scheduled),
             dead_lettered: get(&self.dead_lettered),
             quarantined: get(&self.quarantined),
-            dlq_alert: self.dlq_alert.lock().unwrap_or_else(|p| p.into_inner()).1,
+            dlq_alert: self.dlq_alert.load(Ordering::SeqCst) & 1 == 1,
         }
     }
 }
