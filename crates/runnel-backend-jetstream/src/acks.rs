@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
@@ -24,7 +25,6 @@ use futures::StreamExt;
 use serde::Deserialize;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
 /// A record JetStream stored, or found already stored (`duplicate`) at `sequence`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +47,7 @@ struct AckBody {
 }
 
 /// What an answer to a publish says.
-pub(crate) fn outcome_of(message: &Message) -> Outcome {
+fn outcome_of(message: &Message) -> Outcome {
     if message.status == Some(StatusCode::NO_RESPONDERS) {
         return Err(PublishError::new(PublishErrorKind::StreamNotFound));
     }
@@ -97,6 +97,15 @@ impl Gathering {
     }
 }
 
+impl std::fmt::Debug for Gathering {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gathering")
+            .field("expected", &self.expected)
+            .field("received", &self.received)
+            .finish_non_exhaustive()
+    }
+}
+
 type Batches = Arc<Mutex<HashMap<u64, Gathering>>>;
 
 fn lock(batches: &Batches) -> std::sync::MutexGuard<'_, HashMap<u64, Gathering>> {
@@ -112,15 +121,6 @@ pub(crate) struct AckInbox {
     next_batch: AtomicU64,
     batches: Batches,
     task: JoinHandle<()>,
-}
-
-impl std::fmt::Debug for Gathering {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gathering")
-            .field("expected", &self.expected)
-            .field("received", &self.received)
-            .finish_non_exhaustive()
-    }
 }
 
 impl AckInbox {
@@ -207,10 +207,10 @@ impl AckBatch<'_> {
         Subject::from(format!("{}.{}.{index}", self.inbox.prefix, self.id))
     }
 
-    /// Waits until every message sent has its outcome, or until `deadline`; a message
-    /// without one by then has timed out. `sent` is how many of the batch's messages were
-    /// published (sending may have stopped early).
-    pub async fn outcomes(mut self, sent: usize, deadline: Instant) -> Vec<Outcome> {
+    /// Waits until every message sent has its outcome, or for `timeout`; a message without
+    /// one by then has timed out. `sent` is how many of the batch's messages were published
+    /// (sending may have stopped early).
+    pub async fn outcomes(mut self, sent: usize, timeout: Duration) -> Vec<Outcome> {
         {
             let mut batches = lock(&self.inbox.batches);
             if let Some(gathering) = batches.get_mut(&self.id) {
@@ -222,7 +222,7 @@ impl AckBatch<'_> {
             }
         }
         let arrived = match self.arrived.take() {
-            Some(arrived) => tokio::time::timeout_at(deadline, arrived)
+            Some(arrived) => tokio::time::timeout(timeout, arrived)
                 .await
                 .ok()
                 .and_then(Result::ok),

@@ -200,6 +200,16 @@ impl Partition {
         }
     }
 
+    /// Whether `offset` is the partition's end (nothing to read there yet), asking the
+    /// server; an offset outside the partition is an [`BackendError::OffsetOutOfRange`].
+    async fn at_end(&self, offset: u64) -> Result<bool, BackendError> {
+        let (start, end, _) = self.bounds().await?;
+        if offset < start || offset > end {
+            return Err(self.out_of_range(offset, start, end));
+        }
+        Ok(offset == end)
+    }
+
     // ---- appends -------------------------------------------------------------------------
 
     async fn read_tail(&self) -> Result<Tail, BackendError> {
@@ -352,12 +362,7 @@ impl Partition {
                 }
                 Err(error) => return Err(error),
             };
-            let outcomes = acks
-                .outcomes(
-                    sent,
-                    tokio::time::Instant::now() + self.shared.request_timeout,
-                )
-                .await;
+            let outcomes = acks.outcomes(sent, self.shared.request_timeout).await;
             match self.judge(base, &outcomes, send_error, records.len()) {
                 Judged::Appended {
                     first_seq,
@@ -672,11 +677,7 @@ impl Partition {
                     if offset == high && !self.tail_range_check_due() {
                         return Ok(Vec::new());
                     }
-                    let (start, end, _) = self.bounds().await?;
-                    if offset < start || offset > end {
-                        return Err(self.out_of_range(offset, start, end));
-                    }
-                    if offset == end {
+                    if self.at_end(offset).await? {
                         return Ok(Vec::new());
                     }
                 }
@@ -717,11 +718,7 @@ impl Partition {
                 None if had > 0 => break,
                 None => {
                     self.delete_consumers(vec![cursor.name]);
-                    let (start, end, _) = self.bounds().await?;
-                    if offset < start || offset > end {
-                        return Err(self.out_of_range(offset, start, end));
-                    }
-                    if offset == end {
+                    if self.at_end(offset).await? {
                         // Nothing there after all (the partition was purged).
                         return Ok(Vec::new());
                     }
@@ -763,12 +760,11 @@ impl Partition {
             // at most once per TAIL_RANGE_CHECK (it only matters if retention removed the
             // offset meanwhile).
             let at_tail = offset == *self.watermark.borrow();
-            if !at_tail || self.tail_range_check_due() {
-                let (start, end, _) = self.bounds().await?;
-                if offset < start || offset > end {
-                    self.delete_consumers(vec![cursor.name]);
-                    return Err(self.out_of_range(offset, start, end));
-                }
+            if (!at_tail || self.tail_range_check_due())
+                && let Err(error) = self.at_end(offset).await
+            {
+                self.delete_consumers(vec![cursor.name]);
+                return Err(error);
             }
             self.put_back(cursor);
             return Ok(Vec::new());
