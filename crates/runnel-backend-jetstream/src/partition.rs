@@ -1087,7 +1087,7 @@ fn take(
     max_records: usize,
     max_bytes: usize,
 ) -> Vec<StoredRecord> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(max_records.min(buffer.len()));
     let mut bytes = 0usize;
     while out.len() < max_records {
         let Some(next) = buffer.front() else { break };

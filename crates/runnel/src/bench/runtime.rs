@@ -688,6 +688,7 @@ mod jetstream {
             results.push(r);
         };
         let mut ratios = Vec::new();
+        let mut ceiling = None;
         if wants(Workload::Consume) && selected(1, false) {
             let (consume, publish) =
                 consume_and_publish_runs(&target, meter, 1, false, events).await?;
@@ -731,6 +732,9 @@ mod jetstream {
                     ratios.push((what, r / w));
                 }
             }
+            // No publisher that sends a `Nats-Msg-Id` per event (as deduplication needs) can
+            // be faster than raw async-nats sending nothing else: this is its ceiling.
+            ceiling = Some(id_publish.events_per_sec / raw_publish.events_per_sec);
             emit(publish);
             emit(raw_publish);
             emit(id_publish);
@@ -790,6 +794,12 @@ mod jetstream {
                     serde_json::json!({ "workload": "ratio", "what": what, "runnel_over_raw": ratio })
                 );
             }
+            if let Some(ceiling) = ceiling {
+                println!(
+                    "{}",
+                    serde_json::json!({ "workload": "ratio", "what": CEILING, "raw_with_ids_over_raw": ceiling })
+                );
+            }
         } else {
             print_results(&results);
             if !ratios.is_empty() {
@@ -801,10 +811,18 @@ mod jetstream {
                     println!("  {what}: {ratio:.2}×");
                 }
             }
+            if let Some(ceiling) = ceiling {
+                println!("  {CEILING}: {ceiling:.2}×");
+            }
         }
         drop(server);
         Ok(())
     }
+
+    /// The ratio that bounds Runnel's publish ÷ raw without ids: raw async-nats publishing with
+    /// a `Nats-Msg-Id` per event, and nothing else, ÷ raw publishing without.
+    const CEILING: &str =
+        "ceiling for any publisher sending Nats-Msg-Id: raw with ÷ raw without Nats-Msg-Id";
 
     /// Raw publishes of `events` payloads of `size` bytes in batches of 1,000 (one task, acks
     /// awaited per batch, as the runtime's `publish_all`), then one durable consumer
