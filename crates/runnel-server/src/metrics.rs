@@ -156,9 +156,10 @@ impl Metrics {
             if let Some(dlq) = &snapshot.dlq {
                 self.gauge("runnel_dlq_depth", &[("group", group)])
                     .set(dlq.depth as f64);
-                let alert = dlq.alert || snapshot.counts.is_some_and(|c| c.dlq_alert);
+                // The queue as counted for this scrape, not the flag of the last dead-lettering:
+                // a purge or replay since then lowers it.
                 self.gauge("runnel_dlq_alert", &[("group", group)])
-                    .set(if alert { 1.0 } else { 0.0 });
+                    .set(if dlq.alert { 1.0 } else { 0.0 });
             }
         }
         self.handle.render()
@@ -198,5 +199,28 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
+    }
+
+    #[test]
+    fn the_dlq_alert_follows_the_queue_as_counted_not_the_last_dead_lettering() {
+        // The group's workers raised their flag, then the queue was purged below the threshold.
+        let text = Metrics::new().render(&[GroupSnapshot {
+            group: "billing".into(),
+            counts: Some(GroupCounts {
+                dead_lettered: 5,
+                dlq_alert: true,
+                ..GroupCounts::default()
+            }),
+            lag: None,
+            dlq: Some(DlqDepth {
+                depth: 1,
+                alert_threshold: Some(2),
+                alert: false,
+            }),
+        }]);
+        assert!(
+            text.contains("runnel_dlq_alert{group=\"billing\"} 0"),
+            "{text}"
+        );
     }
 }

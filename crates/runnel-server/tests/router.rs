@@ -267,7 +267,12 @@ async fn a_transient_nack_is_delivered_again_and_a_lapsed_receipt_is_a_conflict(
 async fn dead_letters_are_listed_shown_replayed_and_purged() {
     let (_dir, app) = app().await;
     let router = app.router();
-    put_group(&router, "charges", json!({"filter": "payment.*"})).await;
+    put_group(
+        &router,
+        "charges",
+        json!({"filter": "payment.*", "dlq_alert_threshold": 3}),
+    )
+    .await;
     for n in 0..3 {
         publish(
             &router,
@@ -302,6 +307,11 @@ async fn dead_letters_are_listed_shown_replayed_and_purged() {
     assert_eq!(entries.len(), 3, "{page}");
     assert_eq!(entries[0]["class"], "permanent");
     assert!(entries[0]["event"]["id"].as_str().unwrap().starts_with('p'));
+    let metrics = get(&router, "/metrics").await.text;
+    assert!(
+        metrics.contains("runnel_dlq_alert{group=\"charges\"} 1"),
+        "{metrics}"
+    );
 
     let first_page = get(&router, "/v1/groups/charges/dlq?limit=2").await.body;
     assert_eq!(first_page["entries"].as_array().unwrap().len(), 2);
@@ -399,7 +409,12 @@ async fn dead_letters_are_listed_shown_replayed_and_purged() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("runnel_dlq_depth{group=\"charges\"}"),
+        metrics.contains("runnel_dlq_depth{group=\"charges\"} 0"),
+        "{metrics}"
+    );
+    // Purged below the threshold: the alert is down, though the workers raised it.
+    assert!(
+        metrics.contains("runnel_dlq_alert{group=\"charges\"} 0"),
         "{metrics}"
     );
     app.close().await.unwrap();

@@ -51,7 +51,9 @@ pub struct GroupCounts {
     pub dead_lettered: u64,
     /// Dead-lettered as poison pills (crash loops).
     pub quarantined: u64,
-    /// The dead-letter queue reached its alert threshold.
+    /// The dead-letter queue was at or over its alert threshold when this member last
+    /// dead-lettered. It is not lowered by a purge or replay elsewhere: `dlq_depth` (and the
+    /// `runnel_dlq_alert` gauge) count the queue as it is now.
     pub dlq_alert: bool,
 }
 
