@@ -26,7 +26,9 @@
 //! header gets none, which spares JetStream's duplicate tracking (about half of its publish
 //! rate on this machine); a retry of it after a lost acknowledgement first reads the message
 //! after the tail it was conditional on and, if that is the record, reports it appended. A
-//! batch that is only partly new is refused as an error (a base offset and a count cannot
+//! batch that is only partly new is acknowledged when JetStream's sequences for it are dense
+//! (its old records sit in order right before its new ones: the rest of an append that was
+//! cut off, sent again), and refused as an error otherwise (a base offset and a count cannot
 //! describe it).
 //!
 //! **Reads** keep cursors (see `cursor`): an ephemeral pull consumer positioned at the next
@@ -509,7 +511,10 @@ impl Partition {
                 .enumerate()
                 .all(|(i, a)| a.sequence == first + i as u64);
             let duplicates = acks.iter().filter(|a| a.duplicate).count();
-            if dense && (duplicates == 0 || duplicates == count) {
+            // Dense sequences put the whole batch in place, in order, whichever of its
+            // records JetStream already held: e.g. the rest of an append that was cut off
+            // after its first records, sent again (by this call or by a retrying client).
+            if dense {
                 return Judged::Appended {
                     first_seq: first,
                     duplicate: duplicates == count,
@@ -517,9 +522,9 @@ impl Partition {
             }
             return Judged::Failed(BackendError::Engine(format!(
                 "{}: {duplicates} of the batch's {count} records were already in the stream \
-                 (JetStream dropped them as duplicates by Nats-Msg-Id) and the others were \
-                 appended after base offset {base}; a batch mixing new and duplicate records \
-                 cannot be acknowledged as one",
+                 (JetStream dropped them as duplicates by Nats-Msg-Id), not in the batch's \
+                 order right before the others, which were appended after base offset {base}; \
+                 such a batch cannot be acknowledged as one base offset and count",
                 self.at()
             )));
         }
@@ -533,39 +538,39 @@ impl Partition {
                 self.at()
             )));
         };
-        let kind = error.kind();
-        if acks.is_empty() {
-            match kind {
-                PublishErrorKind::WrongLastSequence | PublishErrorKind::WrongLastMessageId => {
-                    return Judged::Retry {
-                        transient: false,
-                        error: error.to_string(),
-                    };
-                }
-                PublishErrorKind::TimedOut
-                | PublishErrorKind::BrokenPipe
-                | PublishErrorKind::StreamNotFound
-                | PublishErrorKind::MaxAckPending => {
-                    return Judged::Retry {
-                        transient: true,
-                        error: error.to_string(),
-                    };
-                }
-                PublishErrorKind::MaxPayloadExceeded => {
-                    return Judged::Failed(BackendError::Invalid(format!(
-                        "{}: {error}",
-                        self.at()
-                    )));
-                }
-                _ => {}
+        match error.kind() {
+            PublishErrorKind::WrongLastSequence | PublishErrorKind::WrongLastMessageId
+                if acks.is_empty() =>
+            {
+                return Judged::Retry {
+                    transient: false,
+                    error: error.to_string(),
+                };
             }
+            // Lost or unanswered, even after some records were stored: sent again with the
+            // same ids, those come back as duplicates in place and the rest follows them.
+            PublishErrorKind::TimedOut
+            | PublishErrorKind::BrokenPipe
+            | PublishErrorKind::StreamNotFound
+            | PublishErrorKind::MaxAckPending => {
+                return Judged::Retry {
+                    transient: true,
+                    error: error.to_string(),
+                };
+            }
+            PublishErrorKind::MaxPayloadExceeded if acks.is_empty() => {
+                return Judged::Failed(BackendError::Invalid(format!("{}: {error}", self.at())));
+            }
+            _ => {}
         }
         let what = if acks.is_empty() {
             format!("appending to {}", self.at())
         } else {
+            let duplicates = acks.iter().filter(|a| a.duplicate).count();
             format!(
-                "appending to {}: {} of the batch's {count} records were stored before the \
-                 rest failed (a batch is not atomic)",
+                "appending to {}: {} of the batch's {count} records were stored ({duplicates} \
+                 of them already, found as duplicates by Nats-Msg-Id) before the rest failed \
+                 (a batch is not atomic)",
                 self.at(),
                 acks.len()
             )

@@ -234,14 +234,14 @@ async fn given_three_nodes_when_one_is_killed_mid_flight_no_acknowledged_record_
         let (backend, s, appended) = (backend.clone(), s.clone(), appended.clone());
         writers.push(tokio::spawn(async move {
             let mut acked = Vec::new();
-            let mut failed = 0;
+            let mut failed = Vec::new();
             for i in 0..PER_WRITER {
                 let value = format!("w{w}-{i}");
                 let partition = (i % PARTITIONS as usize) as u32;
                 let record = Record::new("k", value.clone()).with_header("id", value.clone());
                 match backend.append(&s, partition, vec![record]).await {
                     Ok(ack) => acked.push((partition, ack.base_offset, value)),
-                    Err(_) => failed += 1,
+                    Err(error) => failed.push(error.to_string()),
                 }
                 appended.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(2)).await;
@@ -261,18 +261,22 @@ async fn given_three_nodes_when_one_is_killed_mid_flight_no_acknowledged_record_
     );
 
     let mut acked = Vec::new();
-    let mut failed = 0;
+    let mut failed = Vec::new();
     for writer in writers {
         let (a, f) = writer.await.expect("writer");
         acked.extend(a);
-        failed += f;
+        failed.extend(f);
     }
     done.store(true, Ordering::Release);
     println!(
-        "{} appends acknowledged, {failed} failed (during the failover); writing ended {:.1?} after the kill",
+        "{} appends acknowledged, {} failed (during the failover); writing ended {:.1?} after the kill",
         acked.len(),
+        failed.len(),
         killed_at.elapsed()
     );
+    for error in &failed {
+        println!("  failed: {error}");
+    }
     assert!(
         acked.len() >= WRITERS * PER_WRITER / 2,
         "most appends succeed across a failover"

@@ -405,16 +405,40 @@ async fn a_record_appended_again_with_the_same_id_is_answered_with_its_first_pos
         3,
         "nothing appended twice"
     );
-    // A batch only partly seen before cannot be described by one base offset: refused.
-    match second.append(&s, 0, vec![event("e2"), event("e3")]).await {
+    // An append cut off after its first records (here: only e3 and e4 of e3..e6 reached
+    // the stream) and sent again, by a client retrying through the other process: the old
+    // records are in place right before the new ones, so the batch is acknowledged whole.
+    first
+        .append(&s, 0, vec![event("e3"), event("e4")])
+        .await
+        .unwrap();
+    let completed = second
+        .append(&s, 0, ["e3", "e4", "e5", "e6"].map(event).to_vec())
+        .await
+        .unwrap();
+    assert_eq!((completed.base_offset, completed.count), (3, 4));
+    assert!(!completed.duplicate, "e5 and e6 were appended");
+    // Records already in the stream but not right before the new ones: one base offset and
+    // count cannot describe the batch, so it is refused and nothing of it is appended.
+    match second.append(&s, 0, vec![event("e1"), event("e7")]).await {
         Err(BackendError::Engine(message)) => assert!(message.contains("duplicate"), "{message}"),
-        other => panic!("expected a refusal of a half-duplicate batch, got {other:?}"),
+        other => panic!("expected a refusal of a scattered half-duplicate batch, got {other:?}"),
     }
     // Appends go on normally afterwards, from either process.
-    let next = first.append(&s, 0, vec![event("e4")]).await.unwrap();
+    let next = first.append(&s, 0, vec![event("e7")]).await.unwrap();
     assert!(!next.duplicate);
     let records = read_all(&*second, &s, 0).await;
-    assert_eq!(next.base_offset as usize, records.len() - 1);
+    let values: Vec<&[u8]> = records.iter().map(|r| r.value.as_ref()).collect();
+    let expected: Vec<String> = ["x0", "e1", "e2", "e3", "e4", "e5", "e6", "e7"]
+        .iter()
+        .map(|id| format!("event {id}"))
+        .collect();
+    assert_eq!(
+        values,
+        expected.iter().map(|v| v.as_bytes()).collect::<Vec<_>>(),
+        "every record once, in order"
+    );
+    assert_eq!(next.base_offset, 7);
     ns.delete().await;
 }
 
