@@ -9,7 +9,8 @@
 //! `max_in_flight` deliveries and the runtime stops reading a partition at `max_ack_pending`
 //! unsettled events, so a slow client makes the server hold back, never grow.
 //!
-//! A receipt lapses after the group's `ack_wait` (the runtime then delivers the event again);
+//! A receipt lapses `ack_wait` after the pull that took it (the runtime then delivers the event
+//! again; while a delivery waits in the consumer's channel, its clock does not run);
 //! acking a lapsed receipt is a 409, an unknown one a 404. When the runtime redelivers an
 //! event whose receipt is still held, the old receipt lapses at once. A consumer nobody pulled
 //! from for `consumer_idle_secs` is stopped, releasing its partitions.
@@ -119,13 +120,15 @@ impl Receipts {
         }
     }
 
-    fn insert(&mut self, delivery: Delivery, now: Instant, ack_wait: Duration) -> String {
+    /// Files a delivery under a fresh receipt that lapses when the runtime would deliver it
+    /// again (`ack_wait` after the pull took it).
+    fn insert(&mut self, delivery: Delivery, now: Instant) -> String {
         let position = (delivery.stream.clone(), delivery.partition, delivery.offset);
         if let Some(old) = self.by_position.get(&position).cloned() {
             self.lapse(&old, "delivered again");
         }
         let receipt = uuid::Uuid::now_v7().simple().to_string();
-        let expires_at = now + ack_wait;
+        let expires_at = delivery.ack_deadline;
         self.by_position.insert(position, receipt.clone());
         self.order.push_back((expires_at, receipt.clone()));
         self.live.insert(
@@ -358,7 +361,6 @@ impl Consumers {
         }
         session.touch();
         let now = Instant::now();
-        let ack_wait = session.config.ack_wait;
         let mut receipts = session.receipts();
         receipts.sweep(now);
         Ok(taken
@@ -380,7 +382,7 @@ impl Consumers {
                     attempt = delivery.attempt,
                     "handed out"
                 );
-                let receipt = receipts.insert(delivery, now, ack_wait);
+                let receipt = receipts.insert(delivery, now);
                 MessageView { receipt, ..view }
             })
             .collect())

@@ -222,6 +222,48 @@ async fn groups_are_created_replaced_and_described_with_lag_per_partition() {
 }
 
 #[tokio::test]
+async fn a_slow_puller_gets_each_event_once_with_its_full_ack_wait() {
+    let (_dir, app) = app().await;
+    let router = app.router();
+    put_group(
+        &router,
+        "slow",
+        json!({"filter": "order.*", "ack_wait": 300, "ordering": "none"}),
+    )
+    .await;
+    // The first pull starts the consumer; the rest of the events wait in the server for
+    // longer than ack_wait between pulls.
+    assert!(pull(&router, "slow", 1, 0).await.is_empty());
+    for n in 0..4 {
+        publish(&router, event(&format!("s{n}"), "order.placed", json!(n))).await;
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let messages = pull(&router, "slow", 1, 5_000).await;
+        let message = &messages[0];
+        assert_eq!(message["attempt"], 1, "{message}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let reply = send_json(
+            &router,
+            "POST",
+            "/v1/groups/slow/ack",
+            json!({"receipts": [message["receipt"]]}),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        seen.push(message["event"]["id"].as_str().unwrap().to_string());
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    seen.sort();
+    assert_eq!(seen, ["s0", "s1", "s2", "s3"]);
+    let group = get(&router, "/v1/groups/slow").await.body;
+    assert_eq!(group["counters"]["acked"], 4, "{group}");
+    assert_eq!(group["counters"]["ack_timeouts"], 0, "{group}");
+    assert_eq!(group["dlq"]["depth"], 0, "{group}");
+    app.close().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_transient_nack_is_delivered_again_and_a_lapsed_receipt_is_a_conflict() {
     let (_dir, app) = app().await;
     let router = app.router();

@@ -97,6 +97,7 @@ macro_rules! runtime_conformance_tests {
             two_instances_split_partitions_and_a_silent_one_loses_them_after_the_ttl,
             a_stopped_instance_hands_its_partitions_over_with_its_progress,
             an_event_not_acknowledged_within_ack_wait_is_delivered_again,
+            ack_wait_runs_from_the_pull_not_while_a_delivery_waits_to_be_pulled,
             a_clean_stop_counts_no_crash_against_unsettled_deliveries,
         }
         $crate::__conformance_group! { $harness; schemas;

@@ -592,6 +592,64 @@ pub async fn an_event_not_acknowledged_within_ack_wait_is_delivered_again(h: &im
     assert_eq!(runnel.lag("slow").await.expect("lag").total_events, 0);
 }
 
+pub async fn ack_wait_runs_from_the_pull_not_while_a_delivery_waits_to_be_pulled(
+    h: &impl BackendHarness,
+) {
+    let clock = h.clock();
+    let runnel = runtime(h).await;
+    let ack_wait = Duration::from_millis(200);
+    let mut consumer = runnel
+        .group("puller")
+        .config(GroupConfig {
+            ack_wait,
+            ..GroupConfig::new("puller", pattern("order.*"))
+        })
+        .start()
+        .await
+        .expect("start");
+    for n in 0..3 {
+        runnel
+            .publish(numbered_event(&clock, "order.placed", &format!("k{n}"), n))
+            .await
+            .expect("publish");
+    }
+    let handle = consumer.handle();
+    eventually("all three delivered to the consumer's channel", || {
+        handle.stats().delivered == 3
+    })
+    .await;
+    // A slow puller: the deliveries wait well past ack_wait before anyone takes them.
+    tokio::time::sleep(ack_wait * 5).await;
+    let mut offsets = Vec::new();
+    for _ in 0..3 {
+        let delivery = tokio::time::timeout(Duration::from_secs(20), consumer.next())
+            .await
+            .expect("a delivery")
+            .expect("consumer running");
+        assert_eq!(
+            delivery.attempt, 1,
+            "not redelivered while it waited unseen"
+        );
+        let left = delivery
+            .ack_deadline
+            .saturating_duration_since(tokio::time::Instant::now());
+        assert!(
+            left > ack_wait / 2 && left <= ack_wait,
+            "ack_wait runs from the pull: {left:?} left"
+        );
+        offsets.push((delivery.partition, delivery.offset));
+        assert!(delivery.ack_recorded().await, "acked within ack_wait");
+    }
+    offsets.sort();
+    offsets.dedup();
+    assert_eq!(offsets.len(), 3, "three different events");
+    eventually("acked", || handle.stats().acked == 3).await;
+    let stats = handle.stats();
+    assert_eq!((stats.ack_timeouts, stats.dead_lettered), (0, 0));
+    handle.stop().await.expect("stop");
+    assert_eq!(runnel.lag("puller").await.expect("lag").total_events, 0);
+}
+
 pub async fn a_clean_stop_counts_no_crash_against_unsettled_deliveries(h: &impl BackendHarness) {
     let clock = h.clock();
     let runnel = runtime(h).await;

@@ -75,6 +75,10 @@ impl std::error::Error for HandlerError {}
 /// A message from a consumer back to the worker that delivered an event.
 #[derive(Debug)]
 pub(crate) enum Outcome {
+    /// A pull consumer handed the delivery out: its `ack_wait` runs from `at`.
+    Taken {
+        at: tokio::time::Instant,
+    },
     Done,
     Failed(HandlerError),
     /// The worker's own note: the processed id of a done event is durable.
@@ -103,6 +107,8 @@ pub struct Delivery {
     pub attempt: u32,
     /// Delivered again from the group's dead-letter queue (a replay).
     pub from_dlq: bool,
+    /// When it is delivered again unless settled: `ack_wait` after it was handed out.
+    pub ack_deadline: tokio::time::Instant,
     pub(crate) settle: mpsc::UnboundedSender<Settlement>,
 }
 

@@ -21,7 +21,7 @@ use tokio::sync::{Mutex, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::config::GroupConfig;
-use super::delivery::{Delivery, HandlerError};
+use super::delivery::{Delivery, HandlerError, Outcome, Settlement};
 use super::keys;
 use super::stats::{GroupCounts, GroupStats};
 use super::worker::{self, DeliveryGate, WorkerCtx, WorkerExit};
@@ -123,8 +123,14 @@ impl GroupBuilder {
         self
     }
 
-    /// Joins the group and returns a stream of deliveries to settle by hand.
+    /// Joins the group and returns a stream of deliveries to settle by hand. Each
+    /// delivery's `ack_wait` runs from the moment [`Consumer::next`] hands it out, so
+    /// deliveries waiting for a slow puller are not redelivered (nor dead-lettered) unseen.
     pub async fn start(self) -> Result<Consumer> {
+        self.start_with(AckClock::FromTake).await
+    }
+
+    async fn start_with(self, ack_clock: AckClock) -> Result<Consumer> {
         let runnel = self.runnel;
         let config = match (self.config, self.filter) {
             (Some(mut config), filter) => {
@@ -153,7 +159,7 @@ impl GroupBuilder {
         let instance = self
             .instance
             .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
-        Consumer::start(runnel.shared.clone(), Arc::new(config), instance).await
+        Consumer::start(runnel.shared.clone(), Arc::new(config), instance, ack_clock).await
     }
 
     /// Joins the group and runs `handler` on every delivery, up to `max_in_flight` at once.
@@ -166,7 +172,8 @@ impl GroupBuilder {
         Fut: Future<Output = std::result::Result<Vec<Event>, HandlerError>> + Send + 'static,
     {
         let runnel = self.runnel.clone();
-        let consumer = self.start().await?;
+        // The handler loop takes deliveries as soon as they come: the clock can start then.
+        let consumer = self.start_with(AckClock::FromDelivery).await?;
         let member = consumer.member.clone();
         let (drain, drain_rx) = watch::channel(false);
         let runner = tokio::spawn(run_handler(runnel, consumer, Arc::new(handler), drain_rx));
@@ -177,6 +184,15 @@ impl GroupBuilder {
     }
 }
 
+/// When a delivery's `ack_wait` starts to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AckClock {
+    /// When the worker puts it in the consumer's channel (the handler loop takes at once).
+    FromDelivery,
+    /// When [`Consumer::next`] takes it out (a pull consumer may leave it there a while).
+    FromTake,
+}
+
 /// Deliveries of one consumer instance.
 pub struct Consumer {
     deliveries: mpsc::Receiver<Delivery>,
@@ -185,7 +201,12 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    async fn start(shared: Arc<Shared>, group: Arc<GroupConfig>, instance: String) -> Result<Self> {
+    async fn start(
+        shared: Arc<Shared>,
+        group: Arc<GroupConfig>,
+        instance: String,
+        ack_clock: AckClock,
+    ) -> Result<Self> {
         let (tx, rx) = mpsc::channel(group.max_in_flight);
         let (stop_tx, stop_rx) = watch::channel(false);
         let member = Arc::new(Member {
@@ -198,6 +219,7 @@ impl Consumer {
             heartbeat_paused: AtomicBool::new(false),
             stop: stop_tx,
             gate: Arc::default(),
+            ack_clock,
         });
         member.rebalance().await?;
         let heartbeat = tokio::spawn(heartbeat_loop(member.clone(), stop_rx));
@@ -210,7 +232,18 @@ impl Consumer {
 
     /// The next delivery; `None` once the consumer is stopped.
     pub async fn next(&mut self) -> Option<Delivery> {
-        self.deliveries.recv().await
+        let mut delivery = self.deliveries.recv().await?;
+        if self.member.ack_clock == AckClock::FromTake {
+            let at = tokio::time::Instant::now();
+            delivery.ack_deadline = at + self.member.group.ack_wait;
+            let _ = delivery.settle.send(Settlement {
+                offset: delivery.offset,
+                attempt: delivery.attempt,
+                outcome: Outcome::Taken { at },
+                recorded: None,
+            });
+        }
+        Some(delivery)
     }
 
     /// The group's configuration.
@@ -306,6 +339,7 @@ pub(crate) struct Member {
     heartbeat_paused: AtomicBool,
     stop: watch::Sender<bool>,
     gate: Arc<DeliveryGate>,
+    ack_clock: AckClock,
 }
 
 async fn heartbeat_loop(member: Arc<Member>, mut stop: watch::Receiver<bool>) {
@@ -474,6 +508,7 @@ impl Member {
             partition: key.1,
             deliveries: self.deliveries.clone(),
             stop: stop_rx,
+            ack_clock: self.ack_clock,
         };
         OwnedPartition {
             lease_revision,

@@ -38,6 +38,7 @@ use super::config::{GroupConfig, Ordering, StartFrom};
 use super::delivery::{Delivery, FailureClass, Outcome, Settlement};
 use super::dlq::{self, DLQ_ENTRY_HEADER, DlqEntry};
 use super::keys;
+use super::member::AckClock;
 use super::stats::GroupStats;
 use crate::error::{Result, RuntimeError};
 use crate::producer::{ID_HEADER, TYPE_HEADER};
@@ -139,6 +140,7 @@ pub(crate) struct WorkerCtx {
     pub partition: Partition,
     pub deliveries: mpsc::Sender<Delivery>,
     pub stop: watch::Receiver<bool>,
+    pub ack_clock: AckClock,
 }
 
 /// Why a worker ended.
@@ -154,7 +156,8 @@ pub(crate) enum WorkerExit {
 enum State {
     Queued,
     InFlight {
-        deadline: Instant,
+        /// `None` while a pull consumer has not taken it out of its channel yet.
+        deadline: Option<Instant>,
     },
     Waiting {
         due: Micros,
@@ -872,8 +875,12 @@ impl Worker {
             return;
         };
         pending.attempt += 1;
+        let ack_deadline = Instant::now() + self.ctx.group.ack_wait;
         pending.state = State::InFlight {
-            deadline: Instant::now() + self.ctx.group.ack_wait,
+            deadline: match self.ctx.ack_clock {
+                AckClock::FromDelivery => Some(ack_deadline),
+                AckClock::FromTake => None,
+            },
         };
         self.ctx.stats.record_delivered(pending.attempt);
         permit.send(Delivery {
@@ -883,6 +890,7 @@ impl Worker {
             offset,
             attempt: pending.attempt,
             from_dlq: pending.replay_of.is_some(),
+            ack_deadline,
             settle: self.settle_tx.clone(),
         });
     }
@@ -901,6 +909,14 @@ impl Worker {
         if pending.attempt != settlement.attempt {
             tell(recorded, false);
             return Ok(()); // a stale delivery, superseded by a redelivery
+        }
+        if let Outcome::Taken { at } = settlement.outcome {
+            if let State::InFlight { deadline: None } = pending.state {
+                pending.state = State::InFlight {
+                    deadline: Some(at + self.ctx.group.ack_wait),
+                };
+            }
+            return Ok(());
         }
         let (stored, replay_of) = (pending.stored_history, pending.replay_of.clone());
         match (&settlement.outcome, &pending.state) {
@@ -930,7 +946,7 @@ impl Worker {
                 self.fail(settlement.offset, error.class, error.reason)
                     .await?;
             }
-            Outcome::Recorded => {}
+            Outcome::Recorded | Outcome::Taken { .. } => {}
         }
         Ok(())
     }
@@ -1196,7 +1212,7 @@ impl Worker {
             .keys()
             .filter(|o| {
                 self.pending.get(o).is_some_and(
-                    |p| matches!(p.state, State::InFlight { deadline } if deadline <= now),
+                    |p| matches!(p.state, State::InFlight { deadline: Some(deadline) } if deadline <= now),
                 )
             })
             .copied()
