@@ -3,6 +3,7 @@
 
 use runnel_backend::{BackendError, InvalidName};
 use runnel_envelope::EnvelopeError;
+use runnel_schema::RegistryError;
 
 use crate::pattern::InvalidPattern;
 
@@ -85,6 +86,9 @@ impl RuntimeError {
             RuntimeError::Schema(runnel_schema::ValidationError::NoSchema { .. }) => {
                 "schema.missing"
             }
+            RuntimeError::Schema(runnel_schema::ValidationError::Registry(
+                RegistryError::VersionNotFound { .. } | RegistryError::SubjectNotFound { .. },
+            )) => "schema.unknown_version",
             RuntimeError::Schema(runnel_schema::ValidationError::Registry(_)) => {
                 "schema.unavailable"
             }

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use runnel_backend::BackendError;
 use runnel_envelope::EnvelopeError;
 use runnel_runtime::RuntimeError;
-use runnel_schema::ValidationError;
+use runnel_schema::{RegistryError, ValidationError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -193,11 +193,17 @@ pub fn pointer(attribute: &str) -> String {
 
 impl From<RuntimeError> for ApiError {
     fn from(error: RuntimeError) -> Self {
+        Self::from_runtime(&error)
+    }
+}
+
+impl ApiError {
+    fn from_runtime(error: &RuntimeError) -> Self {
         let code = error.code();
-        let status = match &error {
+        let status = match error {
             RuntimeError::Envelope(e) => return Self::from_envelope(e, &pointer),
             RuntimeError::InBatch { index, source } => {
-                let inner = ApiError::from(runtime_clone(source));
+                let inner = Self::from_runtime(source);
                 let errors = inner
                     .errors
                     .iter()
@@ -224,6 +230,13 @@ impl From<RuntimeError> for ApiError {
                 return Self::bad_request(code, error.to_string())
                     .with_field("/type", error.to_string());
             }
+            // The event names a schema version the registry does not have: the client's error.
+            RuntimeError::Schema(ValidationError::Registry(
+                RegistryError::VersionNotFound { .. } | RegistryError::SubjectNotFound { .. },
+            )) => {
+                return Self::bad_request(code, error.to_string())
+                    .with_field("/schemaversion", error.to_string());
+            }
             RuntimeError::Schema(ValidationError::Registry(_)) => StatusCode::SERVICE_UNAVAILABLE,
             RuntimeError::DataNotJson { .. } => {
                 return Self::bad_request(code, error.to_string())
@@ -242,33 +255,6 @@ impl From<RuntimeError> for ApiError {
             tracing::error!(%error, code, "request failed on the server's side");
         }
         Self::new(status, code, error.to_string())
-    }
-}
-
-/// `RuntimeError` is not `Clone`; a batch error's source is rebuilt by what matters here.
-fn runtime_clone(error: &RuntimeError) -> RuntimeError {
-    match error {
-        RuntimeError::Envelope(e) => RuntimeError::Envelope(e.clone()),
-        RuntimeError::Name(e) => RuntimeError::Name(e.clone()),
-        RuntimeError::Pattern(e) => RuntimeError::Pattern(e.clone()),
-        RuntimeError::Schema(ValidationError::Invalid {
-            subject,
-            version,
-            errors,
-        }) => RuntimeError::Schema(ValidationError::Invalid {
-            subject: subject.clone(),
-            version: *version,
-            errors: errors.clone(),
-        }),
-        RuntimeError::Schema(ValidationError::NoSchema { subject }) => {
-            RuntimeError::Schema(ValidationError::NoSchema {
-                subject: subject.clone(),
-            })
-        }
-        RuntimeError::DataNotJson { event_type } => RuntimeError::DataNotJson {
-            event_type: event_type.clone(),
-        },
-        other => RuntimeError::GroupConfig(other.to_string()),
     }
 }
 

@@ -595,6 +595,33 @@ fn battery() -> Vec<Case> {
             "stream.invalid_partitions",
         ),
         case(
+            "an event naming a schema version the registry does not have",
+            "POST",
+            "/v1/events",
+            CE,
+            json!({"specversion": "1.0", "id": "sv1", "source": "/t", "type": "audit.logged",
+                   "schemaversion": 99, "data": {}})
+            .to_string(),
+            400,
+            "schema.unknown_version",
+        )
+        .field("/schemaversion"),
+        case(
+            "a batch whose second event names a schema version the registry does not have",
+            "POST",
+            "/v1/events",
+            BATCH,
+            json!([
+                {"specversion": "1.0", "id": "sv2", "source": "/t", "type": "audit.logged", "data": {}},
+                {"specversion": "1.0", "id": "sv3", "source": "/t", "type": "audit.logged",
+                 "schemaversion": 7, "data": {}},
+            ])
+            .to_string(),
+            400,
+            "schema.unknown_version",
+        )
+        .field("/1/schemaversion"),
+        case(
             "unknown route",
             "GET",
             "/v2/everything",
@@ -619,6 +646,15 @@ async fn every_bad_request_gets_its_problem_and_the_server_keeps_serving() {
         .await
         .unwrap();
     assert_eq!(created.status, 201, "{}", created.text());
+    let registered = client
+        .json(
+            "POST",
+            "/registry/subjects/audit.logged/versions",
+            &json!({"schema": json!({"type": "object"}).to_string()}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(registered.status, 200, "{}", registered.text());
     let mut failures = Vec::new();
     for case in battery() {
         let headers: Vec<(&str, &[u8])> = case
