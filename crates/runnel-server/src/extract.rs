@@ -41,8 +41,8 @@ pub fn body_rejection(rejection: BytesRejection) -> ApiError {
     }
 }
 
-/// A JSON body (`application/json` or any `+json` type). An empty body reads as `{}`, so
-/// requests whose fields all have defaults may omit it.
+/// A JSON object body (`application/json` or any `+json` type). An empty body reads as `{}`,
+/// so requests whose fields all have defaults may omit it.
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
@@ -55,7 +55,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
-/// Parses a JSON request body, naming what is wrong.
+/// Parses a JSON object request body, naming what is wrong. Every request body of the API is
+/// an object; serde would also read a struct from an array of its fields in order.
 pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> Result<T, ApiError> {
     let body: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}"
@@ -67,6 +68,18 @@ pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> Res
         }
         bytes
     };
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        // Not JSON at all: the parser below says where.
+        Some(b) if !b"[\"-0123456789tfn".contains(b) => {}
+        _ => {
+            return Err(ApiError::bad_request(
+                "request.not_an_object",
+                "the request body must be a JSON object",
+            )
+            .with_field("body", "not an object"));
+        }
+    }
     serde_json::from_slice(body).map_err(|e| {
         let code = if e.is_data() {
             "request.invalid_field"

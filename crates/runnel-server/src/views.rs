@@ -659,6 +659,14 @@ impl DlqFilterSpec {
     }
 
     pub fn to_filter(&self) -> Result<DlqFilter, ApiError> {
+        if self.reason.as_deref() == Some("") {
+            // Every reason contains "": as a filter it would select the whole queue.
+            return Err(ApiError::bad_request(
+                "dlq.invalid_filter",
+                "`reason` is empty; give the text to look for, or use `all` for every entry",
+            )
+            .with_field("reason", "empty"));
+        }
         let event_type = self
             .event_type
             .as_ref()

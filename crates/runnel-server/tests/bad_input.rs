@@ -568,6 +568,55 @@ fn battery() -> Vec<Case> {
             "dlq.unknown_entry",
         ),
         case(
+            "group: the config as an array of its fields",
+            "PUT",
+            "/v1/groups/arrays",
+            JSON,
+            r#"["order.*", 20]"#,
+            400,
+            "request.not_an_object",
+        )
+        .field("body"),
+        case(
+            "pull: an empty array for a body",
+            "POST",
+            "/v1/groups/known/pull",
+            JSON,
+            "[]",
+            400,
+            "request.not_an_object",
+        )
+        .field("body"),
+        case(
+            "nack: a reason of 5,000 bytes",
+            "POST",
+            "/v1/groups/known/nack",
+            JSON,
+            json!({"receipt": "r", "class": "service", "reason": "x".repeat(5000)}).to_string(),
+            400,
+            "nack.reason_too_long",
+        )
+        .field("/reason"),
+        case(
+            "DLQ: purge whose only filter is an empty reason (it would match every entry)",
+            "DELETE",
+            "/v1/groups/known/dlq?reason=",
+            None,
+            "",
+            400,
+            "dlq.invalid_filter",
+        )
+        .field("reason"),
+        case(
+            "DLQ: replay with an empty filter (it would select every entry)",
+            "POST",
+            "/v1/groups/known/dlq/replay",
+            JSON,
+            r#"{"filter":{}}"#,
+            400,
+            "dlq.invalid_selector",
+        ),
+        case(
             "DLQ: replay with two selectors",
             "POST",
             "/v1/groups/known/dlq/replay",

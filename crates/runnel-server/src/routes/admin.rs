@@ -223,12 +223,14 @@ pub async fn replay_dlq(
     group_name(&group)?;
     let selector = match (request.ids, request.filter, request.all) {
         (Some(ids), None, None | Some(false)) => DlqSelector::Ids(ids),
-        (None, Some(filter), None | Some(false)) => DlqSelector::Filter(filter.to_filter()?),
+        (None, Some(filter), None | Some(false)) if !filter.is_empty() => {
+            DlqSelector::Filter(filter.to_filter()?)
+        }
         (None, None, Some(true)) => DlqSelector::All,
         _ => {
             return Err(ApiError::bad_request(
                 "dlq.invalid_selector",
-                "give exactly one of `ids`, `filter` or `all: true`",
+                "give exactly one of `ids`, a `filter` with at least one condition, or `all: true`",
             )
             .with_field("body", "exactly one of ids, filter, all"));
         }

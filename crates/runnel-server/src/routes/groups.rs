@@ -20,6 +20,9 @@ use crate::views::{
     LagView, MessageView, NackRequest, NackResponse, PullRequest, PullResponse,
 };
 
+/// The longest `reason` a nack may give, in bytes.
+pub const MAX_NACK_REASON_BYTES: usize = 4096;
+
 /// Messages an event stream asks the consumer for at a time.
 const STREAM_BATCH: usize = 64;
 /// How long an event stream waits before it checks for shutdown and a replaced consumer.
@@ -246,6 +249,17 @@ pub async fn nack(
 ) -> Result<Json<NackResponse>, ApiError> {
     group_name(&group)?;
     caller.require_consume(&group)?;
+    if request.reason.len() > MAX_NACK_REASON_BYTES {
+        // It is kept in the DLQ entry, shown on every page that lists it, and logged.
+        return Err(ApiError::bad_request(
+            "nack.reason_too_long",
+            format!(
+                "`reason` is {} bytes; at most {MAX_NACK_REASON_BYTES} are kept",
+                request.reason.len()
+            ),
+        )
+        .with_field("/reason", "too long"));
+    }
     state
         .consumers
         .nack(&group, &request.receipt, request.class, request.reason)
