@@ -105,7 +105,8 @@ pub struct GroupSpec {
     /// `key` (default): one event per partition key at a time; `none`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ordering: Option<OrderingView>,
-    /// `earliest` (default) or `latest`.
+    /// `earliest` (default): every event still held; `latest`: only events published after
+    /// the group was first configured with `latest`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<StartView>,
     /// Immediate retries of `transient` failures before backoff. Default 3.

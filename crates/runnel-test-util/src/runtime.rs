@@ -650,6 +650,53 @@ pub async fn ack_wait_runs_from_the_pull_not_while_a_delivery_waits_to_be_pulled
     assert_eq!(runnel.lag("puller").await.expect("lag").total_events, 0);
 }
 
+pub async fn a_group_starting_at_latest_gets_what_was_published_after_it_was_created(
+    h: &impl BackendHarness,
+) {
+    let clock = h.clock();
+    let runnel = runtime(h).await;
+    runnel
+        .publish(numbered_event(&clock, "order.placed", "k", 0))
+        .await
+        .expect("publish before");
+    clock.advance(Duration::from_secs(1));
+    let config = GroupConfig {
+        start: runnel_runtime::StartFrom::Latest,
+        ..GroupConfig::new("newcomer", pattern("order.*"))
+    };
+    runnel.put_group(config.clone()).await.expect("create");
+    clock.advance(Duration::from_secs(1));
+    // Published after the group was created, before any consumer of it ran.
+    for n in 1..=2 {
+        runnel
+            .publish(numbered_event(&clock, "order.placed", "k", n))
+            .await
+            .expect("publish after");
+    }
+    assert_eq!(
+        runnel.lag("newcomer").await.expect("lag").total_events,
+        2,
+        "the two events after its creation are owed"
+    );
+    // Saying it again (an update) keeps the creation time.
+    runnel.put_group(config).await.expect("update");
+    let mut consumer = runnel.group("newcomer").start().await.expect("start");
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let delivery = tokio::time::timeout(Duration::from_secs(20), consumer.next())
+            .await
+            .expect("a delivery")
+            .expect("consumer running");
+        got.push(number(&delivery.event));
+        delivery.ack();
+    }
+    assert_eq!(got, [1, 2], "not the event published before the group");
+    let handle = consumer.handle();
+    eventually("caught up", || handle.stats().acked == 2).await;
+    handle.stop().await.expect("stop");
+    assert_eq!(runnel.lag("newcomer").await.expect("lag").total_events, 0);
+}
+
 pub async fn a_clean_stop_counts_no_crash_against_unsettled_deliveries(h: &impl BackendHarness) {
     let clock = h.clock();
     let runnel = runtime(h).await;

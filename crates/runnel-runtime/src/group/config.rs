@@ -25,7 +25,8 @@ pub enum StartFrom {
     /// The oldest event still held. (Default.)
     #[default]
     Earliest,
-    /// Only events published after the group first reads the partition.
+    /// Only events published after the group was first configured with `start: latest`
+    /// (events in between, before any consumer ran, are not skipped).
     Latest,
 }
 

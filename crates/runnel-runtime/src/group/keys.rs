@@ -18,6 +18,9 @@ pub const RETRIES: &str = "runnel_retries";
 /// Per-partition list of deliveries in flight (with their attempt numbers), written before
 /// they are handed out: after a crash these are the suspects.
 pub const INFLIGHT: &str = "runnel_inflight";
+/// When a group was first configured with `start: latest` (microseconds, decimal), by group
+/// name: where it starts on partitions it has not committed on.
+pub const LATEST_SINCE: &str = "runnel_latest_since";
 /// Processed event ids: `group/<xxh3-128 of the id>`.
 pub const PROCESSED: &str = "runnel_processed";
 

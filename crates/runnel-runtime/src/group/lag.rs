@@ -4,7 +4,6 @@ use runnel_backend::{Partition, ReadFrom, StreamName};
 use runnel_envelope::Event;
 use serde::Serialize;
 
-use super::config::StartFrom;
 use crate::error::Result;
 use crate::runtime::Runnel;
 
@@ -48,10 +47,11 @@ impl Runnel {
                     .await?
                 {
                     Some(c) => c.offset.max(info.start_offset),
-                    None => match config.start {
-                        StartFrom::Earliest => info.start_offset,
-                        StartFrom::Latest => info.high_watermark,
-                    },
+                    None => {
+                        self.shared
+                            .uncommitted_start(&config, &stream.name, info)
+                            .await?
+                    }
                 };
                 let events = info.high_watermark.saturating_sub(committed);
                 let mut seconds = 0.0;

@@ -15,12 +15,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use futures::FutureExt;
-use runnel_backend::{BackendError, Expect, Partition, Revision, StreamName};
+use runnel_backend::{
+    BackendError, Expect, Partition, PartitionInfo, ReadFrom, Revision, StreamName,
+};
+use runnel_clock::Micros;
 use runnel_envelope::Event;
 use tokio::sync::{Mutex, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::config::GroupConfig;
+use super::config::{GroupConfig, StartFrom};
 use super::delivery::{Delivery, HandlerError, Outcome, Settlement};
 use super::keys;
 use super::stats::{GroupCounts, GroupStats};
@@ -51,6 +54,42 @@ pub struct GroupBuilder {
     instance: Option<String>,
 }
 
+impl Shared {
+    /// Where a group that has not committed on a partition starts reading it.
+    pub(crate) async fn uncommitted_start(
+        &self,
+        group: &GroupConfig,
+        stream: &StreamName,
+        info: &PartitionInfo,
+    ) -> Result<u64> {
+        if group.start == StartFrom::Earliest {
+            return Ok(info.start_offset);
+        }
+        let since = self
+            .backend
+            .kv_get(keys::LATEST_SINCE, &group.name)
+            .await?
+            .and_then(|entry| {
+                std::str::from_utf8(&entry.value)
+                    .ok()?
+                    .parse::<Micros>()
+                    .ok()
+            });
+        let Some(since) = since else {
+            return Ok(info.high_watermark);
+        };
+        // `info` was read before this: a record appended since then is at or after its high
+        // watermark, and after `since`.
+        let first = self
+            .backend
+            .read(stream, info.partition, ReadFrom::Time(since), 1, usize::MAX)
+            .await?;
+        Ok(first.first().map_or(info.high_watermark, |r| {
+            r.offset.clamp(info.start_offset, info.high_watermark)
+        }))
+    }
+}
+
 impl Runnel {
     /// Starts joining the consumer group `name`.
     pub fn group(&self, name: impl Into<String>) -> GroupBuilder {
@@ -66,6 +105,26 @@ impl Runnel {
     /// Creates or replaces a group's configuration.
     pub async fn put_group(&self, config: GroupConfig) -> Result<()> {
         config.validate()?;
+        if config.start == StartFrom::Latest {
+            // "Latest" means from now, when the group is created, not from whenever its
+            // first consumer reads a partition. Kept if it was set before.
+            let now = self.shared.cfg.clock.now_micros();
+            match self
+                .shared
+                .backend
+                .kv_put(
+                    keys::LATEST_SINCE,
+                    &config.name,
+                    Bytes::from(now.to_string()),
+                    Expect::Absent,
+                    None,
+                )
+                .await
+            {
+                Ok(_) | Err(BackendError::CasConflict { .. }) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
         let value =
             serde_json::to_vec(&config).map_err(|e| RuntimeError::Serialize(e.to_string()))?;
         self.shared

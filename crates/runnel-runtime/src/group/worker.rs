@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::config::{GroupConfig, Ordering, StartFrom};
+use super::config::{GroupConfig, Ordering};
 use super::delivery::{Delivery, FailureClass, Outcome, Settlement};
 use super::dlq::{self, DLQ_ENTRY_HEADER, DlqEntry};
 use super::keys;
@@ -244,10 +244,12 @@ pub(crate) async fn run(ctx: WorkerCtx) -> Result<WorkerExit> {
     let info = backend.partition_info(&ctx.stream, ctx.partition).await?;
     let (start, commit_revision) = match committed {
         Some(c) => (c.offset.max(info.start_offset), Some(c.revision)),
-        None => match ctx.group.start {
-            StartFrom::Earliest => (info.start_offset, None),
-            StartFrom::Latest => (info.high_watermark, None),
-        },
+        None => (
+            shared
+                .uncommitted_start(&ctx.group, &ctx.stream, &info)
+                .await?,
+            None,
+        ),
     };
     let replay = dlq::replay_stream(&group).is_ok_and(|s| s == ctx.stream);
     let mut worker = Worker {
