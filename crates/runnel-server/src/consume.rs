@@ -92,7 +92,7 @@ impl Receipts {
             self.by_position
                 .remove(&(d.stream.clone(), d.partition, d.offset));
             tracing::info!(
-                id = %d.event.id().as_str(),
+                id = d.event.id().as_str(),
                 correlationid = d.event.correlation_id().unwrap_or_default(),
                 receipt,
                 why,
@@ -377,7 +377,7 @@ impl Consumers {
                 };
                 tracing::debug!(
                     group,
-                    id = %delivery.event.id().as_str(),
+                    id = delivery.event.id().as_str(),
                     correlationid = delivery.event.correlation_id().unwrap_or_default(),
                     attempt = delivery.attempt,
                     "handed out"
@@ -416,7 +416,7 @@ impl Consumers {
             );
             tracing::debug!(
                 group,
-                id = %d.event.id().as_str(),
+                id = d.event.id().as_str(),
                 correlationid = d.event.correlation_id().unwrap_or_default(),
                 "acked"
             );
@@ -464,10 +464,10 @@ impl Consumers {
                 let d = &held.delivery;
                 tracing::info!(
                     group,
-                    id = %d.event.id().as_str(),
+                    id = d.event.id().as_str(),
                     correlationid = d.event.correlation_id().unwrap_or_default(),
                     class = ?class,
-                    %reason,
+                    reason = reason.as_str(),
                     "nacked"
                 );
                 held.delivery.nack(HandlerError {

@@ -675,7 +675,11 @@ async fn run_handler<H, Fut>(
                         .map(|s| s.to_string())
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "non-string panic payload".into());
-                    tracing::error!(id = %delivery.event.id().as_str(), %reason, "handler panicked");
+                    tracing::error!(
+                        id = delivery.event.id().as_str(),
+                        reason = reason.as_str(),
+                        "handler panicked"
+                    );
                     delivery.nack(HandlerError::service(format!("handler panicked: {reason}")));
                 }
             }

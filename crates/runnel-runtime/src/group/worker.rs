@@ -570,7 +570,11 @@ impl Worker {
                 .is_some();
             if processed {
                 self.ctx.stats.record_skipped_duplicate();
-                tracing::debug!(id = %event.id().as_str(), offset = record.offset, "already processed; skipped");
+                tracing::debug!(
+                    id = event.id().as_str(),
+                    offset = record.offset,
+                    "already processed; skipped"
+                );
                 if history.is_some() {
                     self.forget_history(record.offset).await?;
                 }
@@ -1126,10 +1130,10 @@ impl Worker {
         }
         tracing::warn!(
             group = %entry.group,
-            id = %entry.event_id,
+            id = entry.event_id.as_str(),
             entry = %entry.id,
             class = %entry.class,
-            reason = %entry.reason,
+            reason = entry.reason.as_str(),
             attempts = entry.attempts,
             "dead-lettered"
         );

@@ -110,7 +110,7 @@ pub async fn publish(
         .zip(types)
         .map(|(ack, (_, correlation))| {
             tracing::debug!(
-                id = %ack.id,
+                id = ack.id.as_str(),
                 correlationid = correlation.as_deref().unwrap_or_default(),
                 stream = %ack.stream,
                 partition = ack.partition,

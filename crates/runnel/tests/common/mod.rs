@@ -25,10 +25,20 @@ impl Serve {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        Self::start_with_log(args, Stdio::inherit())
+    }
+
+    /// As [`Serve::start`], with the server's log (stderr) going to `log`.
+    pub fn start_with_log<I, S>(args: I, log: impl Into<Stdio>) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
             .args(["serve", "--bind", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::piped())
+            .stderr(log)
             .spawn()
             .expect("start runnel serve");
         let stdout = child.stdout.take().expect("piped stdout");
