@@ -55,10 +55,11 @@ fn client_text_in_the_log_is_escaped_not_written_as_lines_of_its_own() {
     .unwrap();
     assert_eq!(status, 200, "{answer}");
     // The dead-lettering is logged by the group's worker, a moment after the nack.
-    let mut text = String::new();
     for _ in 0..100 {
-        text = std::fs::read_to_string(&log_path).unwrap();
-        if text.contains("dead-lettered") {
+        if std::fs::read_to_string(&log_path)
+            .unwrap()
+            .contains("dead-lettered")
+        {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
