@@ -568,6 +568,15 @@ fn battery() -> Vec<Case> {
             "dlq.unknown_entry",
         ),
         case(
+            "group: pinned to a schema version a type it matches does not have",
+            "PUT",
+            "/v1/groups/pinned",
+            JSON,
+            r#"{"filter":"audit.*","schema_version":99}"#,
+            400,
+            "group.invalid_config",
+        ),
+        case(
             "group: the config as an array of its fields",
             "PUT",
             "/v1/groups/arrays",

@@ -105,6 +105,9 @@ impl Runnel {
     /// Creates or replaces a group's configuration.
     pub async fn put_group(&self, config: GroupConfig) -> Result<()> {
         config.validate()?;
+        if let Some(version) = config.schema_version {
+            self.check_pinned_version(&config, version).await?;
+        }
         if config.start == StartFrom::Latest {
             // "Latest" means from now, when the group is created, not from whenever its
             // first consumer reads a partition. Kept if it was set before.
@@ -131,6 +134,31 @@ impl Runnel {
             .backend
             .kv_put(keys::GROUPS, &config.name, value.into(), Expect::Any, None)
             .await?;
+        Ok(())
+    }
+
+    /// A group pinned to a schema version gets every event adapted to it: each registered
+    /// type the filter matches must have that version, or its events would all be
+    /// dead-lettered. (Types registered later are checked when their events arrive.)
+    async fn check_pinned_version(&self, config: &GroupConfig, version: u32) -> Result<()> {
+        let registry = &self.shared.schemas.registry;
+        let registry_error = |e| RuntimeError::Schema(runnel_schema::ValidationError::Registry(e));
+        for subject in registry.subjects().await.map_err(registry_error)? {
+            if !config.filter.matches(subject.as_str()) {
+                continue;
+            }
+            let versions = registry.versions(&subject).await.map_err(registry_error)?;
+            if !versions.contains(&version) {
+                let have: Vec<String> = versions.iter().map(u32::to_string).collect();
+                return Err(RuntimeError::GroupConfig(format!(
+                    "schema_version {version}: `{subject}`, which the filter `{}` matches, has \
+                     version{} {}",
+                    config.filter,
+                    if have.len() == 1 { "" } else { "s" },
+                    have.join(", ")
+                )));
+            }
+        }
         Ok(())
     }
 
