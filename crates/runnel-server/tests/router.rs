@@ -483,6 +483,27 @@ async fn streams_are_created_listed_and_described() {
     )
     .await;
     assert_problem(&conflict, 409, "stream.exists");
+    let other_retention = send_json(
+        &router,
+        "POST",
+        "/v1/streams",
+        json!({"name": "inventory", "partitions": 2, "retention": {"max_age_ms": 1000}}),
+    )
+    .await;
+    assert_problem(&other_retention, 409, "stream.exists");
+    let unsaid = send_json(
+        &router,
+        "POST",
+        "/v1/streams",
+        json!({"name": "inventory", "partitions": 2}),
+    )
+    .await;
+    assert_eq!(
+        unsaid.status,
+        StatusCode::OK,
+        "retention not named: as it is"
+    );
+    assert_eq!(unsaid.body["retention"]["max_age_ms"], 86400000);
     publish(&router, event("i1", "inventory.reserved", json!(1))).await;
     let described = get(&router, "/v1/streams/inventory").await;
     let hw: u64 = described.body["partition_info"]

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use runnel_backend::{BackendError, StreamConfig, StreamName};
+use runnel_backend::{BackendError, RetentionConfig, StreamConfig, StreamName};
 use runnel_runtime::{DlqSelector, RuntimeError};
 
 use super::{AppState, group_name};
@@ -13,7 +13,7 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::problem::{ApiError, Problem};
 use crate::views::{
     CreateStream, DlqEntryView, DlqListQuery, DlqPageView, DlqPurgeQuery, PurgeResponse,
-    ReplayReportView, ReplayRequest, StreamView,
+    ReplayReportView, ReplayRequest, RetentionView, StreamView,
 };
 
 /// Entries per DLQ page when `limit` is not given.
@@ -87,7 +87,7 @@ pub async fn describe_stream(
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Exists with another partition count", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Exists with another partition count or retention", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []), ())
 )]
@@ -111,14 +111,32 @@ pub async fn create_stream(
         .with_field("/partitions", message));
     }
     let backend = state.runnel.backend();
+    let retention: RetentionConfig = (&request.retention).into();
     let existed = match backend.describe_stream(&name).await {
-        Ok(_) => true,
+        Ok(existing) => {
+            // Retention is fixed at creation here, as the partition count is: a request that
+            // names another one would otherwise be answered 200 and ignored.
+            let asked = request.retention.max_age_ms.is_some()
+                || request.retention.max_bytes_per_partition.is_some();
+            if asked && existing.config.retention != retention {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "stream.exists",
+                    format!(
+                        "stream `{name}` exists with retention {}, not {}",
+                        serde_json::json!(RetentionView::from(existing.config.retention)),
+                        serde_json::json!(request.retention),
+                    ),
+                ));
+            }
+            true
+        }
         Err(BackendError::UnknownStream(_)) => false,
         Err(e) => return Err(e.into()),
     };
     let config = StreamConfig {
         partitions,
-        retention: (&request.retention).into(),
+        retention,
     };
     state.runnel.create_stream(&name, config).await?;
     let info = backend.describe_stream(&name).await?;
