@@ -476,8 +476,15 @@ impl Consumers {
                 });
                 Ok(())
             }
-            Err(Missing::Unknown) => Err(missing_problem(0, vec![receipt.to_string()], vec![])),
-            Err(Missing::Expired) => Err(missing_problem(0, vec![], vec![receipt.to_string()])),
+            Err(Missing::Unknown) => Err(ApiError::not_found(
+                "receipt.unknown",
+                "the receipt is unknown to this group's consumer; nothing was nacked",
+            )),
+            Err(Missing::Expired) => Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "receipt.expired",
+                "the receipt lapsed (past ack_wait or delivered again); nothing was nacked",
+            )),
         }
     }
 
