@@ -36,7 +36,8 @@ pub struct DemoArgs {
     /// How many `order.placed` events to publish.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub events: u64,
-    /// Data directory of the embedded backend (default: a temporary one, removed at the end).
+    /// Data directory of the embedded backend (default: a temporary one, removed at the end);
+    /// it must be new or empty: the demo's figures count one run.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Address of the in-process server.
@@ -140,7 +141,22 @@ struct Summary {
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let temp;
     let data_dir = match &args.data_dir {
-        Some(dir) => dir.clone(),
+        Some(dir) => {
+            // A second run over the first one's data would find its orders already published
+            // (deduplicated) and its groups already done, and report them all missing.
+            let used = std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some());
+            if used {
+                return Err(crate::cli::UsageError(format!(
+                    "{} is not empty: the demo counts one run over a new data directory; remove \
+                     it or give another --data-dir (look at this one with `runnel serve \
+                     --data-dir {}`)",
+                    dir.display(),
+                    dir.display()
+                ))
+                .into());
+            }
+            dir.clone()
+        }
         None => {
             temp = tempfile::Builder::new()
                 .prefix("runnel-demo-")

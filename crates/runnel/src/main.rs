@@ -103,6 +103,20 @@ enum ConfigCommand {
     Show(serve::ShowArgs),
 }
 
+/// The error and its causes, `: `-separated, leaving out a cause whose text the message
+/// already holds (errors that print their source, as many do, would say it twice).
+fn error_chain(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo's failures are on purpose: its dead-letter warnings would drown its output.
@@ -140,7 +154,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", error_chain(&error));
             // A configuration the server refuses is a usage error.
             let config_error = error.downcast_ref::<runnel_server::ConfigError>().is_some()
                 || matches!(
@@ -159,5 +173,23 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[test]
+    fn a_cause_the_message_already_holds_is_not_said_twice() {
+        let error = anyhow::Error::new(runnel_server::ServerError::Backend(
+            runnel_backend::BackendError::Unavailable("nats-server 2.9.10 is too old".into()),
+        ));
+        assert_eq!(
+            error_chain(&error),
+            "cannot open the backend: backend unavailable: nats-server 2.9.10 is too old"
+        );
+        let error = anyhow::Error::new(std::io::Error::other("disk on fire")).context("reading x");
+        assert_eq!(error_chain(&error), "reading x: disk on fire");
     }
 }

@@ -320,7 +320,10 @@ fn dlq_list_show_replay_and_purge() {
     let human = server.ok(&["dlq", "show", "mailer", &id]);
     assert!(human.contains("bad address"), "{human}");
 
-    let replay = server.json(&["dlq", "replay", "mailer", &id, "missing-0-9"]);
+    // One of the ids is not there: the rest is replayed, and the exit code says so (1).
+    let output = server.run(&["dlq", "replay", "mailer", &id, "missing-0-9", "--json"]);
+    assert_eq!(output.status.code(), Some(1));
+    let replay: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(replay["replayed"], 1);
     assert_eq!(replay["missing"], json!(["missing-0-9"]));
 
@@ -392,6 +395,53 @@ fn schema_register_check_list_show_and_lint() {
     let output = server.run(&["schema", "lint", "order.place", "order.placed"]);
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stdout).contains("order.place"));
+}
+
+#[test]
+fn publish_from_lines_says_which_line_stopped_it_and_what_was_published_before() {
+    let server = TestServer::start();
+    let stderr = |output: &Output| String::from_utf8_lossy(&output.stderr).into_owned();
+    // Line 6 of 7 has a type the server refuses; batches of 2: lines 1–4 go, 5–6 do not.
+    let mut lines = order_lines(5, 0);
+    lines.push_str(
+        &(json!({"specversion": "1.0", "id": "bad", "source": "/t", "type": "Q.X"}).to_string()
+            + "\n"),
+    );
+    lines.push_str(&order_lines(1, 5));
+    let output = server.run_with_stdin(&["publish", "--batch", "2"], Some(&lines));
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let text = stderr(&output);
+    assert!(
+        text.contains("line 6 was refused")
+            && text.contains("lines 5–6")
+            && text.contains("lines 1–4 were published"),
+        "{text}"
+    );
+    assert!(
+        text.contains("must be lowercase"),
+        "the server's reason: {text}"
+    );
+    let streams = server.json(&["streams"]);
+    assert_eq!(streams[0]["events"], 4, "{streams}");
+
+    // Not JSON on line 3: lines 1–2 were sent in their batch, line 3 stops the rest.
+    let mut lines = order_lines(2, 10);
+    lines.push_str("{not json\n");
+    let output = server.run_with_stdin(&["publish", "--batch", "2"], Some(&lines));
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("line 3: not JSON")
+            && stderr(&output).contains("lines 1–2 were published"),
+        "{}",
+        stderr(&output)
+    );
+
+    // Flags that build the one event of --type are refused with lines, not ignored.
+    let output = server.run_with_stdin(&["publish", "--id", "x"], Some(&order_lines(1, 20)));
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("--id"), "{}", stderr(&output));
+    let output = server.run_with_stdin(&["publish", "--batch", "0"], Some(""));
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
 }
 
 #[test]

@@ -58,3 +58,17 @@ fn demo_prints_a_summary_table_for_people() {
     );
     assert!(stdout.contains("demo ran"), "{stdout}");
 }
+
+#[test]
+fn demo_refuses_a_data_dir_a_previous_run_left_instead_of_reporting_every_event_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("left-over"), b"x").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .args(["demo", "--events", "10", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run runnel demo");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("is not empty"), "{stderr}");
+}

@@ -5,7 +5,10 @@ use std::io::{BufRead, IsTerminal, Write};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
-use super::{ClientArgs, UsageError, cell, print_json, print_table, progress_on_terminal, segment};
+use super::{
+    CheckFailed, ClientArgs, UsageError, cell, print_json, print_table, progress_on_terminal,
+    segment,
+};
 
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
@@ -243,20 +246,28 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
+    let not_found = missing.len();
     if args.client.json {
-        return print_json(&json!({
+        print_json(&json!({
             "replayed": replayed,
             "already_pending": already_pending,
             "missing": missing,
-        }));
+        }))?;
+    } else {
+        println!(
+            "replayed {replayed} entries to group {} ({already_pending} already being replayed, {not_found} not found)",
+            args.group,
+        );
+        for id in missing {
+            println!("  not found: {}", cell(&id));
+        }
     }
-    println!(
-        "replayed {replayed} entries to group {} ({already_pending} already being replayed, {} not found)",
-        args.group,
-        missing.len()
-    );
-    for id in missing {
-        println!("  not found: {}", cell(&id));
+    // As `dlq show` of an unknown id: exit 1 when some of the ids asked for were not there.
+    if not_found > 0 {
+        return Err(CheckFailed(format!(
+            "{not_found} of the entries to replay were not found"
+        ))
+        .into());
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use super::{ClientArgs, UsageError, print_json, print_table, progress_on_terminal};
+use crate::api::ApiError;
 
 #[derive(Debug, Args)]
 pub struct PublishArgs {
@@ -25,17 +26,72 @@ pub struct PublishArgs {
     /// Event id (with --type; default: a new unique id).
     #[arg(long, value_name = "ID", requires = "event_type")]
     pub id: Option<String>,
-    /// Event source (with --type).
-    #[arg(long, value_name = "URI", default_value = "/runnel-cli")]
-    pub source: String,
+    /// Event source (with --type; default `/runnel-cli`).
+    #[arg(long, value_name = "URI")]
+    pub source: Option<String>,
     /// Read CloudEvents JSON lines from this file instead of stdin.
     #[arg(long, value_name = "PATH", conflicts_with = "event_type")]
     pub file: Option<PathBuf>,
-    /// Events per request when reading lines.
-    #[arg(long, value_name = "N", default_value_t = 500)]
-    pub batch: usize,
+    /// Events per request when reading lines (a request is all or nothing; the server also
+    /// limits its size, `max_body_bytes`).
+    #[arg(long, value_name = "N", default_value_t = 500,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch: u32,
     #[command(flatten)]
     pub client: ClientArgs,
+}
+
+/// What was published when reading stopped at `line`: every line before it, nothing after.
+fn sent_before(line: usize) -> String {
+    if line <= 1 {
+        "nothing was published".to_string()
+    } else {
+        format!(
+            "the events of lines 1–{} were published, none from line {line} on",
+            line - 1
+        )
+    }
+}
+
+/// The server's refusal of a batch, told by line: which line it names (the problem's paths
+/// start with the event's index in the batch), and what was published before the batch.
+fn refused_batch(error: ApiError, lines: &[usize]) -> anyhow::Error {
+    let (first, last) = (
+        lines.first().copied().unwrap_or(1),
+        lines.last().copied().unwrap_or(1),
+    );
+    let context = match &error {
+        ApiError::Status { status: 413, .. } => format!(
+            "lines {first}–{last} ({} events) are more than the server takes in one request: \
+             lower --batch; {}",
+            lines.len(),
+            sent_before(first)
+        ),
+        ApiError::Status { problem, .. } => {
+            let line = problem["errors"][0]["path"]
+                .as_str()
+                .and_then(|path| {
+                    path.strip_prefix('/')?
+                        .split('/')
+                        .next()?
+                        .parse::<usize>()
+                        .ok()
+                })
+                .and_then(|index| lines.get(index));
+            match line {
+                Some(line) => format!(
+                    "line {line} was refused, and with it its batch (lines {first}–{last}); {}",
+                    sent_before(first)
+                ),
+                None => format!(
+                    "the batch of lines {first}–{last} was refused; {}",
+                    sent_before(first)
+                ),
+            }
+        }
+        _ => format!("publishing lines {first}–{last}; {}", sent_before(first)),
+    };
+    anyhow::Error::new(error).context(context)
 }
 
 /// A new event id: time and randomness, unique enough for a command line.
@@ -58,7 +114,7 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
         let mut event = json!({
             "specversion": "1.0",
             "id": args.id.clone().unwrap_or_else(new_id),
-            "source": args.source,
+            "source": args.source.as_deref().unwrap_or("/runnel-cli"),
             "type": event_type,
         });
         if !data.is_null() {
@@ -87,6 +143,19 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
         return Ok(());
     }
 
+    let one_event_flags = [
+        ("--data", args.data.is_some()),
+        ("--partition-key", args.partition_key.is_some()),
+        ("--id", args.id.is_some()),
+        ("--source", args.source.is_some()),
+    ];
+    if let Some((flag, _)) = one_event_flags.iter().find(|(_, given)| *given) {
+        return Err(UsageError(format!(
+            "{flag} builds the one event of --type; lines from --file or stdin are whole \
+             CloudEvents and carry their own"
+        ))
+        .into());
+    }
     let reader: Box<dyn BufRead> = match &args.file {
         Some(path) => Box::new(std::io::BufReader::new(
             std::fs::File::open(path)
@@ -120,16 +189,20 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let batch_size = args.batch.max(1);
+    let batch_size = args.batch as usize;
     let mut batch = Vec::with_capacity(batch_size);
+    // The line each event of the batch came from.
+    let mut lines: Vec<usize> = Vec::with_capacity(batch_size);
     let mut published = 0u64;
     let mut duplicates = 0u64;
     let mut streams: BTreeMap<String, u64> = BTreeMap::new();
-    let mut flush = |batch: &mut Vec<Value>| -> anyhow::Result<()> {
+    let mut flush = |batch: &mut Vec<Value>, lines: &mut Vec<usize>| -> anyhow::Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
-        let positions = api.publish_batch(batch)?;
+        let positions = api
+            .publish_batch(batch)
+            .map_err(|error| refused_batch(error, lines))?;
         for p in positions.as_array().into_iter().flatten() {
             if p["duplicate"] == true {
                 duplicates += 1;
@@ -144,6 +217,7 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
             bar.inc(batch.len() as u64);
         }
         batch.clear();
+        lines.clear();
         Ok(())
     };
     for (number, line) in reader.lines().enumerate() {
@@ -151,14 +225,20 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
         if line.trim().is_empty() {
             continue;
         }
-        let event: Value = serde_json::from_str(&line)
-            .map_err(|e| UsageError(format!("line {}: not JSON: {e}", number + 1)))?;
+        let event: Value = serde_json::from_str(&line).map_err(|e| {
+            UsageError(format!(
+                "line {}: not JSON: {e}; {}",
+                number + 1,
+                sent_before(lines.first().copied().unwrap_or(number + 1))
+            ))
+        })?;
         batch.push(event);
+        lines.push(number + 1);
         if batch.len() >= batch_size {
-            flush(&mut batch)?;
+            flush(&mut batch, &mut lines)?;
         }
     }
-    flush(&mut batch)?;
+    flush(&mut batch, &mut lines)?;
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
