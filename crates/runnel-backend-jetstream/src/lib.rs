@@ -55,3 +55,4 @@ mod shared;
 
 pub use backend::{JetStreamBackend, MAX_PARTITIONS, MIN_SERVER_VERSION};
 pub use config::{Credentials, JetStreamConfig};
+pub use names::validate_namespace;

@@ -24,7 +24,7 @@ use runnel_backend::{BackendError, Partition, StreamName};
 const MAX_BUCKET_NAME: usize = 200;
 
 /// Checks a namespace: 1–32 characters, a letter first, then letters, digits and `-`.
-pub(crate) fn validate_namespace(namespace: &str) -> Result<(), BackendError> {
+pub fn validate_namespace(namespace: &str) -> Result<(), BackendError> {
     let ok = !namespace.is_empty()
         && namespace.len() <= 32
         && namespace.as_bytes()[0].is_ascii_alphabetic()

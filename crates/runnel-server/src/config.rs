@@ -279,8 +279,12 @@ impl ServerConfig {
         if self.max_event_bytes == 0 {
             return bad("max_event_bytes must be at least 1".into());
         }
-        if self.default_partitions == 0 {
-            return bad("default_partitions must be at least 1".into());
+        let max_partitions = runnel_backend_embedded::MAX_PARTITIONS;
+        if !(1..=max_partitions).contains(&self.default_partitions) {
+            return bad(format!(
+                "default_partitions must be 1 to {max_partitions}, got {}",
+                self.default_partitions
+            ));
         }
         if self.max_pull_messages == 0 {
             return bad("max_pull_messages must be at least 1".into());
@@ -291,6 +295,20 @@ impl ServerConfig {
             }
             if self.nats_url.trim().is_empty() {
                 return bad("backend = \"jetstream\" needs nats_url".into());
+            }
+            for url in self.nats_url.split(',') {
+                if let Some((scheme, _)) = url.trim().split_once("://")
+                    && !["nats", "tls", "ws", "wss"].contains(&scheme)
+                {
+                    return bad(format!(
+                        "nats_url `{url}`: a NATS URL is nats://, tls://, ws:// or wss:// \
+                         (or host:port)"
+                    ));
+                }
+            }
+            #[cfg(feature = "jetstream")]
+            if let Err(error) = runnel_backend_jetstream::validate_namespace(&self.nats_namespace) {
+                return bad(format!("nats_namespace: {error}"));
             }
             if !(1..=5).contains(&self.nats_replicas) {
                 return bad(format!(
@@ -498,6 +516,27 @@ mod tests {
             },
             "nats_password needs nats_user",
         );
+        bad(
+            ServerConfig {
+                nats_url: "http://127.0.0.1:4222".into(),
+                ..config.clone()
+            },
+            "nats://",
+        );
+        #[cfg(feature = "jetstream")]
+        bad(
+            ServerConfig {
+                nats_namespace: "a_b".into(),
+                ..config.clone()
+            },
+            "nats_namespace",
+        );
+        ServerConfig {
+            nats_url: "nats://a:4222,tls://b:4222".into(),
+            ..config.clone()
+        }
+        .validate()
+        .unwrap();
         let err = ServerConfig::layered(None, env(&[("RUNNEL_BACKEND", "kafka")])).unwrap_err();
         assert!(
             matches!(&err, ConfigError::Env { var, .. } if var == "RUNNEL_BACKEND"),
@@ -523,6 +562,21 @@ mod tests {
         };
         with_key.validate().unwrap();
         assert!(ServerConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn a_default_partition_count_no_stream_can_have_is_refused() {
+        let err = ServerConfig {
+            default_partitions: 4_000_000_000,
+            ..ServerConfig::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("default_partitions must be 1 to 1024"),
+            "{err}"
+        );
     }
 
     #[test]

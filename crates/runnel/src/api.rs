@@ -162,7 +162,13 @@ impl Api {
             .or_else(|| body.get("message").and_then(Value::as_str))
             .or_else(|| body.get("title").and_then(Value::as_str))
             .map(str::to_string)
-            .unwrap_or_else(|| body.to_string());
+            .unwrap_or_else(|| match &body {
+                Value::Null => {
+                    "(an empty answer, not a problem document: is this a Runnel server?)"
+                        .to_string()
+                }
+                other => other.to_string(),
+            });
         if status == 401 || status == 403 {
             return Err(ApiError::Refused {
                 url: self.base.clone(),

@@ -30,7 +30,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 Commands that talk to a server take --url and --key; without them, RUNNEL_URL and RUNNEL_KEY, \
 then `url` and `key` in ~/.config/runnel/cli.toml, then http://127.0.0.1:8717. --json prints \
 JSON for scripts with the same figures as the tables.\n\n\
-Exit codes: 0 success, 1 a check failed, 2 usage error, 3 server unreachable or refused."
+Exit codes: 0 success, 1 a check failed or another error, 2 usage error, 3 server unreachable
+or refused."
 )]
 struct Cli {
     #[command(subcommand)]

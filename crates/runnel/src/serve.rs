@@ -48,7 +48,8 @@ pub struct ConfigArgs {
     /// Largest event in bytes [config: max_event_bytes; default 1 MiB].
     #[arg(long, value_name = "BYTES")]
     pub max_event_bytes: Option<usize>,
-    /// Partitions of streams created by their first publish [config: default_partitions].
+    /// Partitions of streams created by their first publish, 1 to 1024 (default 4) [config:
+    /// default_partitions].
     #[arg(long, value_name = "N")]
     pub default_partitions: Option<u32>,
     /// Refuse event types without a registered schema [config: require_schema].

@@ -442,6 +442,15 @@ fn publish_from_lines_says_which_line_stopped_it_and_what_was_published_before()
     assert!(stderr(&output).contains("--id"), "{}", stderr(&output));
     let output = server.run_with_stdin(&["publish", "--batch", "0"], Some(""));
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let dir = tempfile::tempdir().unwrap();
+    let dir_arg = dir.path().to_str().unwrap();
+    let output = server.run(&["publish", "--file", dir_arg]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(dir_arg) && stderr(&output).contains("is a directory"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -483,6 +492,21 @@ fn exit_codes_unreachable_is_3_usage_is_2_and_config_comes_from_env_and_cli_toml
         None,
     );
     assert_success(&["streams via RUNNEL_URL"], &output);
+    let output = run_command(
+        {
+            let mut c = runnel(home.path());
+            c.args(["streams"])
+                .env("RUNNEL_URL", "https://example.invalid");
+            c
+        },
+        None,
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("RUNNEL_URL must be an http:// URL"),
+        "the message names where the URL came from: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     std::fs::create_dir_all(home.path().join(".config/runnel")).unwrap();
     std::fs::write(
         home.path().join(".config/runnel/cli.toml"),

@@ -14,8 +14,8 @@ use serde::Serialize;
 pub enum BenchTarget {
     /// The partition log alone: appends under each fsync policy, replay, recovery, memory.
     Log(log::LogBenchArgs),
-    /// The runtime over the embedded backend: consume throughput, publish→handler latency,
-    /// memory with many keys.
+    /// The runtime over the embedded backend (or JetStream, beside raw async-nats): consume
+    /// throughput, publish→handler latency, memory with many keys.
     Runtime(runtime::RuntimeBenchArgs),
     /// Publishing over HTTP to an in-process server: 1, 16 and 64 connections, single events
     /// and batches of 100.

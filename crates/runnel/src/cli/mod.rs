@@ -70,15 +70,19 @@ impl ClientArgs {
             return Ok(Api::new(local.url(), None).serving(local));
         }
         let file = read_cli_file()?;
-        let url = self
-            .url
-            .clone()
-            .or_else(|| non_empty_env("RUNNEL_URL"))
-            .or(file.url)
-            .unwrap_or_else(|| DEFAULT_URL.to_string());
+        let (url, from) = if let Some(url) = self.url.clone() {
+            (url, "--url".to_string())
+        } else if let Some(url) = non_empty_env("RUNNEL_URL") {
+            (url, "RUNNEL_URL".to_string())
+        } else if let Some(url) = file.url {
+            let path = cli_file_path().map_or_else(String::new, |p| p.display().to_string());
+            (url, format!("`url` in {path}"))
+        } else {
+            (DEFAULT_URL.to_string(), "the default URL".to_string())
+        };
         if !url.starts_with("http://") {
             return Err(UsageError(format!(
-                "--url must be an http:// URL (no TLS in this client): {url}"
+                "{from} must be an http:// URL (no TLS in this client): {url}"
             ))
             .into());
         }

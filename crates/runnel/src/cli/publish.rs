@@ -157,12 +157,23 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
         .into());
     }
     let reader: Box<dyn BufRead> = match &args.file {
+        Some(path) if path.is_dir() => {
+            return Err(UsageError(format!(
+                "--file {} is a directory, not a file of CloudEvents JSON lines",
+                path.display()
+            ))
+            .into());
+        }
         Some(path) => Box::new(std::io::BufReader::new(
             std::fs::File::open(path)
                 .map_err(|e| UsageError(format!("cannot open {}: {e}", path.display())))?,
         )),
         None => Box::new(std::io::stdin().lock()),
     };
+    let input = args
+        .file
+        .as_ref()
+        .map_or_else(|| "stdin".to_string(), |p| p.display().to_string());
     let total_hint = match &args.file {
         Some(path) => std::fs::read(path)
             .map(|b| b.iter().filter(|&&c| c == b'\n').count() as u64)
@@ -221,7 +232,13 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
         Ok(())
     };
     for (number, line) in reader.lines().enumerate() {
-        let line = line?;
+        let line = line.map_err(|e| {
+            anyhow::anyhow!(
+                "reading line {} of {input}: {e}; {}",
+                number + 1,
+                sent_before(lines.first().copied().unwrap_or(number + 1))
+            )
+        })?;
         if line.trim().is_empty() {
             continue;
         }
