@@ -66,32 +66,42 @@ pub struct ShowArgs {
     pub client: ClientArgs,
 }
 
+/// What to replay: ids, a class, or all (exactly one).
 #[derive(Debug, Args)]
+#[command(
+    group(clap::ArgGroup::new("selector").required(true).args(["ids", "class", "all"])),
+    override_usage = "runnel dlq replay [OPTIONS] <GROUP> (<ID>... | --class <CLASS> | --all)"
+)]
 pub struct ReplayArgs {
     /// The consumer group.
     pub group: String,
     /// Entry ids to replay.
-    #[arg(value_name = "ID", required_unless_present_any = ["class", "all"])]
+    #[arg(value_name = "ID")]
     pub ids: Vec<String>,
     /// Replay every entry of this failure class.
-    #[arg(long, value_enum, conflicts_with_all = ["ids", "all"])]
+    #[arg(long, value_enum)]
     pub class: Option<ClassArg>,
     /// Replay every entry.
-    #[arg(long, conflicts_with = "ids")]
+    #[arg(long)]
     pub all: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }
 
+/// What to purge: a class, or all (exactly one).
 #[derive(Debug, Args)]
+#[command(
+    group(clap::ArgGroup::new("selector").required(true).args(["class", "all"])),
+    override_usage = "runnel dlq purge [OPTIONS] <GROUP> (--class <CLASS> | --all)"
+)]
 pub struct PurgeArgs {
     /// The consumer group.
     pub group: String,
     /// Purge only entries of this failure class.
-    #[arg(long, value_enum, required_unless_present = "all")]
+    #[arg(long, value_enum)]
     pub class: Option<ClassArg>,
     /// Purge every entry.
-    #[arg(long, conflicts_with = "class")]
+    #[arg(long)]
     pub all: bool,
     /// Do not ask for confirmation.
     #[arg(long, short = 'y')]
