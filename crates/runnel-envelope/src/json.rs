@@ -34,6 +34,11 @@ impl Event {
     /// data in `data_base64` as standard padded base64. `time` is written in UTC with a `Z`
     /// and as many fractional digits as it needs (0, 3, 6 or 9). Unset attributes are omitted.
     pub fn to_json_value(&self) -> Value {
+        Value::Object(self.json_members(true))
+    }
+
+    /// The members of the JSON form; `data` (or `data_base64`) only `with_data`.
+    fn json_members(&self, with_data: bool) -> Map<String, Value> {
         let mut map = Map::new();
         let mut put = |name: &str, value: Value| {
             map.insert(name.to_owned(), value);
@@ -66,6 +71,7 @@ impl Event {
             put("schemaversion", v.get().into());
         }
         match &self.data {
+            _ if !with_data => {}
             Data::None => {}
             Data::Json(json) => put("data", json.value().clone()),
             Data::Text(text) => put("data", text.as_str().into()),
@@ -74,12 +80,32 @@ impl Event {
         for (name, value) in &self.extensions {
             put(name, value.to_json_value());
         }
-        Value::Object(map)
+        map
     }
 
     /// The event in the CloudEvents JSON format (`application/cloudevents+json`), compact.
+    /// JSON data is written as the text it was published with, so nothing a JSON value
+    /// cannot hold exactly (integers past 64 bits, `1E2` against `100.0`, repeated keys) is
+    /// changed on the way through.
     pub fn to_json(&self) -> String {
-        self.to_json_value().to_string()
+        let Data::Json(json) = &self.data else {
+            return self.to_json_value().to_string();
+        };
+        let Ok(data) = std::str::from_utf8(json.text()) else {
+            return self.to_json_value().to_string();
+        };
+        let mut head = Value::Object(self.json_members(false)).to_string();
+        // `head` is a JSON object with at least `specversion`: it ends with `}`.
+        head.pop();
+        head.push_str(",\"data\":");
+        // Line breaks in JSON text are whitespace (a string cannot hold one unescaped): kept
+        // out, the event stays on one line, as line-based readers (SSE, JSON lines) need.
+        head.extend(data.trim().chars().map(|c| match c {
+            '\n' | '\r' => ' ',
+            c => c,
+        }));
+        head.push('}');
+        head
     }
 
     /// Reads one event in the CloudEvents JSON format, with the default [`Limits`].

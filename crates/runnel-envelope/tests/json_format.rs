@@ -537,3 +537,27 @@ fn a_repeated_member_keeps_its_last_value_as_in_a_json_object() {
     let value: Value = serde_json::from_slice(input).unwrap();
     assert_eq!(Event::from_json_value(value).unwrap(), event);
 }
+
+#[test]
+fn json_data_is_written_back_as_the_text_it_came_in() {
+    // Numbers a JSON value cannot hold exactly, an exponent and a repeated key: a consumer
+    // gets what the producer sent, byte for byte.
+    let data =
+        r#"{"big":12345678901234567890123,"neg":-9223372036854775809,"e":1E2,"dup":1,"dup":2}"#;
+    let text = format!(
+        r#"{{"specversion":"1.0","id":"n1","source":"/t","type":"order.placed","data": {data} }}"#
+    );
+    let event = Event::from_json(text.as_bytes()).unwrap();
+    let written = event.to_json();
+    assert!(written.contains(&format!(r#""data":{data}"#)), "{written}");
+    let again = Event::from_json(written.as_bytes()).unwrap();
+    assert_eq!(again.to_json(), written);
+    // Pretty-printed data stays one line: its line breaks were whitespace.
+    let pretty = text.replace(r#""big":"#, "\n  \"big\": ");
+    let one_line = Event::from_json(pretty.as_bytes()).unwrap().to_json();
+    assert!(!one_line.contains('\n'), "{one_line}");
+    assert!(one_line.contains("12345678901234567890123"), "{one_line}");
+    // Through the binary encoding (the log's) too.
+    let decoded = Event::decode_binary(&event.encode_binary()).unwrap();
+    assert_eq!(decoded.to_json(), written);
+}

@@ -373,7 +373,7 @@ impl Consumers {
                     stream: delivery.stream.to_string(),
                     partition: delivery.partition,
                     offset: delivery.offset,
-                    event: delivery.event.to_json_value(),
+                    event: crate::views::event_json(&delivery.event),
                 };
                 tracing::debug!(
                     group,

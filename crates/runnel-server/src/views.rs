@@ -16,6 +16,7 @@ use runnel_runtime::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::problem::ApiError;
@@ -384,6 +385,15 @@ pub struct PullRequest {
     pub wait_ms: Option<u64>,
 }
 
+/// An event in the CloudEvents JSON format, JSON data as the text it was published with.
+pub fn event_json(event: &Event) -> Box<RawValue> {
+    let text = event.to_json();
+    // `to_json` writes valid JSON; were it ever not, the value form still says everything.
+    RawValue::from_string(text).unwrap_or_else(|_| {
+        RawValue::from_string(event.to_json_value().to_string()).unwrap_or_default()
+    })
+}
+
 /// One delivery handed to an HTTP consumer.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct MessageView {
@@ -396,9 +406,9 @@ pub struct MessageView {
     pub stream: String,
     pub partition: u32,
     pub offset: u64,
-    /// The event in the CloudEvents JSON format.
+    /// The event in the CloudEvents JSON format, its data as it was published.
     #[schema(value_type = CloudEventJson)]
-    pub event: Value,
+    pub event: Box<RawValue>,
 }
 
 /// Messages of a pull.
@@ -585,7 +595,7 @@ pub struct DlqEntryView {
     /// The original event in the CloudEvents JSON format; absent when it cannot be decoded
     /// (then `original_base64` holds the stored bytes).
     #[schema(value_type = Option<CloudEventJson>)]
-    pub event: Option<Value>,
+    pub event: Option<Box<RawValue>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub original_base64: Option<String>,
 }
@@ -601,7 +611,7 @@ impl From<DlqEntry> for DlqEntryView {
             }
         };
         Self {
-            event: decoded.map(|ev| ev.to_json_value()),
+            event: decoded.as_ref().map(event_json),
             original_base64,
             id: e.id,
             event_id: e.event_id,

@@ -222,6 +222,41 @@ async fn groups_are_created_replaced_and_described_with_lag_per_partition() {
 }
 
 #[tokio::test]
+async fn json_data_reaches_the_consumer_as_the_producer_wrote_it() {
+    let (_dir, app) = app().await;
+    let router = app.router();
+    put_group(&router, "exact", json!({"filter": "ledger.*"})).await;
+    let data = r#"{"big":12345678901234567890123,"neg":-9223372036854775809,"e":1E2}"#;
+    let body = format!(
+        r#"{{"specversion":"1.0","id":"x1","source":"/t","type":"ledger.posted","data":{data}}}"#
+    );
+    let published = call(
+        &router,
+        request(
+            "POST",
+            "/v1/events",
+            Some("application/cloudevents+json"),
+            body,
+        ),
+    )
+    .await;
+    assert_eq!(published.status, StatusCode::ACCEPTED, "{}", published.text);
+    let pulled = send_json(
+        &router,
+        "POST",
+        "/v1/groups/exact/pull",
+        json!({"max": 1, "wait_ms": 5000}),
+    )
+    .await;
+    assert!(
+        pulled.text.contains(&format!(r#""data":{data}"#)),
+        "{}",
+        pulled.text
+    );
+    app.close().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_slow_puller_gets_each_event_once_with_its_full_ack_wait() {
     let (_dir, app) = app().await;
     let router = app.router();
