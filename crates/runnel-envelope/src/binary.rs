@@ -421,7 +421,7 @@ fn decode(r: &mut Reader<'_>) -> Result<Event, EnvelopeError> {
         partition_key,
         extensions,
     }
-    .validate()
+    .validate_stored()
 }
 
 fn decode_extensions(

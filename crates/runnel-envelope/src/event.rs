@@ -205,6 +205,25 @@ impl Event {
     /// Checks the rules the attribute types cannot carry alone. Every way of making an
     /// `Event` ends here.
     pub(crate) fn validate(self) -> Result<Self, EnvelopeError> {
+        if let Some(uri) = &self.data_schema
+            && !uri.is_empty()
+            && !is_absolute_uri(uri)
+        {
+            return Err(EnvelopeError::invalid(
+                "dataschema",
+                format!(
+                    "must be an absolute URI (a scheme such as `https:` or `urn:`, no spaces), \
+                     got `{uri}`"
+                ),
+            ));
+        }
+        self.validate_stored()
+    }
+
+    /// The rules an event read back from storage must meet: those of [`Event::validate`]
+    /// but the ones added since events were first stored (so an older record never turns
+    /// into a poison pill on reading).
+    pub(crate) fn validate_stored(self) -> Result<Self, EnvelopeError> {
         if let Some(time) = self.time {
             // RFC 3339 has four-digit years only.
             if !(0..=9999).contains(&time.year()) {
@@ -464,4 +483,16 @@ impl EventBuilder {
         }
         .validate()
     }
+}
+
+/// RFC 3986's absolute URI, as far as a producer's mistakes go: a scheme (a letter, then
+/// letters, digits, `+`, `-`, `.`), a colon, and no whitespace or control characters.
+fn is_absolute_uri(uri: &str) -> bool {
+    let Some((scheme, _)) = uri.split_once(':') else {
+        return false;
+    };
+    let mut scheme_chars = scheme.chars();
+    scheme_chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && scheme_chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        && !uri.chars().any(|c| c.is_whitespace() || c.is_control())
 }

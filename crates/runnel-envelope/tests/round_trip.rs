@@ -111,7 +111,8 @@ fn event() -> impl Strategy<Value = Event> {
     let optional = (
         option::of(time()),
         option::of(".{1,16}"),
-        option::of(".{1,24}"),
+        // An absolute URI: a scheme, a colon, then anything but whitespace and controls.
+        option::of("[a-z][a-z0-9+.-]{0,8}:[^\\s\\p{Cc}]{0,24}"),
         option::of(".{1,16}"),
         option::of(".{1,16}"),
         option::of(traceparent()),
