@@ -123,7 +123,10 @@ fn main() -> ExitCode {
     // The demo's failures are on purpose: its dead-letter warnings would drown its output.
     let default_level = match cli.command {
         Command::Demo(_) => "error",
-        _ => "warn",
+        Command::Serve(_) => "warn",
+        // A command with --data-dir runs a loopback server inside itself: its warning about
+        // serving without API keys is about nothing the user started.
+        _ => "warn,runnel_server::server=error",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
