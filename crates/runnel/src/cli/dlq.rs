@@ -49,8 +49,9 @@ pub struct ListArgs {
     /// Only entries of this failure class.
     #[arg(long, value_enum)]
     pub class: Option<ClassArg>,
-    /// Most entries to list.
-    #[arg(long, value_name = "N", default_value_t = 100)]
+    /// Most entries to list, 1 to 1000.
+    #[arg(long, value_name = "N", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub limit: u64,
     #[command(flatten)]
     pub client: ClientArgs,

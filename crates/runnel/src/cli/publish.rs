@@ -168,7 +168,15 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
             std::fs::File::open(path)
                 .map_err(|e| UsageError(format!("cannot open {}: {e}", path.display())))?,
         )),
-        None => Box::new(std::io::stdin().lock()),
+        None => {
+            if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                eprintln!(
+                    "reading CloudEvents JSON lines from the terminal (Ctrl-D to end; \
+                     --type publishes one event from flags)"
+                );
+            }
+            Box::new(std::io::stdin().lock())
+        }
     };
     let input = args
         .file
@@ -273,6 +281,10 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
     if !rows.is_empty() {
         print_table(&["stream", "published"], &rows);
     }
-    println!("published {published} events ({duplicates} duplicates skipped)");
+    println!(
+        "published {published} event{} ({duplicates} duplicate{} skipped)",
+        if published == 1 { "" } else { "s" },
+        if duplicates == 1 { "" } else { "s" }
+    );
     Ok(())
 }
