@@ -38,7 +38,7 @@ pub struct CompareBenchArgs {
     /// Also write the JSON document to this file.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// A short pass (about a minute): shorter runs, smaller backlogs.
+    /// A short pass (about 40 s here): shorter runs, smaller backlogs.
     #[arg(long)]
     pub quick: bool,
     /// The nats-server binary (2.10+) started for the JetStream rows.
