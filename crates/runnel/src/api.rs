@@ -88,6 +88,21 @@ impl Api {
         self.post_as(path, "application/json", body)
     }
 
+    /// As [`Api::post`], the answer as its JSON text: numbers and key order exactly as sent.
+    pub fn post_text(&self, path: &str, body: &impl Serialize) -> Result<String, ApiError> {
+        let url = self.url(path);
+        let body = serde_json::to_vec(body).expect("a JSON value serializes");
+        let request = self
+            .auth(self.agent.post(&url))
+            .header("content-type", "application/json");
+        let (status, text) = self.read(request.send(&body[..]))?;
+        if (200..300).contains(&status) {
+            Ok(text)
+        } else {
+            Err(self.problem("POST", &url, status, text))
+        }
+    }
+
     pub fn put(&self, path: &str, body: &impl Serialize) -> Result<Value, ApiError> {
         let url = self.url(path);
         let body = serde_json::to_vec(body).expect("a JSON value serializes");
@@ -113,7 +128,8 @@ impl Api {
     }
 
     /// Publishes events as one CloudEvents JSON batch; the answer is one position per event.
-    pub fn publish_batch(&self, events: &[Value]) -> Result<Value, ApiError> {
+    /// Events may be [`Value`]s or JSON text kept as written (`Box<RawValue>`).
+    pub fn publish_batch<E: Serialize>(&self, events: &[E]) -> Result<Value, ApiError> {
         self.post_as("/v1/events", "application/cloudevents-batch+json", &events)
     }
 
@@ -134,6 +150,22 @@ impl Api {
         url: &str,
         result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> Result<Value, ApiError> {
+        let (status, text) = self.read(result)?;
+        if (200..300).contains(&status) {
+            return Ok(if text.trim().is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(&text).unwrap_or(Value::String(text))
+            });
+        }
+        Err(self.problem(method, url, status, text))
+    }
+
+    /// The status and text of an answer.
+    fn read(
+        &self,
+        result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<(u16, String), ApiError> {
         let mut response = result.map_err(|error| ApiError::Unreachable {
             url: self.base.clone(),
             message: error.to_string(),
@@ -148,14 +180,16 @@ impl Api {
                 url: self.base.clone(),
                 message: format!("reading the answer: {error}"),
             })?;
+        Ok((status, text))
+    }
+
+    /// The error a non-2xx answer stands for.
+    fn problem(&self, method: &'static str, url: &str, status: u16, text: String) -> ApiError {
         let body: Value = if text.trim().is_empty() {
             Value::Null
         } else {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
-        if (200..300).contains(&status) {
-            return Ok(body);
-        }
         let detail = body
             .get("detail")
             .and_then(Value::as_str)
@@ -170,18 +204,18 @@ impl Api {
                 other => other.to_string(),
             });
         if status == 401 || status == 403 {
-            return Err(ApiError::Refused {
+            return ApiError::Refused {
                 url: self.base.clone(),
                 status,
                 detail,
-            });
+            };
         }
-        Err(ApiError::Status {
+        ApiError::Status {
             method,
             url: url.to_string(),
             status,
             detail,
             problem: body,
-        })
+        }
     }
 }

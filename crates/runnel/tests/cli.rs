@@ -442,6 +442,36 @@ fn publish_from_lines_says_which_line_stopped_it_and_what_was_published_before()
     assert!(stderr(&output).contains("--id"), "{}", stderr(&output));
     let output = server.run_with_stdin(&["publish", "--batch", "0"], Some(""));
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    // Data goes through publish and tail as written, big integers included.
+    let data = r#"{"big":12345678901234567890123,"e":1E2}"#;
+    server.ok(&[
+        "publish",
+        "--type",
+        "ledger.posted",
+        "--data",
+        data,
+        "--id",
+        "l1",
+    ]);
+    let line = format!(
+        r#"{{"specversion":"1.0","id":"l2","source":"/t","type":"ledger.posted","data":{data}}}"#
+    );
+    let output = server.run_with_stdin(&["publish"], Some(&(line + "\n")));
+    assert_success(&["publish ledger line"], &output);
+    let api = ureq_put(
+        &server.url,
+        "/v1/groups/ledger",
+        json!({"filter": "ledger.*"}),
+    );
+    assert!(api < 300, "PUT group: {api}");
+    let tail = server.ok(&["tail", "ledger", "--count", "2", "--json"]);
+    assert_eq!(
+        tail.lines()
+            .filter(|l| l.contains(&format!(r#""data":{data}"#)))
+            .count(),
+        2,
+        "{tail}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let dir_arg = dir.path().to_str().unwrap();
     let output = server.run(&["publish", "--file", dir_arg]);

@@ -1,6 +1,7 @@
 //! `runnel streams`, `groups`, `lag <group>` and `tail <group>`.
 
 use clap::Args;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::{ClientArgs, cell, print_json, print_table, segment};
@@ -185,6 +186,32 @@ pub fn lag(args: LagArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A pull's answer, each message kept as the server's text.
+#[derive(serde::Deserialize)]
+struct PulledText {
+    messages: Vec<Box<RawValue>>,
+}
+
+/// What `tail` reads of a pulled message.
+#[derive(serde::Deserialize)]
+struct PulledMessage {
+    receipt: String,
+    attempt: u64,
+    stream: String,
+    partition: u64,
+    offset: u64,
+    event: Box<RawValue>,
+}
+
+/// What `tail` prints of a pulled event; `data` as sent.
+#[derive(serde::Deserialize)]
+struct PulledEvent {
+    id: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    data: Option<Box<RawValue>>,
+}
+
 pub fn tail(args: TailArgs) -> anyhow::Result<()> {
     let api = args.client.api()?;
     let group = segment(&args.group);
@@ -195,46 +222,52 @@ pub fn tail(args: TailArgs) -> anyhow::Result<()> {
             Some(count) => (count - seen).min(100),
             None => 100,
         };
-        let answer = api.post(
+        // Read as text, so each message and its data print exactly as the server sent them
+        // (a number past 64 bits stays that number).
+        let answer = api.post_text(
             &format!("/v1/groups/{group}/pull"),
             &json!({"max": want, "wait_ms": args.wait_ms}),
         )?;
-        let messages = answer["messages"].as_array().cloned().unwrap_or_default();
-        if messages.is_empty() {
+        let answer: PulledText = serde_json::from_str(&answer).map_err(|e| {
+            anyhow::anyhow!("the server's pull answer is not what it documents: {e}")
+        })?;
+        if answer.messages.is_empty() {
             if args.no_follow {
                 return Ok(());
             }
             continue;
         }
         let mut receipts = Vec::new();
-        for m in &messages {
+        for raw in &answer.messages {
+            let m: PulledMessage = serde_json::from_str(raw.get()).map_err(|e| {
+                anyhow::anyhow!("a pulled message is not what the server documents: {e}")
+            })?;
             if args.client.json {
-                println!("{}", serde_json::to_string(m)?);
+                println!("{}", raw.get());
             } else {
-                let event = &m["event"];
-                let data = event.get("data").cloned().unwrap_or(Value::Null);
+                let event: PulledEvent = serde_json::from_str(m.event.get())
+                    .map_err(|e| anyhow::anyhow!("a pulled event is not CloudEvents JSON: {e}"))?;
                 println!(
                     "{}/{}@{}  {}  {}  {}{}",
-                    cell(&m["stream"]),
-                    cell(&m["partition"]),
-                    cell(&m["offset"]),
-                    cell(&event["type"]),
-                    cell(&event["id"]),
-                    serde_json::to_string(&data)?,
-                    match m["attempt"].as_u64() {
-                        Some(a) if a > 1 => format!("  (attempt {a})"),
-                        _ => String::new(),
+                    m.stream,
+                    m.partition,
+                    m.offset,
+                    event.event_type,
+                    event.id,
+                    event.data.as_deref().map_or("null", RawValue::get),
+                    if m.attempt > 1 {
+                        format!("  (attempt {})", m.attempt)
+                    } else {
+                        String::new()
                     }
                 );
             }
-            if let Some(r) = m["receipt"].as_str() {
-                receipts.push(r.to_string());
-            }
+            receipts.push(m.receipt);
         }
         api.post(
             &format!("/v1/groups/{group}/ack"),
             &json!({"receipts": receipts}),
         )?;
-        seen += messages.len() as u64;
+        seen += answer.messages.len() as u64;
     }
 }

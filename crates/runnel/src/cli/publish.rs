@@ -6,6 +6,8 @@ use std::io::BufRead;
 use std::path::PathBuf;
 
 use clap::Args;
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::{ClientArgs, UsageError, print_json, print_table, progress_on_terminal};
@@ -39,6 +41,20 @@ pub struct PublishArgs {
     pub batch: u32,
     #[command(flatten)]
     pub client: ClientArgs,
+}
+
+/// The one event of `--type`, its data as the text given.
+#[derive(Serialize)]
+struct OneEvent<'a> {
+    specversion: &'static str,
+    id: &'a str,
+    source: &'a str,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partitionkey: Option<&'a str>,
 }
 
 /// What was published when reading stopped at `line`: every line before it, nothing after.
@@ -106,23 +122,23 @@ fn new_id() -> String {
 pub fn run(args: PublishArgs) -> anyhow::Result<()> {
     let api = args.client.api()?;
     if let Some(event_type) = &args.event_type {
-        let data: Value = match &args.data {
-            Some(text) => serde_json::from_str(text)
-                .map_err(|e| UsageError(format!("--data is not JSON: {e}")))?,
-            None => Value::Null,
+        // Kept as text, so the data arrives as written (numbers past 64 bits included).
+        let data: Option<Box<RawValue>> = match &args.data {
+            Some(text) => Some(
+                serde_json::from_str(text)
+                    .map_err(|e| UsageError(format!("--data is not JSON: {e}")))?,
+            ),
+            None => None,
         };
-        let mut event = json!({
-            "specversion": "1.0",
-            "id": args.id.clone().unwrap_or_else(new_id),
-            "source": args.source.as_deref().unwrap_or("/runnel-cli"),
-            "type": event_type,
-        });
-        if !data.is_null() {
-            event["data"] = data;
-        }
-        if let Some(key) = &args.partition_key {
-            event["partitionkey"] = json!(key);
-        }
+        let id = args.id.clone().unwrap_or_else(new_id);
+        let event = OneEvent {
+            specversion: "1.0",
+            id: &id,
+            source: args.source.as_deref().unwrap_or("/runnel-cli"),
+            event_type,
+            data: data.as_deref(),
+            partitionkey: args.partition_key.as_deref(),
+        };
         let positions = api.publish_batch(&[event])?;
         let position = positions.get(0).cloned().unwrap_or(Value::Null);
         if args.client.json {
@@ -215,30 +231,31 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
     let mut published = 0u64;
     let mut duplicates = 0u64;
     let mut streams: BTreeMap<String, u64> = BTreeMap::new();
-    let mut flush = |batch: &mut Vec<Value>, lines: &mut Vec<usize>| -> anyhow::Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let positions = api
-            .publish_batch(batch)
-            .map_err(|error| refused_batch(error, lines))?;
-        for p in positions.as_array().into_iter().flatten() {
-            if p["duplicate"] == true {
-                duplicates += 1;
-            } else {
-                published += 1;
-                *streams
-                    .entry(p["stream"].as_str().unwrap_or_default().to_string())
-                    .or_default() += 1;
+    let mut flush =
+        |batch: &mut Vec<Box<RawValue>>, lines: &mut Vec<usize>| -> anyhow::Result<()> {
+            if batch.is_empty() {
+                return Ok(());
             }
-        }
-        if let Some(bar) = &bar {
-            bar.inc(batch.len() as u64);
-        }
-        batch.clear();
-        lines.clear();
-        Ok(())
-    };
+            let positions = api
+                .publish_batch(batch)
+                .map_err(|error| refused_batch(error, lines))?;
+            for p in positions.as_array().into_iter().flatten() {
+                if p["duplicate"] == true {
+                    duplicates += 1;
+                } else {
+                    published += 1;
+                    *streams
+                        .entry(p["stream"].as_str().unwrap_or_default().to_string())
+                        .or_default() += 1;
+                }
+            }
+            if let Some(bar) = &bar {
+                bar.inc(batch.len() as u64);
+            }
+            batch.clear();
+            lines.clear();
+            Ok(())
+        };
     for (number, line) in reader.lines().enumerate() {
         let line = line.map_err(|e| {
             anyhow::anyhow!(
@@ -250,7 +267,8 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
         if line.trim().is_empty() {
             continue;
         }
-        let event: Value = serde_json::from_str(&line).map_err(|e| {
+        // Kept as text: the server gets each line's JSON as written.
+        let event: Box<RawValue> = serde_json::from_str(&line).map_err(|e| {
             UsageError(format!(
                 "line {}: not JSON: {e}; {}",
                 number + 1,
