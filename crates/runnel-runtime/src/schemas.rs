@@ -137,6 +137,21 @@ impl Schemas {
                 ))));
             }
         };
+        // What the group gets must hold to the version it is pinned to. The compatibility
+        // check cannot see everything (a `default` that breaks its own schema, `uniqueItems`
+        // after fields were dropped): such an event is a poison pill, not bad data handed out.
+        match self.registry.validate(&subject, Some(to), &adapted).await {
+            Ok(_) => {}
+            Err(ValidationError::Invalid { errors, .. }) => {
+                let reasons: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                return Ok(Err(SchemaRejection(format!(
+                    "schema_invalid: version {version} adapted to {to} does not match version \
+                     {to}: {}",
+                    reasons.join("; ")
+                ))));
+            }
+            Err(other) => return Err(other.into()),
+        }
         Ok(Ok(event
             .into_builder()
             .data_json(adapted)

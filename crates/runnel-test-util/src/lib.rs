@@ -106,6 +106,7 @@ macro_rules! runtime_conformance_tests {
             a_type_without_a_schema_is_refused_when_schemas_are_required,
             an_event_failing_its_schema_at_consume_is_dead_lettered_as_schema_invalid,
             groups_pinned_to_a_version_receive_events_upcast_and_downcast,
+            an_event_that_adapted_does_not_match_the_pinned_version_is_dead_lettered,
         }
     };
 }

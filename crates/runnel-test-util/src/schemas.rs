@@ -197,6 +197,79 @@ pub async fn an_event_failing_its_schema_at_consume_is_dead_lettered_as_schema_i
 /// Data and schema version as a handler received them.
 type Received = (Value, Option<u32>);
 
+pub async fn an_event_that_adapted_does_not_match_the_pinned_version_is_dead_lettered(
+    h: &impl BackendHarness,
+) {
+    let runnel = runtime(h, false).await;
+    runnel
+        .schemas()
+        .register(&order_placed(), V1)
+        .await
+        .expect("v1");
+    // Compatible by the checker's rules (a required field with a default), but the default
+    // itself breaks the field's type: an old event read at v2 cannot be valid v2 data.
+    let broken_default = r#"{
+      "type": "object",
+      "properties": {
+        "order_id": { "type": "string" },
+        "amount": { "type": "number" },
+        "currency": { "type": "string", "maxLength": 3, "default": "EURO" }
+      },
+      "required": ["order_id", "amount", "currency"]
+    }"#;
+    runnel
+        .schemas()
+        .register(&order_placed(), broken_default)
+        .await
+        .expect("v2");
+    let old = order(json!({ "order_id": "o-1", "amount": 1 }), Some(1));
+    runnel.publish(old.clone()).await.expect("v1 event");
+    let handled = Arc::new(Mutex::new(0));
+    let count = handled.clone();
+    let handle = runnel
+        .group("reads-v2")
+        .config(GroupConfig {
+            schema_version: Some(2),
+            ..GroupConfig::new("reads-v2", TypePattern::new("order.*").expect("pattern"))
+        })
+        .run(move |_m| {
+            let count = count.clone();
+            async move {
+                *count.lock().expect("count") += 1;
+                Ok::<_, HandlerError>(vec![])
+            }
+        })
+        .await
+        .expect("run");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let entry = loop {
+        let page = runnel
+            .dlq_list("reads-v2", &DlqFilter::default(), None, 10)
+            .await
+            .expect("list");
+        if let Some(entry) = page.entries.into_iter().next() {
+            break entry;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(
+        entry.reason.starts_with("schema_invalid") && entry.reason.contains("currency"),
+        "{}",
+        entry.reason
+    );
+    assert_eq!(entry.event_id, old.id().as_str());
+    assert_eq!(
+        *handled.lock().expect("count"),
+        0,
+        "the handler never saw it"
+    );
+    handle.stop().await.expect("stop");
+}
+
 pub async fn groups_pinned_to_a_version_receive_events_upcast_and_downcast(
     h: &impl BackendHarness,
 ) {

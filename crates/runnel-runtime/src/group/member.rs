@@ -152,7 +152,7 @@ impl Runnel {
                 let have: Vec<String> = versions.iter().map(u32::to_string).collect();
                 return Err(RuntimeError::GroupConfig(format!(
                     "schema_version {version}: `{subject}`, which the filter `{}` matches, has \
-                     version{} {}",
+                     live version{} {}",
                     config.filter,
                     if have.len() == 1 { "" } else { "s" },
                     have.join(", ")
