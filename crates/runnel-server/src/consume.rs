@@ -399,6 +399,9 @@ impl Consumers {
             table.sweep(now);
             for receipt in receipts {
                 match table.take(receipt, now) {
+                    // Its partition moved to another server (or its worker was fenced): the
+                    // event is delivered again there, so this receipt has lapsed.
+                    Ok(held) if !held.delivery.is_current() => expired.push(receipt.clone()),
                     Ok(held) => settled.push(held),
                     Err(Missing::Unknown) => unknown.push(receipt.clone()),
                     Err(Missing::Expired) => expired.push(receipt.clone()),
@@ -460,6 +463,11 @@ impl Consumers {
         let held = session.receipts().take(receipt, now);
         session.touch();
         match held {
+            Ok(held) if !held.delivery.is_current() => Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "receipt.expired",
+                "the receipt lapsed (its partition moved to another consumer); nothing was nacked",
+            )),
             Ok(held) => {
                 let d = &held.delivery;
                 tracing::info!(

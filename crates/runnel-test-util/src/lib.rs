@@ -99,6 +99,7 @@ macro_rules! runtime_conformance_tests {
             an_event_not_acknowledged_within_ack_wait_is_delivered_again,
             ack_wait_runs_from_the_pull_not_while_a_delivery_waits_to_be_pulled,
             a_group_starting_at_latest_gets_what_was_published_after_it_was_created,
+            deliveries_queued_for_a_partition_that_moved_are_not_handed_out,
             a_clean_stop_counts_no_crash_against_unsettled_deliveries,
         }
         $crate::__conformance_group! { $harness; schemas;

@@ -444,6 +444,83 @@ fn lease_config(name: &str) -> GroupConfig {
     }
 }
 
+pub async fn deliveries_queued_for_a_partition_that_moved_are_not_handed_out(
+    h: &impl BackendHarness,
+) {
+    let clock = h.clock();
+    let runnel = runtime(h).await;
+    let stream = StreamName::new("order").expect("name");
+    runnel
+        .create_stream(
+            &stream,
+            StreamConfig {
+                partitions: 4,
+                ..StreamConfig::default()
+            },
+        )
+        .await
+        .expect("create stream");
+    for n in 0..16 {
+        runnel
+            .publish(numbered_event(&clock, "order.placed", &format!("k{n}"), n))
+            .await
+            .expect("publish");
+    }
+    let config = lease_config("movers");
+    // `a` alone: its workers queue every event for it, and nobody pulls yet.
+    let mut a = runnel
+        .group("movers")
+        .config(config.clone())
+        .instance_id("a")
+        .start()
+        .await
+        .expect("a");
+    let a_handle = a.handle();
+    eventually("all 16 queued for a", || a_handle.stats().delivered == 16).await;
+    // `b` joins and takes half the partitions, with the events a had queued for them.
+    let mut b = runnel
+        .group("movers")
+        .config(config)
+        .instance_id("b")
+        .start()
+        .await
+        .expect("b");
+    let b_handle = b.handle();
+    a_handle.rebalance_now().await.expect("rebalance a");
+    b_handle.rebalance_now().await.expect("rebalance b");
+    let owned_a = a_handle.owned_partitions().await;
+    assert_eq!(owned_a.len(), 2, "{owned_a:?}");
+    let mut from_a = Vec::new();
+    while let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(300), a.next()).await {
+        from_a.push(d);
+    }
+    assert!(
+        from_a
+            .iter()
+            .all(|d| owned_a.contains(&(d.stream.clone(), d.partition))),
+        "a hands out only what it still owns: {:?} of {owned_a:?}",
+        from_a.iter().map(|d| d.partition).collect::<Vec<_>>()
+    );
+    let mut numbers: Vec<u64> = from_a.iter().map(|d| number(&d.event)).collect();
+    for d in from_a {
+        d.ack();
+    }
+    // b delivers the rest, each once.
+    while numbers.len() < 16 {
+        let d = tokio::time::timeout(Duration::from_secs(20), b.next())
+            .await
+            .expect("b delivers the moved partitions' events")
+            .expect("b running");
+        assert_eq!(d.attempt, 1);
+        numbers.push(number(&d.event));
+        d.ack();
+    }
+    numbers.sort_unstable();
+    assert_eq!(numbers, (0..16).collect::<Vec<_>>(), "every event once");
+    b_handle.stop().await.expect("stop b");
+    a_handle.stop().await.expect("stop a");
+}
+
 pub async fn two_instances_split_partitions_and_a_silent_one_loses_them_after_the_ttl(
     h: &impl BackendHarness,
 ) {

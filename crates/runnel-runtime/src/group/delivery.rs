@@ -113,6 +113,13 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// Whether the worker that made this delivery still runs, so that settling it counts.
+    /// False once its partition has moved to another instance or it was fenced: the event is
+    /// (or will be) delivered again there, and this delivery is as good as lapsed.
+    pub fn is_current(&self) -> bool {
+        !self.settle.is_closed()
+    }
+
     /// The event was processed.
     pub fn ack(self) {
         let _ = self.settle.send(Settlement {

@@ -319,7 +319,15 @@ impl Consumer {
 
     /// The next delivery; `None` once the consumer is stopped.
     pub async fn next(&mut self) -> Option<Delivery> {
-        let mut delivery = self.deliveries.recv().await?;
+        let mut delivery = loop {
+            let delivery = self.deliveries.recv().await?;
+            // Queued by a worker that has stopped since (its partition moved to another
+            // instance, or it was fenced): that instance delivers the event now; handing this
+            // copy out too would be a duplicate whose ack cannot count.
+            if delivery.is_current() {
+                break delivery;
+            }
+        };
         if self.member.ack_clock == AckClock::FromTake {
             let at = tokio::time::Instant::now();
             delivery.ack_deadline = at + self.member.group.ack_wait;
