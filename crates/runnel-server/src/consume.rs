@@ -33,6 +33,10 @@ use crate::metrics::Metrics;
 use crate::problem::ApiError;
 use crate::views::{ClassView, MessageView};
 
+/// How often a running consumer's configuration is compared with the stored one (which
+/// another server may have changed).
+const CONFIG_CHECK_EVERY: Duration = Duration::from_secs(1);
+
 /// Lapsed receipts remembered (to answer 409 rather than 404), per group.
 const EXPIRED_REMEMBERED: usize = 100_000;
 
@@ -174,6 +178,8 @@ pub struct Session {
     stopper: StdMutex<Option<ConsumerHandle>>,
     receipts: StdMutex<Receipts>,
     last_used: StdMutex<Instant>,
+    /// When the stored configuration was last compared with this consumer's.
+    config_checked: StdMutex<Instant>,
     stopped: AtomicBool,
 }
 
@@ -184,6 +190,20 @@ impl Session {
 
     fn touch(&self) {
         *self.last_used.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    /// True at most once per [`CONFIG_CHECK_EVERY`]: time to compare the stored
+    /// configuration with this consumer's.
+    fn config_check_due(&self) -> bool {
+        let mut checked = self
+            .config_checked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if checked.elapsed() < CONFIG_CHECK_EVERY {
+            return false;
+        }
+        *checked = Instant::now();
+        true
     }
 
     fn idle_since(&self) -> Instant {
@@ -266,6 +286,24 @@ impl Consumers {
         if self.shutdown.is_triggered() {
             return Err(shutting_down());
         }
+        let running = self.sessions.lock().await.get(group).cloned();
+        if let Some(session) = running {
+            session.touch();
+            if !session.config_check_due() {
+                return Ok(session);
+            }
+            // Another server sharing the backend may have changed the group: a consumer
+            // with the old filter would commit past events it should deliver.
+            let current = self.runnel.group_config(group).await?;
+            if current == session.config {
+                return Ok(session);
+            }
+            tracing::info!(
+                group,
+                "the group's configuration changed elsewhere: restarting its consumer"
+            );
+            self.stop(group).await;
+        }
         let mut sessions = self.sessions.lock().await;
         if let Some(session) = sessions.get(group) {
             session.touch();
@@ -284,6 +322,7 @@ impl Consumers {
             consumer: Mutex::new(consumer),
             receipts: StdMutex::new(Receipts::default()),
             last_used: StdMutex::new(Instant::now()),
+            config_checked: StdMutex::new(Instant::now()),
             stopped: AtomicBool::new(false),
         });
         tracing::info!(group, "consumer started");

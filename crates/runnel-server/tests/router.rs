@@ -222,6 +222,46 @@ async fn groups_are_created_replaced_and_described_with_lag_per_partition() {
 }
 
 #[tokio::test]
+async fn a_group_changed_behind_a_running_consumer_restarts_it_with_the_new_settings() {
+    let (_dir, app) = app().await;
+    let router = app.router();
+    put_group(&router, "moving", json!({"filter": "rcx.a"})).await;
+    publish(&router, event("a1", "rcx.a", json!(1))).await;
+    let first = pull(&router, "moving", 1, 5_000).await;
+    assert_eq!(first[0]["event"]["id"], "a1");
+    send_json(
+        &router,
+        "POST",
+        "/v1/groups/moving/ack",
+        json!({"receipts": [first[0]["receipt"]]}),
+    )
+    .await;
+    // As another server sharing the backend would: the stored configuration changes, and
+    // this server's running consumer is not told.
+    let mut config = app.runnel().group_config("moving").await.unwrap();
+    config.filter = runnel_runtime::TypePattern::new("rcx.*").unwrap();
+    app.runnel().put_group(config).await.unwrap();
+    // The next pull a second or more later finds the change and restarts the consumer; what
+    // is published from then on is judged by the new filter.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert!(pull(&router, "moving", 1, 0).await.is_empty());
+    publish(&router, event("b1", "rcx.b", json!(2))).await;
+    let mut got = Vec::new();
+    for _ in 0..20 {
+        got.extend(pull(&router, "moving", 10, 500).await);
+        if !got.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        got[0]["event"]["id"], "b1",
+        "delivered under the new filter"
+    );
+    app.close().await.unwrap();
+}
+
+#[tokio::test]
 async fn json_data_reaches_the_consumer_as_the_producer_wrote_it() {
     let (_dir, app) = app().await;
     let router = app.router();
