@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use runnel_backend::{Header, ReadFrom, Record, StreamConfig, StreamName};
+use runnel_clock::Clock;
 use runnel_envelope::Event;
 use runnel_runtime::{
     ConsumerHandle, DlqFilter, DlqSelector, FailureClass, GroupConfig, HandlerError, Message,
@@ -156,6 +157,40 @@ pub async fn service_failures_back_off_1_2_4_8_seconds_with_jitter_and_the_fifth
     handle.stop().await.expect("stop");
     let lag = runnel.lag("svc").await.expect("lag");
     assert_eq!(lag.total_events, 0, "the partition moved on: {lag:?}");
+}
+
+pub async fn an_event_of_800_kib_is_dead_lettered_whole(h: &impl BackendHarness) {
+    let clock = h.clock();
+    let runnel = runtime(h).await;
+    // Within every backend's record limit (JetStream's default max_payload is 1 MiB); its
+    // DLQ entry must fit in the key-value store as well, not grow by base64's third.
+    let big = runnel_envelope::Event::builder(
+        runnel_envelope::EventType::new("order.placed").expect("type"),
+        runnel_envelope::Source::new("/t").expect("source"),
+    )
+    .partition_key("k")
+    .time(chrono::DateTime::from_timestamp_micros(clock.now_micros() as i64).expect("time"))
+    .data_json(serde_json::json!({ "n": 0, "blob": "x".repeat(800 * 1024) }))
+    .build()
+    .expect("event");
+    runnel.publish(big.clone()).await.expect("publish");
+    let (handle, _seen) = run_group(&runnel, config("big"), |_| {
+        Err(HandlerError::permanent("too big to process"))
+    })
+    .await;
+    dlq_depth_reaches(&runnel, "big", 1).await;
+    let page = runnel
+        .dlq_list("big", &DlqFilter::default(), None, 10)
+        .await
+        .expect("list");
+    let entry = &page.entries[0];
+    assert_eq!(entry.event_id, big.id().as_str());
+    assert_eq!(
+        runnel_envelope::Event::decode_binary(&entry.original).expect("decodes"),
+        big,
+        "the original, whole"
+    );
+    handle.stop().await.expect("stop");
 }
 
 pub async fn permanent_dead_letters_at_once_and_transient_then_success_acks(

@@ -134,6 +134,7 @@ macro_rules! failure_conformance_tests {
         $crate::__conformance_group! { $harness; failures;
             service_failures_back_off_1_2_4_8_seconds_with_jitter_and_the_fifth_dead_letters,
             permanent_dead_letters_at_once_and_transient_then_success_acks,
+            an_event_of_800_kib_is_dead_lettered_whole,
             a_key_waiting_for_a_retry_holds_its_later_events_and_other_keys_flow,
             without_ordering_later_events_of_a_waiting_key_pass,
             a_restart_in_the_middle_of_a_backoff_keeps_the_schedule_and_the_count,

@@ -144,7 +144,7 @@ fn entry_key(group: &str, id: &str) -> String {
 
 /// Writes (or overwrites) a dead-letter entry; durable before it returns.
 pub(crate) async fn put_entry(runnel: &Runnel, entry: &DlqEntry) -> Result<()> {
-    let value = serde_json::to_vec(entry).map_err(|e| RuntimeError::Serialize(e.to_string()))?;
+    let value = encode_entry(entry)?;
     runnel
         .shared
         .backend
@@ -159,8 +159,42 @@ pub(crate) async fn put_entry(runnel: &Runnel, entry: &DlqEntry) -> Result<()> {
     Ok(())
 }
 
+/// First byte of an entry stored as [`encode_entry`] writes it; older entries are JSON
+/// objects (`{`) with the original in base64.
+const ENTRY_FORMAT: u8 = 1;
+
+/// An entry as stored: a format byte, the length of its metadata (u32, little-endian), the
+/// metadata as JSON, then the original event's bytes as they are. Base64 inside the JSON made
+/// an entry a third larger than its event, so a large event's entry could exceed what the
+/// key-value store takes (JetStream's max_payload) and the dead-lettering failed for good.
+fn encode_entry(entry: &DlqEntry) -> Result<Bytes> {
+    let metadata = DlqEntry {
+        original: Bytes::new(),
+        ..entry.clone()
+    };
+    let json = serde_json::to_vec(&metadata).map_err(|e| RuntimeError::Serialize(e.to_string()))?;
+    let length = u32::try_from(json.len())
+        .map_err(|_| RuntimeError::Serialize("DLQ entry metadata over 4 GiB".into()))?;
+    let mut value = Vec::with_capacity(5 + json.len() + entry.original.len());
+    value.push(ENTRY_FORMAT);
+    value.extend_from_slice(&length.to_le_bytes());
+    value.extend_from_slice(&json);
+    value.extend_from_slice(&entry.original);
+    Ok(value.into())
+}
+
 fn parse_entry(value: &[u8]) -> Option<DlqEntry> {
-    serde_json::from_slice(value).ok()
+    match value.split_first()? {
+        (&ENTRY_FORMAT, rest) => {
+            let (length, rest) = rest.split_at_checked(4)?;
+            let length = u32::from_le_bytes(length.try_into().ok()?) as usize;
+            let (json, original) = rest.split_at_checked(length)?;
+            let mut entry: DlqEntry = serde_json::from_slice(json).ok()?;
+            entry.original = Bytes::copy_from_slice(original);
+            Some(entry)
+        }
+        _ => serde_json::from_slice(value).ok(),
+    }
 }
 
 impl Runnel {
@@ -382,5 +416,45 @@ mod base64_bytes {
             .decode(text)
             .map(Bytes::from)
             .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(original: &'static [u8]) -> DlqEntry {
+        DlqEntry {
+            id: "order-0-7".into(),
+            group: "billing".into(),
+            event_id: "e-7".into(),
+            event_type: "order.placed".into(),
+            class: FailureClass::Permanent,
+            reason: "card declined".into(),
+            attempts: 1,
+            first_failure_at: 1,
+            last_failure_at: 2,
+            dead_lettered_at: 3,
+            stream: StreamName::new("order").expect("name"),
+            partition: 0,
+            offset: 7,
+            replays: 0,
+            replay_pending: false,
+            original: Bytes::from_static(original),
+        }
+    }
+
+    #[test]
+    fn entries_keep_their_original_as_bytes_and_older_json_entries_still_read() {
+        let original: &'static [u8] = &[0, 1, 2, 0xff, b'{', b'"'];
+        let stored = encode_entry(&entry(original)).expect("encode");
+        let json_len = stored.len() - original.len();
+        assert!(stored.ends_with(original), "the original, not base64");
+        assert!(json_len < 400, "metadata only: {json_len} bytes");
+        assert_eq!(parse_entry(&stored), Some(entry(original)));
+        // Written by an earlier version: the whole entry as JSON, the original in base64.
+        let older = serde_json::to_vec(&entry(original)).expect("json");
+        assert_eq!(parse_entry(&older), Some(entry(original)));
+        assert_eq!(parse_entry(&[ENTRY_FORMAT, 9, 0]), None, "truncated");
     }
 }
