@@ -151,7 +151,7 @@ pub(crate) async fn put_entry(runnel: &Runnel, entry: &DlqEntry) -> Result<()> {
         .kv_put(
             keys::DLQ,
             &entry_key(&entry.group, &entry.id),
-            value.into(),
+            value,
             Expect::Any,
             None,
         )
