@@ -636,6 +636,7 @@ impl From<DlqEntry> for DlqEntryView {
 pub struct DlqPageView {
     pub entries: Vec<DlqEntryView>,
     /// Pass as `after` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
 }
 
