@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use runnel_backend::{Header, ReadFrom, Record, StreamConfig, StreamName};
+use runnel_backend::{Header, ReadFrom, Record};
 use runnel_clock::Clock;
 use runnel_envelope::Event;
 use runnel_runtime::{
@@ -17,7 +17,7 @@ use runnel_runtime::{
 };
 
 use crate::BackendHarness;
-use crate::runtime::{eventually, number, numbered_event, runtime_with};
+use crate::runtime::{eventually, number, numbered_event, order_stream, runtime_with};
 
 async fn runtime(h: &impl BackendHarness) -> Runnel {
     runtime_with(h, false).await
@@ -386,17 +386,7 @@ pub async fn undecodable_records_are_quarantined_with_their_original_bytes(
 ) {
     let clock = h.clock();
     let runnel = runtime(h).await;
-    let stream = StreamName::new("order").expect("name");
-    runnel
-        .create_stream(
-            &stream,
-            StreamConfig {
-                partitions: 1,
-                ..StreamConfig::default()
-            },
-        )
-        .await
-        .expect("stream");
+    let stream = order_stream(&runnel, 1).await;
     let garbage = Bytes::from_static(b"\xffthis is not an envelope");
     runnel
         .backend()

@@ -68,6 +68,22 @@ pub fn number(event: &Event) -> u64 {
         .expect("a numbered event")
 }
 
+/// Creates stream `order` with `partitions` partitions.
+pub async fn order_stream(runnel: &Runnel, partitions: u32) -> StreamName {
+    let stream = StreamName::new("order").expect("name");
+    runnel
+        .create_stream(
+            &stream,
+            StreamConfig {
+                partitions,
+                ..StreamConfig::default()
+            },
+        )
+        .await
+        .expect("create stream");
+    stream
+}
+
 /// Waits (at most 20 s) for a condition that other tasks make true, checking every 10 ms.
 pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -449,17 +465,7 @@ pub async fn deliveries_queued_for_a_partition_that_moved_are_not_handed_out(
 ) {
     let clock = h.clock();
     let runnel = runtime(h).await;
-    let stream = StreamName::new("order").expect("name");
-    runnel
-        .create_stream(
-            &stream,
-            StreamConfig {
-                partitions: 4,
-                ..StreamConfig::default()
-            },
-        )
-        .await
-        .expect("create stream");
+    order_stream(&runnel, 4).await;
     for n in 0..16 {
         runnel
             .publish(numbered_event(&clock, "order.placed", &format!("k{n}"), n))
@@ -526,17 +532,7 @@ pub async fn two_instances_split_partitions_and_a_silent_one_loses_them_after_th
 ) {
     let clock = h.clock();
     let runnel = runtime(h).await;
-    let stream = StreamName::new("order").expect("name");
-    runnel
-        .create_stream(
-            &stream,
-            StreamConfig {
-                partitions: 6,
-                ..StreamConfig::default()
-            },
-        )
-        .await
-        .expect("create stream");
+    order_stream(&runnel, 6).await;
     let handler = |_m| async { Ok::<_, HandlerError>(vec![]) };
     let config = lease_config("shared");
     let a = runnel

@@ -146,35 +146,12 @@ pub async fn an_event_failing_its_schema_at_consume_is_dead_lettered_as_schema_i
         )
         .await
         .expect("append");
-    let handled = Arc::new(Mutex::new(0));
-    let count = handled.clone();
-    let handle = runnel
-        .group("validating")
-        .subscribe("order.*")
-        .run(move |_m| {
-            let count = count.clone();
-            async move {
-                *count.lock().expect("count") += 1;
-                Ok::<_, HandlerError>(vec![])
-            }
-        })
-        .await
-        .expect("run");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let entry = loop {
-        let page = runnel
-            .dlq_list("validating", &DlqFilter::default(), None, 10)
-            .await
-            .expect("list");
-        if let Some(entry) = page.entries.into_iter().next() {
-            break entry;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never dead-lettered"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let (handle, handled) = counting_group(
+        &runnel,
+        GroupConfig::new("validating", TypePattern::new("order.*").expect("pattern")),
+    )
+    .await;
+    let entry = first_dlq_entry(&runnel, "validating").await;
     assert!(
         entry.reason.starts_with("schema_invalid"),
         "{}",
@@ -192,6 +169,48 @@ pub async fn an_event_failing_its_schema_at_consume_is_dead_lettered_as_schema_i
         "the handler never saw it"
     );
     handle.stop().await.expect("stop");
+}
+
+/// Runs a group whose handler only counts what it is handed.
+async fn counting_group(
+    runnel: &Runnel,
+    config: GroupConfig,
+) -> (runnel_runtime::ConsumerHandle, Arc<Mutex<usize>>) {
+    let handled = Arc::new(Mutex::new(0));
+    let count = handled.clone();
+    let name = config.name.clone();
+    let handle = runnel
+        .group(&name)
+        .config(config)
+        .run(move |_m| {
+            let count = count.clone();
+            async move {
+                *count.lock().expect("count") += 1;
+                Ok::<_, HandlerError>(vec![])
+            }
+        })
+        .await
+        .expect("run");
+    (handle, handled)
+}
+
+/// The group's first dead-letter entry, waiting for it up to 20 s.
+async fn first_dlq_entry(runnel: &Runnel, group: &str) -> runnel_runtime::DlqEntry {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let page = runnel
+            .dlq_list(group, &DlqFilter::default(), None, 10)
+            .await
+            .expect("list");
+        if let Some(entry) = page.entries.into_iter().next() {
+            return entry;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{group}: never dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Data and schema version as a handler received them.
@@ -224,38 +243,15 @@ pub async fn an_event_that_adapted_does_not_match_the_pinned_version_is_dead_let
         .expect("v2");
     let old = order(json!({ "order_id": "o-1", "amount": 1 }), Some(1));
     runnel.publish(old.clone()).await.expect("v1 event");
-    let handled = Arc::new(Mutex::new(0));
-    let count = handled.clone();
-    let handle = runnel
-        .group("reads-v2")
-        .config(GroupConfig {
+    let (handle, handled) = counting_group(
+        &runnel,
+        GroupConfig {
             schema_version: Some(2),
             ..GroupConfig::new("reads-v2", TypePattern::new("order.*").expect("pattern"))
-        })
-        .run(move |_m| {
-            let count = count.clone();
-            async move {
-                *count.lock().expect("count") += 1;
-                Ok::<_, HandlerError>(vec![])
-            }
-        })
-        .await
-        .expect("run");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let entry = loop {
-        let page = runnel
-            .dlq_list("reads-v2", &DlqFilter::default(), None, 10)
-            .await
-            .expect("list");
-        if let Some(entry) = page.entries.into_iter().next() {
-            break entry;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never dead-lettered"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+        },
+    )
+    .await;
+    let entry = first_dlq_entry(&runnel, "reads-v2").await;
     assert!(
         entry.reason.starts_with("schema_invalid") && entry.reason.contains("currency"),
         "{}",

@@ -90,12 +90,8 @@ impl Api {
 
     /// As [`Api::post`], the answer as its JSON text: numbers and key order exactly as sent.
     pub fn post_text(&self, path: &str, body: &impl Serialize) -> Result<String, ApiError> {
-        let url = self.url(path);
-        let body = serde_json::to_vec(body).expect("a JSON value serializes");
-        let request = self
-            .auth(self.agent.post(&url))
-            .header("content-type", "application/json");
-        let (status, text) = self.read(request.send(&body[..]))?;
+        let (url, result) = self.send_json("POST", path, "application/json", body);
+        let (status, text) = self.read(result)?;
         if (200..300).contains(&status) {
             Ok(text)
         } else {
@@ -104,12 +100,33 @@ impl Api {
     }
 
     pub fn put(&self, path: &str, body: &impl Serialize) -> Result<Value, ApiError> {
+        let (url, result) = self.send_json("PUT", path, "application/json", body);
+        self.finish("PUT", &url, result)
+    }
+
+    /// Sends `body` as JSON of `content_type` with a POST or PUT; the URL and what came back.
+    fn send_json(
+        &self,
+        method: &'static str,
+        path: &str,
+        content_type: &str,
+        body: &impl Serialize,
+    ) -> (
+        String,
+        Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) {
         let url = self.url(path);
         let body = serde_json::to_vec(body).expect("a JSON value serializes");
-        let request = self
-            .auth(self.agent.put(&url))
-            .header("content-type", "application/json");
-        self.finish("PUT", &url, request.send(&body[..]))
+        let request = if method == "PUT" {
+            self.agent.put(&url)
+        } else {
+            self.agent.post(&url)
+        };
+        let result = self
+            .auth(request)
+            .header("content-type", content_type)
+            .send(&body[..]);
+        (url, result)
     }
 
     /// Posts `body` as JSON with the given content type (CloudEvents batches use their own).
@@ -119,12 +136,8 @@ impl Api {
         content_type: &str,
         body: &impl Serialize,
     ) -> Result<Value, ApiError> {
-        let url = self.url(path);
-        let body = serde_json::to_vec(body).expect("a JSON value serializes");
-        let request = self
-            .auth(self.agent.post(&url))
-            .header("content-type", content_type);
-        self.finish("POST", &url, request.send(&body[..]))
+        let (url, result) = self.send_json("POST", path, content_type, body);
+        self.finish("POST", &url, result)
     }
 
     /// Publishes events as one CloudEvents JSON batch; the answer is one position per event.
