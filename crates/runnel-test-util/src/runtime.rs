@@ -10,7 +10,9 @@ use rand::{Rng, SeedableRng};
 use runnel_backend::{StreamConfig, StreamName};
 use runnel_clock::{Clock, ManualClock};
 use runnel_envelope::{Event, EventType, Source};
-use runnel_runtime::{GroupConfig, HandlerError, Runnel, RuntimeConfig, RuntimeError, TypePattern};
+use runnel_runtime::{
+    Delivery, GroupConfig, HandlerError, Runnel, RuntimeConfig, RuntimeError, TypePattern,
+};
 
 use crate::BackendHarness;
 
@@ -82,6 +84,14 @@ pub async fn order_stream(runnel: &Runnel, partitions: u32) -> StreamName {
         .await
         .expect("create stream");
     stream
+}
+
+/// The consumer's next delivery, waiting at most 20 s; `what` says what was expected.
+pub async fn next_delivery(consumer: &mut runnel_runtime::Consumer, what: &str) -> Delivery {
+    tokio::time::timeout(Duration::from_secs(20), consumer.next())
+        .await
+        .unwrap_or_else(|_| panic!("no delivery within 20 s: {what}"))
+        .unwrap_or_else(|| panic!("the consumer stopped: {what}"))
 }
 
 /// Waits (at most 20 s) for a condition that other tasks make true, checking every 10 ms.
@@ -513,10 +523,7 @@ pub async fn deliveries_queued_for_a_partition_that_moved_are_not_handed_out(
     }
     // b delivers the rest, each once.
     while numbers.len() < 16 {
-        let d = tokio::time::timeout(Duration::from_secs(20), b.next())
-            .await
-            .expect("b delivers the moved partitions' events")
-            .expect("b running");
+        let d = next_delivery(&mut b, "b delivers the moved partitions' events").await;
         assert_eq!(d.attempt, 1);
         numbers.push(number(&d.event));
         d.ack();
@@ -650,10 +657,7 @@ pub async fn an_event_not_acknowledged_within_ack_wait_is_delivered_again(h: &im
         .expect("start");
     // Take the first delivery and never settle it, as a consumer that hung would.
     let first = consumer.next().await.expect("first delivery");
-    let second = tokio::time::timeout(Duration::from_secs(20), consumer.next())
-        .await
-        .expect("redelivered after ack_wait")
-        .expect("second delivery");
+    let second = next_delivery(&mut consumer, "redelivered after ack_wait").await;
     assert_eq!((first.offset, first.attempt), (second.offset, 1));
     assert_eq!(second.attempt, 2);
     second.ack();
@@ -695,10 +699,7 @@ pub async fn ack_wait_runs_from_the_pull_not_while_a_delivery_waits_to_be_pulled
     tokio::time::sleep(ack_wait * 5).await;
     let mut offsets = Vec::new();
     for _ in 0..3 {
-        let delivery = tokio::time::timeout(Duration::from_secs(20), consumer.next())
-            .await
-            .expect("a delivery")
-            .expect("consumer running");
+        let delivery = next_delivery(&mut consumer, "a delivery").await;
         assert_eq!(
             delivery.attempt, 1,
             "not redelivered while it waited unseen"
@@ -756,10 +757,7 @@ pub async fn a_group_starting_at_latest_gets_what_was_published_after_it_was_cre
     let mut consumer = runnel.group("newcomer").start().await.expect("start");
     let mut got = Vec::new();
     for _ in 0..2 {
-        let delivery = tokio::time::timeout(Duration::from_secs(20), consumer.next())
-            .await
-            .expect("a delivery")
-            .expect("consumer running");
+        let delivery = next_delivery(&mut consumer, "a delivery").await;
         got.push(number(&delivery.event));
         delivery.ack();
     }
@@ -789,10 +787,7 @@ pub async fn a_clean_stop_counts_no_crash_against_unsettled_deliveries(h: &impl 
     drop(consumer);
 
     let mut again = runnel.group("clean").start().await.expect("restart");
-    let redelivered = tokio::time::timeout(Duration::from_secs(20), again.next())
-        .await
-        .expect("delivered again")
-        .expect("delivery");
+    let redelivered = next_delivery(&mut again, "delivered again").await;
     assert_eq!(redelivered.offset, held.offset);
     let retries = runnel.scheduled_retries("clean").await.expect("retries");
     assert!(

@@ -36,6 +36,7 @@ impl Runnel {
         let config = self.group_config(group).await?;
         let backend = &self.shared.backend;
         let now = self.shared.cfg.clock.now_micros();
+        let start = self.shared.start_point(&config).await?;
         let mut partitions = Vec::new();
         for stream in backend.list_streams().await? {
             if !super::dlq::group_reads_stream(&config, &stream.name) {
@@ -49,7 +50,7 @@ impl Runnel {
                     Some(c) => c.offset.max(info.start_offset),
                     None => {
                         self.shared
-                            .uncommitted_start(&config, &stream.name, info)
+                            .uncommitted_start(&start, &stream.name, info)
                             .await?
                     }
                 };

@@ -54,16 +54,21 @@ pub struct GroupBuilder {
     instance: Option<String>,
 }
 
+/// Where a group starts on partitions it has not committed on, read once per group.
+pub(crate) enum StartPoint {
+    Earliest,
+    /// From the first record appended at or after `since` (when the group was configured
+    /// with `start: latest`), or the high watermark when that time is not recorded.
+    Latest {
+        since: Option<Micros>,
+    },
+}
+
 impl Shared {
-    /// Where a group that has not committed on a partition starts reading it.
-    pub(crate) async fn uncommitted_start(
-        &self,
-        group: &GroupConfig,
-        stream: &StreamName,
-        info: &PartitionInfo,
-    ) -> Result<u64> {
+    /// The group's [`StartPoint`]: for `latest`, one read of when it was configured so.
+    pub(crate) async fn start_point(&self, group: &GroupConfig) -> Result<StartPoint> {
         if group.start == StartFrom::Earliest {
-            return Ok(info.start_offset);
+            return Ok(StartPoint::Earliest);
         }
         let since = self
             .backend
@@ -75,8 +80,20 @@ impl Shared {
                     .parse::<Micros>()
                     .ok()
             });
-        let Some(since) = since else {
-            return Ok(info.high_watermark);
+        Ok(StartPoint::Latest { since })
+    }
+
+    /// Where a group that has not committed on a partition starts reading it.
+    pub(crate) async fn uncommitted_start(
+        &self,
+        start: &StartPoint,
+        stream: &StreamName,
+        info: &PartitionInfo,
+    ) -> Result<u64> {
+        let since = match start {
+            StartPoint::Earliest => return Ok(info.start_offset),
+            StartPoint::Latest { since: None } => return Ok(info.high_watermark),
+            StartPoint::Latest { since: Some(since) } => *since,
         };
         // `info` was read before this: a record appended since then is at or after its high
         // watermark, and after `since`.

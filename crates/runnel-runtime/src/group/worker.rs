@@ -246,7 +246,7 @@ pub(crate) async fn run(ctx: WorkerCtx) -> Result<WorkerExit> {
         Some(c) => (c.offset.max(info.start_offset), Some(c.revision)),
         None => (
             shared
-                .uncommitted_start(&ctx.group, &ctx.stream, &info)
+                .uncommitted_start(&shared.start_point(&ctx.group).await?, &ctx.stream, &info)
                 .await?,
             None,
         ),
