@@ -20,16 +20,36 @@ pub struct PublishArgs {
     #[arg(long = "type", value_name = "TYPE")]
     pub event_type: Option<String>,
     /// The event's data, JSON (with --type).
-    #[arg(long, value_name = "JSON", requires = "event_type")]
+    #[arg(
+        long,
+        value_name = "JSON",
+        requires = "event_type",
+        conflicts_with = "file"
+    )]
     pub data: Option<String>,
     /// Partition key: events with the same key stay in order (with --type).
-    #[arg(long, value_name = "KEY", requires = "event_type")]
+    #[arg(
+        long,
+        value_name = "KEY",
+        requires = "event_type",
+        conflicts_with = "file"
+    )]
     pub partition_key: Option<String>,
     /// Event id (with --type; default: a new unique id).
-    #[arg(long, value_name = "ID", requires = "event_type")]
+    #[arg(
+        long,
+        value_name = "ID",
+        requires = "event_type",
+        conflicts_with = "file"
+    )]
     pub id: Option<String>,
     /// Event source (with --type; default `/runnel-cli`).
-    #[arg(long, value_name = "URI")]
+    #[arg(
+        long,
+        value_name = "URI",
+        requires = "event_type",
+        conflicts_with = "file"
+    )]
     pub source: Option<String>,
     /// Read CloudEvents JSON lines from this file instead of stdin.
     #[arg(long, value_name = "PATH", conflicts_with = "event_type")]
@@ -159,19 +179,6 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let one_event_flags = [
-        ("--data", args.data.is_some()),
-        ("--partition-key", args.partition_key.is_some()),
-        ("--id", args.id.is_some()),
-        ("--source", args.source.is_some()),
-    ];
-    if let Some((flag, _)) = one_event_flags.iter().find(|(_, given)| *given) {
-        return Err(UsageError(format!(
-            "{flag} builds the one event of --type; lines from --file or stdin are whole \
-             CloudEvents and carry their own"
-        ))
-        .into());
-    }
     let reader: Box<dyn BufRead> = match &args.file {
         Some(path) if path.is_dir() => {
             return Err(UsageError(format!(
