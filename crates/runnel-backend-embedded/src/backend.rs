@@ -23,9 +23,7 @@ use crate::meta::{CommitOffset, KvDelete, KvPut, Meta, StoredStream};
 use crate::readers::{ReaderCache, ReaderCounts};
 use crate::sync::{lock, read, write};
 
-/// Most partitions a stream may have here: each partition is a directory with open files and,
-/// under group commit, a sync thread of its own.
-pub const MAX_PARTITIONS: u32 = 1024;
+pub use runnel_backend::MAX_PARTITIONS;
 
 /// Most expired key-value entries one maintenance pass removes (one transaction).
 const EXPIRED_PER_PASS: usize = 10_000;

@@ -34,9 +34,7 @@ use crate::shared::Shared;
 /// key-value buckets and multiple filter subjects.
 pub const MIN_SERVER_VERSION: (u32, u32, u32) = (2, 10, 0);
 
-/// Most partitions a stream may have (as on the embedded backend): each is a JetStream
-/// stream, and on a cluster a Raft group.
-pub const MAX_PARTITIONS: u32 = 1024;
+pub use runnel_backend::MAX_PARTITIONS;
 
 /// A stream's definition, as stored in the `<namespace>_streams` bucket (JSON).
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -23,7 +23,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use runnel_clock::Micros;
-pub use runnel_log::{Header, Record, StoredRecord};
+pub use runnel_record::{Header, Record, StoredRecord};
 use serde::{Deserialize, Serialize};
 
 pub use error::{BackendError, Result};
@@ -140,6 +140,10 @@ pub struct CommittedOffset {
     pub revision: Revision,
 }
 
+/// Most partitions a stream may have on any backend: each is a directory of segment files on
+/// the embedded backend and a JetStream stream (on a cluster a Raft group) on JetStream.
+pub const MAX_PARTITIONS: u32 = 1024;
+
 /// Storage for Runnel's runtime. Object safe: the runtime holds an `Arc<dyn Backend>`.
 ///
 /// An empty group name, bucket or key is [`BackendError::Invalid`].
@@ -147,6 +151,11 @@ pub struct CommittedOffset {
 pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// A short name for messages and metrics (`embedded`, `jetstream`).
     fn kind(&self) -> &'static str;
+
+    /// Most partitions a stream may have here; [`MAX_PARTITIONS`] unless a backend says less.
+    fn max_partitions(&self) -> u32 {
+        MAX_PARTITIONS
+    }
 
     /// Creates a stream. Creating an existing stream with the same partition count succeeds
     /// and returns it as it is; a different partition count is [`BackendError::StreamExists`].

@@ -26,4 +26,4 @@ pub use config::{FsyncPolicy, LogConfig, Retention};
 pub use error::{LogError, Result};
 pub use log::{Appended, HighWatermark, LogStats, PartitionLog, RecoveryReport, RetentionReport};
 pub use reader::LogReader;
-pub use record::{FRAME_OVERHEAD, Header, Record, StoredRecord};
+pub use record::{FRAME_OVERHEAD, Header, Record, StoredRecord, frame_len};

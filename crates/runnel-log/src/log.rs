@@ -15,7 +15,9 @@ use tokio::sync::{oneshot, watch};
 use crate::config::{FsyncPolicy, LogConfig};
 use crate::error::{LogError, Result};
 use crate::reader::LogReader;
-use crate::record::{Record, RecordCheck, check_record, encode_frame, peek_offset_timestamp};
+use crate::record::{
+    Record, RecordCheck, check_record, encode_frame, frame_len, peek_offset_timestamp,
+};
 use crate::segment::{
     FrameRead, FrameReader, INDEX_EXT, IndexBuilder, LOG_EXT, SegmentMeta, TIME_INDEX_EXT,
     open_append, parse_offset_index, parse_segment_name, parse_time_index, read_optional,
@@ -461,7 +463,7 @@ impl Inner {
         max_bytes: usize,
     ) -> Result<oneshot::Receiver<Result<Appended>>> {
         let (sender, receiver) = oneshot::channel();
-        let bytes: usize = records.iter().map(Record::encoded_len).sum();
+        let bytes: usize = records.iter().map(frame_len).sum();
         let mut queue = lock(&self.queue);
         if queue.shutdown {
             return Err(LogError::Closed);
@@ -745,7 +747,7 @@ impl Writer {
         for batch in batches {
             bases.push(self.next_offset);
             for record in batch.iter() {
-                let len = record.encoded_len();
+                let len = frame_len(record);
                 let used = self.active.size + self.buf.len() as u64;
                 if used > 0 && used + len as u64 > cfg.segment_bytes {
                     self.flush_buf()?;

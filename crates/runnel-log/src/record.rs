@@ -10,6 +10,7 @@
 
 use bytes::{BufMut, Bytes};
 use runnel_clock::Micros;
+pub use runnel_record::{Header, Record, StoredRecord};
 
 /// Current frame body version.
 pub const FRAME_VERSION: u8 = 1;
@@ -20,69 +21,16 @@ pub const MIN_BODY: usize = 1 + 8 + 8 + 4 + 4 + 2;
 /// Framing bytes of a record with empty key, value and no headers.
 pub const FRAME_OVERHEAD: usize = FRAME_HEADER + MIN_BODY;
 
-/// One header of a record: an opaque name and value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Header {
-    pub name: Bytes,
-    pub value: Bytes,
-}
-
-impl Header {
-    pub fn new(name: impl Into<Bytes>, value: impl Into<Bytes>) -> Self {
-        Self {
-            name: name.into(),
-            value: value.into(),
-        }
-    }
-}
-
-/// A record to append. The log assigns its offset and timestamp.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Record {
-    pub key: Bytes,
-    pub value: Bytes,
-    pub headers: Vec<Header>,
-}
-
-impl Record {
-    /// A record with a key and value and no headers.
-    pub fn new(key: impl Into<Bytes>, value: impl Into<Bytes>) -> Self {
-        Self {
-            key: key.into(),
-            value: value.into(),
-            headers: Vec::new(),
-        }
-    }
-
-    /// Adds a header.
-    pub fn with_header(mut self, name: impl Into<Bytes>, value: impl Into<Bytes>) -> Self {
-        self.headers.push(Header::new(name, value));
-        self
-    }
-
-    /// The size of this record's frame on disk.
-    pub fn encoded_len(&self) -> usize {
-        FRAME_OVERHEAD
-            + self.key.len()
-            + self.value.len()
-            + self
-                .headers
-                .iter()
-                .map(|h| 2 + 4 + h.name.len() + h.value.len())
-                .sum::<usize>()
-    }
-}
-
-/// A record read back from the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredRecord {
-    /// Position of the record in its partition: dense, starting at 0.
-    pub offset: u64,
-    /// When the log appended it, in microseconds since the epoch (never decreasing).
-    pub timestamp: Micros,
-    pub key: Bytes,
-    pub value: Bytes,
-    pub headers: Vec<Header>,
+/// The size of `record`'s frame on disk.
+pub fn frame_len(record: &Record) -> usize {
+    FRAME_OVERHEAD
+        + record.key.len()
+        + record.value.len()
+        + record
+            .headers
+            .iter()
+            .map(|h| 2 + 4 + h.name.len() + h.value.len())
+            .sum::<usize>()
 }
 
 /// Appends the frame of `record` to `out`. The caller has checked the size limits
@@ -90,7 +38,7 @@ pub struct StoredRecord {
 /// checked by [`check_record`]).
 pub(crate) fn encode_frame(out: &mut Vec<u8>, offset: u64, timestamp: Micros, record: &Record) {
     let start = out.len();
-    let body_len = record.encoded_len() - FRAME_HEADER;
+    let body_len = frame_len(record) - FRAME_HEADER;
     out.reserve(FRAME_HEADER + body_len);
     out.put_u32_le(body_len as u32);
     out.put_u32_le(0); // checksum, patched below
@@ -120,7 +68,7 @@ pub(crate) enum RecordCheck {
 }
 
 pub(crate) fn check_record(record: &Record, limit: usize) -> Result<(), RecordCheck> {
-    let len = record.encoded_len();
+    let len = frame_len(record);
     if len > limit {
         return Err(RecordCheck::TooLarge(len));
     }
@@ -250,7 +198,7 @@ mod tests {
         let record = Record::new("user-1", "hello").with_header("h", "v");
         let mut out = Vec::new();
         encode_frame(&mut out, 42, 7, &record);
-        assert_eq!(out.len(), record.encoded_len());
+        assert_eq!(out.len(), frame_len(&record));
         let header = parse_frame_header(&out);
         assert_eq!(header.body_len, out.len() - FRAME_HEADER);
         assert_eq!(header.crc, crc32c::crc32c(&out[FRAME_HEADER..]));

@@ -58,7 +58,7 @@ fn segment_files(dir: &Path, ext: &str) -> Vec<PathBuf> {
 fn one_segment_log(n: usize) -> (tempfile::TempDir, Vec<StoredRecord>, u64, u64) {
     let dir = tempfile::tempdir().unwrap();
     let input = records(n);
-    let last_len = input.last().unwrap().encoded_len() as u64;
+    let last_len = runnel_log::frame_len(input.last().unwrap()) as u64;
     {
         let (log, _) = PartitionLog::open(dir.path(), config()).unwrap();
         for record in input {

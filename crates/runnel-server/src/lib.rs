@@ -39,6 +39,6 @@ pub mod server;
 pub mod testing;
 pub mod views;
 
-pub use config::{ApiKeyConfig, BackendKind, ConfigError, FsyncSetting, ServerConfig};
+pub use config::{ApiKeyConfig, ConfigError, ServerConfig};
 pub use problem::{ApiError, Problem};
 pub use server::{App, Server, ServerError};

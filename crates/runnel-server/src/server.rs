@@ -1,8 +1,9 @@
-//! Building and running the server: `ServerConfig → App::open → Server::bind → run(shutdown)`.
+//! Building and running the server: `(ServerConfig, backend) → App::open → Server::bind →
+//! run(shutdown)`.
 //!
 //! It exists to keep the order of start and stop in one place. Start: check the
-//! configuration (no non-loopback address without keys), open the backend, build the
-//! runtime, registry and router, bind. Stop, once the shutdown future resolves: stop
+//! configuration (no non-loopback address without keys), build the runtime, registry and
+//! router over the backend the binary opened, bind. Stop, once the shutdown future resolves: stop
 //! accepting, let requests in flight finish (long polls and event streams end early, up to
 //! `shutdown_grace_secs` in all), stop every consumer (workers commit what is done and
 //! release their partitions), then close the backend, which flushes.
@@ -14,14 +15,13 @@ use std::time::Duration;
 
 use axum::Router;
 use runnel_backend::{Backend, BackendError};
-use runnel_backend_embedded::{EmbeddedBackend, EmbeddedConfig, FsyncPolicy};
 use runnel_envelope::Limits;
 use runnel_runtime::{Runnel, RuntimeConfig};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::auth::Keys;
-use crate::config::{BackendKind, ConfigError, FsyncSetting, ServerConfig};
+use crate::config::{ConfigError, ServerConfig};
 use crate::consume::{Consumers, Shutdown};
 use crate::metrics::Metrics;
 use crate::routes::{AppState, Shared, router};
@@ -53,19 +53,16 @@ pub struct App {
 }
 
 impl App {
-    /// Opens the configured backend (the embedded one in `config.data_dir`, or JetStream at
-    /// `config.nats_url`) and builds the application.
-    pub async fn open(config: ServerConfig) -> Result<Self, ServerError> {
+    /// Builds the application over `backend` (opened by the caller: the binary is where
+    /// storage is chosen), its consumers joining their groups with the server id kept in
+    /// `config.data_dir` (see [`server_identity`]).
+    pub fn open(config: ServerConfig, backend: Arc<dyn Backend>) -> Result<Self, ServerError> {
         config.validate()?;
-        let backend = match config.backend {
-            BackendKind::Embedded => open_embedded(&config).await?,
-            BackendKind::Jetstream => open_jetstream(&config).await?,
-        };
         let identity = server_identity(&config.data_dir);
         Self::build(config, backend, identity)
     }
 
-    /// Builds the application over a backend that is already open.
+    /// Builds the application over `backend` with a random consumer instance id.
     pub fn with_backend(
         config: ServerConfig,
         backend: Arc<dyn Backend>,
@@ -79,6 +76,15 @@ impl App {
         identity: Option<(String, std::fs::File)>,
     ) -> Result<Self, ServerError> {
         config.validate()?;
+        let max_partitions = backend.max_partitions();
+        if config.default_partitions > max_partitions {
+            return Err(ConfigError::Invalid(format!(
+                "default_partitions must be 1 to {max_partitions} on the {} backend, got {}",
+                backend.kind(),
+                config.default_partitions
+            ))
+            .into());
+        }
         let limits = Limits::with_max_event_bytes(config.max_event_bytes);
         let runnel = Runnel::open(
             RuntimeConfig {
@@ -174,9 +180,12 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens the application and binds `config.bind`.
-    pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
-        let app = App::open(config).await?;
+    /// Builds the application over `backend` and binds `config.bind`.
+    pub async fn bind(
+        config: ServerConfig,
+        backend: Arc<dyn Backend>,
+    ) -> Result<Self, ServerError> {
+        let app = App::open(config, backend)?;
         Self::with_app(app).await
     }
 
@@ -245,62 +254,6 @@ impl Server {
         tracing::info!("stopped");
         served
     }
-}
-
-/// The embedded backend in `config.data_dir`, with the configured fsync policy.
-async fn open_embedded(config: &ServerConfig) -> Result<Arc<dyn Backend>, ServerError> {
-    let fsync = match config.fsync {
-        FsyncSetting::Always => FsyncPolicy::Always,
-        FsyncSetting::Os => FsyncPolicy::Os,
-        FsyncSetting::Group => match FsyncPolicy::group() {
-            FsyncPolicy::Group { max_bytes, .. } => FsyncPolicy::Group {
-                interval: config.fsync_interval(),
-                max_bytes,
-            },
-            other => other,
-        },
-    };
-    let backend = EmbeddedBackend::open(EmbeddedConfig {
-        fsync,
-        ..EmbeddedConfig::new(&config.data_dir)
-    })
-    .await?;
-    Ok(Arc::new(backend))
-}
-
-/// The JetStream backend at `config.nats_url`.
-#[cfg(feature = "jetstream")]
-async fn open_jetstream(config: &ServerConfig) -> Result<Arc<dyn Backend>, ServerError> {
-    use runnel_backend_jetstream::{Credentials, JetStreamBackend, JetStreamConfig};
-    let credentials = if !config.nats_creds.is_empty() {
-        Credentials::CredsFile(config.nats_creds.clone().into())
-    } else if !config.nats_token.is_empty() {
-        Credentials::Token(config.nats_token.clone())
-    } else if !config.nats_user.is_empty() {
-        Credentials::UserPassword {
-            user: config.nats_user.clone(),
-            password: config.nats_password.clone(),
-        }
-    } else {
-        Credentials::None
-    };
-    let backend = JetStreamBackend::connect(JetStreamConfig {
-        credentials,
-        namespace: config.nats_namespace.clone(),
-        replicas: config.nats_replicas as usize,
-        duplicate_window: Duration::from_secs(config.dedup_window_secs.max(1)),
-        ..JetStreamConfig::new(config.nats_url.clone())
-    })
-    .await?;
-    Ok(Arc::new(backend))
-}
-
-/// Unreachable past `ServerConfig::validate`, which refuses the setting in such a build.
-#[cfg(not(feature = "jetstream"))]
-async fn open_jetstream(_config: &ServerConfig) -> Result<Arc<dyn Backend>, ServerError> {
-    Err(ServerError::Config(ConfigError::Invalid(
-        crate::config::NO_JETSTREAM.into(),
-    )))
 }
 
 /// This server's consumer instance id, kept in `<data_dir>/server-id` so that a restarted

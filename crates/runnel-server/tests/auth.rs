@@ -7,7 +7,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use common::*;
-use runnel_server::{ApiKeyConfig, App, ServerConfig, ServerError};
+use runnel_server::{ApiKeyConfig, ServerConfig, ServerError};
 use serde_json::json;
 
 const PUBLISHER: &str = "publisher-key-0000000001";
@@ -268,12 +268,17 @@ async fn a_non_loopback_bind_without_keys_is_refused_at_start() {
         bind: "0.0.0.0:0".parse().unwrap(),
         ..common::config(&dir)
     };
-    match App::open(config.clone()).await {
+    match common::open(config.clone()).await {
         Err(ServerError::Config(e)) => assert!(e.to_string().contains("without API keys"), "{e}"),
         Err(other) => panic!("wrong error: {other}"),
         Ok(_) => panic!("a non-loopback bind without keys must be refused"),
     }
     let mut with_keys = config;
     keys(&mut with_keys);
-    App::open(with_keys).await.unwrap().close().await.unwrap();
+    common::open(with_keys)
+        .await
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
 }

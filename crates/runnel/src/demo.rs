@@ -25,11 +25,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use runnel_server::{Server, ServerConfig};
+use runnel_server::ServerConfig;
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::api::Api;
+use crate::config::RunnelConfig;
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -169,12 +170,15 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let config = ServerConfig {
-        bind: args.bind,
-        data_dir,
-        ..ServerConfig::default()
+    let config = RunnelConfig {
+        server: ServerConfig {
+            bind: args.bind,
+            data_dir,
+            ..ServerConfig::default()
+        },
+        ..RunnelConfig::default()
     };
-    let server = runtime.block_on(Server::bind(config))?;
+    let server = runtime.block_on(config.bind())?;
     let addr = server.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = runtime.spawn(server.run(async move {

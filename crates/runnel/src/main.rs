@@ -5,6 +5,7 @@ mod api;
 mod bench;
 mod chaos;
 mod cli;
+mod config;
 mod consumer_child;
 mod demo;
 mod log_writer;

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use runnel_server::{BackendKind, FsyncSetting, Server, ServerConfig};
+use runnel_backends::{BackendKind, FsyncSetting};
+
+use crate::config::RunnelConfig;
 
 /// Configuration flags shared by `serve` and `config show`.
 #[derive(Debug, Args)]
@@ -77,47 +79,47 @@ pub enum FsyncFlag {
 
 impl ConfigArgs {
     /// Defaults → file → environment → these flags, validated.
-    pub fn effective(&self) -> Result<ServerConfig, runnel_server::ConfigError> {
-        let mut config = ServerConfig::load(self.config.as_deref(), std::env::vars())?;
+    pub fn effective(&self) -> Result<RunnelConfig, runnel_server::ConfigError> {
+        let mut config = RunnelConfig::load(self.config.as_deref(), std::env::vars())?;
         if let Some(bind) = self.bind {
-            config.bind = bind;
+            config.server.bind = bind;
         }
         if let Some(backend) = self.backend {
-            config.backend = match backend {
+            config.storage.backend = match backend {
                 BackendFlag::Embedded => BackendKind::Embedded,
                 BackendFlag::Jetstream => BackendKind::Jetstream,
             };
         }
         if let Some(dir) = &self.data_dir {
-            config.data_dir = dir.clone();
+            config.server.data_dir = dir.clone();
         }
         if let Some(url) = &self.nats_url {
-            config.nats_url = url.clone();
+            config.storage.nats_url = url.clone();
         }
         if let Some(namespace) = &self.nats_namespace {
-            config.nats_namespace = namespace.clone();
+            config.storage.nats_namespace = namespace.clone();
         }
         if let Some(replicas) = self.nats_replicas {
-            config.nats_replicas = replicas;
+            config.storage.nats_replicas = replicas;
         }
         if let Some(fsync) = self.fsync {
-            config.fsync = match fsync {
+            config.storage.fsync = match fsync {
                 FsyncFlag::Always => FsyncSetting::Always,
                 FsyncFlag::Group => FsyncSetting::Group,
                 FsyncFlag::Os => FsyncSetting::Os,
             };
         }
         if let Some(n) = self.max_body_bytes {
-            config.max_body_bytes = n;
+            config.server.max_body_bytes = n;
         }
         if let Some(n) = self.max_event_bytes {
-            config.max_event_bytes = n;
+            config.server.max_event_bytes = n;
         }
         if let Some(n) = self.default_partitions {
-            config.default_partitions = n;
+            config.server.default_partitions = n;
         }
         if self.require_schema {
-            config.require_schema = true;
+            config.server.require_schema = true;
         }
         config.validate()?;
         Ok(config)
@@ -147,7 +149,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let server = Server::bind(config).await?;
+        let server = config.bind().await?;
         let addr = server.local_addr()?;
         // The first line on stdout says where to connect (tests with port 0 read it).
         println!("runnel listening on http://{addr}");

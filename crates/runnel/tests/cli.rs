@@ -7,6 +7,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use std::sync::Arc;
+
+use runnel_backend_embedded::{EmbeddedBackend, EmbeddedConfig};
 use runnel_server::{Server, ServerConfig};
 use serde_json::{Value, json};
 
@@ -39,7 +42,12 @@ impl TestServer {
             api_keys,
             ..ServerConfig::default()
         };
-        let server = runtime.block_on(Server::bind(config)).unwrap();
+        let server = runtime
+            .block_on(async {
+                let backend = EmbeddedBackend::open(EmbeddedConfig::new(&config.data_dir)).await?;
+                Server::bind(config, Arc::new(backend)).await
+            })
+            .unwrap();
         let addr = server.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let serving = runtime.spawn(server.run(async move {

@@ -101,7 +101,7 @@ pub async fn create_stream(
     let partitions = request
         .partitions
         .unwrap_or(state.config.default_partitions);
-    let max = runnel_backend_embedded::MAX_PARTITIONS;
+    let max = state.runnel.backend().max_partitions();
     if partitions == 0 || partitions > max {
         let message = format!("must be 1 ..= {max}");
         return Err(ApiError::bad_request(

@@ -4,13 +4,16 @@
 #![allow(dead_code)] // each test file uses a different subset
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
+use runnel_backend::Backend;
+use runnel_backend_embedded::{EmbeddedBackend, EmbeddedConfig};
 use runnel_server::testing::Client;
-use runnel_server::{App, Server, ServerConfig};
+use runnel_server::{App, Server, ServerConfig, ServerError};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -26,10 +29,25 @@ pub fn config(dir: &TempDir) -> ServerConfig {
     }
 }
 
+/// The embedded backend in `config.data_dir`, as the binary opens it by default.
+pub async fn backend(config: &ServerConfig) -> Arc<dyn Backend> {
+    Arc::new(
+        EmbeddedBackend::open(EmbeddedConfig::new(&config.data_dir))
+            .await
+            .unwrap(),
+    )
+}
+
+/// An application over `config` and the embedded backend in its data directory.
+pub async fn open(config: ServerConfig) -> Result<App, ServerError> {
+    let backend = backend(&config).await;
+    App::open(config, backend)
+}
+
 /// An application over a fresh data directory; keep the `TempDir` alive while it is used.
 pub async fn app() -> (TempDir, App) {
     let dir = tempfile::tempdir().unwrap();
-    let app = App::open(config(&dir)).await.unwrap();
+    let app = open(config(&dir)).await.unwrap();
     (dir, app)
 }
 
@@ -37,7 +55,7 @@ pub async fn app_with(edit: impl FnOnce(&mut ServerConfig)) -> (TempDir, App) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(&dir);
     edit(&mut config);
-    let app = App::open(config).await.unwrap();
+    let app = open(config).await.unwrap();
     (dir, app)
 }
 
@@ -179,7 +197,8 @@ pub async fn serve(edit: impl FnOnce(&mut ServerConfig)) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(&dir);
     edit(&mut config);
-    let server = Server::bind(config).await.unwrap();
+    let backend = backend(&config).await;
+    let server = Server::bind(config, backend).await.unwrap();
     let addr = server.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(server.run(async move {

@@ -15,10 +15,12 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use runnel_server::{FsyncSetting, Server, ServerConfig};
+use runnel_backends::{BackendSettings, FsyncSetting};
+use runnel_server::ServerConfig;
 use serde::Serialize;
 
 use super::print_table;
+use crate::config::RunnelConfig;
 use crate::measure::{mib, peak_rss_bytes, reset_peak_rss};
 
 #[derive(Debug, Args)]
@@ -58,13 +60,18 @@ pub fn run(args: HttpBenchArgs) -> anyhow::Result<()> {
 
 async fn run_all(args: HttpBenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let config = ServerConfig {
-        bind: "127.0.0.1:0".parse()?,
-        data_dir: dir.path().to_path_buf(),
-        fsync: FsyncSetting::Group,
-        ..ServerConfig::default()
+    let config = RunnelConfig {
+        server: ServerConfig {
+            bind: "127.0.0.1:0".parse()?,
+            data_dir: dir.path().to_path_buf(),
+            ..ServerConfig::default()
+        },
+        storage: BackendSettings {
+            fsync: FsyncSetting::Group,
+            ..BackendSettings::default()
+        },
     };
-    let server = Server::bind(config).await.context("starting the server")?;
+    let server = config.bind().await.context("starting the server")?;
     let addr = server.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server.run(async move {

@@ -11,7 +11,9 @@ use std::path::Path;
 use std::thread::JoinHandle;
 
 use anyhow::Context;
-use runnel_server::{BackendKind, Server, ServerConfig};
+use runnel_backends::BackendKind;
+
+use crate::config::RunnelConfig;
 
 /// A server on a free loopback port over a data directory; stopped gracefully (everything
 /// flushed) when dropped.
@@ -33,18 +35,18 @@ impl LocalServer {
             ))
             .into());
         }
-        let mut config = ServerConfig::load(None, std::env::vars())?;
-        config.backend = BackendKind::Embedded;
-        config.data_dir = dir.to_path_buf();
-        config.bind = SocketAddr::from(([127, 0, 0, 1], 0));
-        config.api_keys.clear();
+        let mut config = RunnelConfig::load(None, std::env::vars())?;
+        config.storage.backend = BackendKind::Embedded;
+        config.server.data_dir = dir.to_path_buf();
+        config.server.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.server.api_keys.clear();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .context("starting the async runtime")?;
         let server = runtime
-            .block_on(Server::bind(config))
+            .block_on(config.bind())
             .with_context(|| format!("opening --data-dir {}", dir.display()))?;
         let url = format!("http://{}", server.local_addr()?);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

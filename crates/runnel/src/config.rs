@@ -1,0 +1,374 @@
+//! The whole of `runnel.toml`: the server's settings and the storage settings, layered
+//! defaults → file → `RUNNEL_*` environment variables → command-line flags.
+//!
+//! It lives in the binary because the binary is the composition root: it alone knows both the
+//! server and the storage crates. Every way of setting a value goes through the same names and
+//! the same checks: the file uses the field names, the environment the same names upper-cased
+//! behind `RUNNEL_` (`bind` ← `RUNNEL_BIND`, `fsync` ← `RUNNEL_FSYNC`), and flags overwrite
+//! fields after both. `runnel config show` prints the result.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use runnel_backend::{Backend, BackendError};
+use runnel_backends::BackendSettings;
+use runnel_server::{ConfigError, Server, ServerConfig, ServerError};
+use serde::{Deserialize, Serialize};
+
+/// Everything `runnel serve` can be told, as one flat `runnel.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnelConfig {
+    #[serde(flatten)]
+    pub server: ServerConfig,
+    #[serde(flatten)]
+    pub storage: BackendSettings,
+}
+
+/// Environment variables starting with this prefix may set a field.
+pub const ENV_PREFIX: &str = "RUNNEL_";
+
+/// The file read when no path is given, if it exists.
+pub const DEFAULT_FILE: &str = "runnel.toml";
+
+impl RunnelConfig {
+    /// Defaults, then the file (`path`, or `runnel.toml` in the working directory if it exists),
+    /// then the environment variables (`RUNNEL_<FIELD>`; others starting with `RUNNEL_` are
+    /// left alone, they belong to other parts of Runnel). Not yet validated: flags come next.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let file = match path {
+            Some(path) => Some(read_file(path)?),
+            None => {
+                let default = Path::new(DEFAULT_FILE);
+                if default.exists() {
+                    Some(read_file(default)?)
+                } else {
+                    None
+                }
+            }
+        };
+        Self::layered(file.as_ref().map(|(p, t)| (p.as_path(), t.as_str())), env)
+    }
+
+    /// Defaults, then a file's text, then environment variables.
+    pub fn layered(
+        file: Option<(&Path, &str)>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let defaults = toml::Table::try_from(Self::default())
+            .map_err(|e| ConfigError::Invalid(format!("defaults: {e}")))?;
+        let mut table = defaults.clone();
+        if let Some((path, text)) = file {
+            let from_file: toml::Table =
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::File {
+                        path: path.to_path_buf(),
+                        message: e.to_string(),
+                    })?;
+            for (key, value) in from_file {
+                if !defaults.contains_key(&key) {
+                    let mut known: Vec<&str> = defaults.keys().map(String::as_str).collect();
+                    known.sort_unstable();
+                    return Err(ConfigError::File {
+                        path: path.to_path_buf(),
+                        message: format!(
+                            "unknown field `{key}`, expected one of {}",
+                            known.join(", ")
+                        ),
+                    });
+                }
+                table.insert(key, value);
+            }
+            // Typed check now, so a bad file is blamed on the file and not on a variable.
+            toml::Value::Table(table.clone())
+                .try_into::<Self>()
+                .map_err(|e| ConfigError::File {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+        }
+        let mut env: Vec<(String, String)> = env.into_iter().collect();
+        env.sort();
+        for (var, raw) in env {
+            let Some(name) = var.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let field = name.to_ascii_lowercase();
+            let Some(default) = defaults.get(&field) else {
+                continue;
+            };
+            let value = env_value(default, &raw).map_err(|message| ConfigError::Env {
+                var: var.clone(),
+                message,
+            })?;
+            table.insert(field, value);
+            toml::Value::Table(table.clone())
+                .try_into::<Self>()
+                .map_err(|e| ConfigError::Env {
+                    var: var.clone(),
+                    message: e.to_string(),
+                })?;
+        }
+        toml::Value::Table(table)
+            .try_into::<Self>()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))
+    }
+}
+
+impl RunnelConfig {
+    /// Checks both parts.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.server.validate()?;
+        self.storage
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))
+    }
+
+    /// A copy with secrets replaced, for printing and logging.
+    pub fn redacted(&self) -> Self {
+        Self {
+            server: self.server.redacted(),
+            storage: self.storage.redacted(),
+        }
+    }
+
+    /// The effective values as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    /// Opens the configured backend over the server's data directory.
+    pub async fn open_backend(&self) -> Result<Arc<dyn Backend>, BackendError> {
+        let dedup_window = Duration::from_secs(self.server.dedup_window_secs);
+        self.storage.open(&self.server.data_dir, dedup_window).await
+    }
+
+    /// Opens the backend and binds a server over it: what `runnel serve` runs.
+    pub async fn bind(self) -> Result<Server, ServerError> {
+        self.validate()?;
+        let backend = self.open_backend().await?;
+        Server::bind(self.server, backend).await
+    }
+}
+
+fn read_file(path: &Path) -> Result<(PathBuf, String), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok((path.to_path_buf(), text))
+}
+
+/// An environment value read as the kind of value the field's default is: strings as they
+/// are, numbers and booleans parsed, lists and tables as TOML (`[{name = "ci", ...}]`).
+fn env_value(default: &toml::Value, raw: &str) -> Result<toml::Value, String> {
+    match default {
+        toml::Value::String(_) => Ok(toml::Value::String(raw.to_string())),
+        toml::Value::Integer(_) => raw
+            .trim()
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .map_err(|_| format!("expected a whole number, got `{raw}`")),
+        toml::Value::Boolean(_) => match raw.trim() {
+            "true" | "1" | "yes" => Ok(toml::Value::Boolean(true)),
+            "false" | "0" | "no" => Ok(toml::Value::Boolean(false)),
+            _ => Err(format!("expected true or false, got `{raw}`")),
+        },
+        _ => {
+            let table: toml::Table = format!("value = {raw}")
+                .parse()
+                .map_err(|e: toml::de::Error| format!("expected a TOML value: {e}"))?;
+            table
+                .get("value")
+                .cloned()
+                .ok_or_else(|| "expected a TOML value".to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runnel_backends::BackendKind;
+    use runnel_server::ApiKeyConfig;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_then_file_then_environment() {
+        let file = "bind = \"127.0.0.1:9000\"\nmax_body_bytes = 2048\ndefault_partitions = 8\n";
+        let config = RunnelConfig::layered(
+            Some((Path::new("runnel.toml"), file)),
+            env(&[
+                ("RUNNEL_MAX_BODY_BYTES", "4096"),
+                ("RUNNEL_LOG", "debug"),
+                ("HOME", "/root"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.server.bind, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(
+            config.server.max_body_bytes, 4096,
+            "environment beats the file"
+        );
+        assert_eq!(
+            config.server.default_partitions, 8,
+            "file beats the default"
+        );
+        assert_eq!(config.server.max_pull_wait_ms, 30_000, "default kept");
+    }
+
+    #[test]
+    fn api_keys_come_from_the_file_or_the_environment() {
+        let file = "[[api_keys]]\nname = \"ci\"\nkey = \"0123456789abcdef\"\nscopes = [\"publish:order*\", \"admin\"]\n";
+        let config =
+            RunnelConfig::layered(Some((Path::new("runnel.toml"), file)), env(&[])).unwrap();
+        assert_eq!(config.server.api_keys.len(), 1);
+        assert_eq!(config.server.api_keys[0].scopes.len(), 2);
+        let config = RunnelConfig::layered(
+            None,
+            env(&[(
+                "RUNNEL_API_KEYS",
+                "[{name = \"x\", key = \"fedcba9876543210\", scopes = [\"consume:*\"]}]",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(config.server.api_keys[0].name, "x");
+    }
+
+    #[test]
+    fn bad_values_name_their_source() {
+        let err = RunnelConfig::layered(Some((Path::new("runnel.toml"), "bind = 12\n")), env(&[]))
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::File { .. }), "{err}");
+        let err = RunnelConfig::layered(
+            Some((Path::new("runnel.toml"), "no_such_field = 1\n")),
+            env(&[]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("no_such_field"), "{err}");
+        let err =
+            RunnelConfig::layered(None, env(&[("RUNNEL_MAX_BODY_BYTES", "lots")])).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Env { var, .. } if var == "RUNNEL_MAX_BODY_BYTES"),
+            "{err}"
+        );
+        let err = RunnelConfig::layered(
+            None,
+            env(&[(
+                "RUNNEL_API_KEYS",
+                "[{name = \"x\", key = \"fedcba9876543210\", scopes = [\"root\"]}]",
+            )]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("root"), "{err}");
+    }
+
+    #[test]
+    fn the_jetstream_backend_is_chosen_and_checked_from_file_or_environment() {
+        let file =
+            "backend = \"jetstream\"\nnats_url = \"nats://10.0.0.1:4222\"\nnats_replicas = 3\n";
+        let config = RunnelConfig::layered(
+            Some((Path::new("runnel.toml"), file)),
+            env(&[
+                ("RUNNEL_NATS_NAMESPACE", "prod"),
+                ("RUNNEL_NATS_USER", "runnel"),
+                ("RUNNEL_NATS_PASSWORD", "s3cret-password"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.storage.backend, BackendKind::Jetstream);
+        assert_eq!(config.storage.nats_url, "nats://10.0.0.1:4222");
+        assert_eq!(
+            (
+                config.storage.nats_replicas,
+                config.storage.nats_namespace.as_str()
+            ),
+            (3, "prod")
+        );
+        config.validate().unwrap();
+        let shown = config.redacted().to_toml();
+        assert!(!shown.contains("s3cret-password"), "{shown}");
+        assert!(shown.contains("nats_user = \"runnel\""), "{shown}");
+
+        let bad = |storage: BackendSettings, expected: &str| {
+            let config = RunnelConfig {
+                storage,
+                ..config.clone()
+            };
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(expected), "{err}");
+        };
+        bad(
+            BackendSettings {
+                nats_replicas: 7,
+                ..config.storage.clone()
+            },
+            "nats_replicas",
+        );
+        bad(
+            BackendSettings {
+                nats_token: "tok".into(),
+                ..config.storage.clone()
+            },
+            "one of",
+        );
+        bad(
+            BackendSettings {
+                nats_user: String::new(),
+                ..config.storage.clone()
+            },
+            "nats_password needs nats_user",
+        );
+        bad(
+            BackendSettings {
+                nats_url: "http://127.0.0.1:4222".into(),
+                ..config.storage.clone()
+            },
+            "nats://",
+        );
+        bad(
+            BackendSettings {
+                nats_namespace: "a_b".into(),
+                ..config.storage.clone()
+            },
+            "nats_namespace",
+        );
+        let err = RunnelConfig::layered(None, env(&[("RUNNEL_BACKEND", "kafka")])).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Env { var, .. } if var == "RUNNEL_BACKEND"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn show_redacts_secrets_and_round_trips() {
+        let config = RunnelConfig {
+            server: ServerConfig {
+                api_keys: vec![ApiKeyConfig {
+                    name: "ops".into(),
+                    key: "0123456789abcdef".into(),
+                    scopes: vec![runnel_server::auth::Scope::Admin],
+                }],
+                ..ServerConfig::default()
+            },
+            storage: BackendSettings {
+                nats_password: "s3cret-password".into(),
+                ..BackendSettings::default()
+            },
+        };
+        let text = config.redacted().to_toml();
+        assert!(!text.contains("0123456789abcdef"));
+        assert!(!text.contains("s3cret-password"));
+        let back = RunnelConfig::layered(Some((Path::new("x"), &text)), env(&[])).unwrap();
+        assert_eq!(back.server.bind, config.server.bind);
+    }
+}
