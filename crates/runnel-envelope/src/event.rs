@@ -96,10 +96,10 @@ impl Event {
         }
     }
 
-    /// The deterministic id of output number `output_index` of a handler that consumed the
-    /// event with id `input_id`; see [`EventId::derived`] for how it is computed.
-    pub fn derived_id(input_id: &EventId, output_index: usize) -> EventId {
-        input_id.derived(output_index)
+    /// The deterministic id of output number `output_index` that `scope` (a consumer group or
+    /// stage) made from this event; see [`EventId::derived`] for how it is computed.
+    pub fn derived_id(&self, scope: &str, output_index: usize) -> EventId {
+        EventId::derived(scope, &self.source, &self.id, output_index)
     }
 
     /// `id`: unique per source; UUIDv7 unless the producer chose one.

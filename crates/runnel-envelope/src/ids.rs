@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::EnvelopeError;
 
-/// Namespace of the name-based UUIDs that [`EventId::derived`] returns. Fixed forever: changing
+/// Namespace of the name-based UUIDs that [`EventId::derived`] (and `derived_v1`) return. Fixed forever: changing
 /// it would change every derived id and break deduplication across an upgrade.
 const DERIVED_ID_NAMESPACE: Uuid = Uuid::from_u128(0x81ed907a_0512_429f_b79b_958c2e5dddd1);
 
@@ -32,16 +32,39 @@ impl EventId {
         Self(Uuid::now_v7().to_string())
     }
 
-    /// The deterministic id of output number `output_index` of a handler that consumed the
-    /// event `self`.
+    /// The deterministic id of output number `output_index` that `scope` (a consumer group or
+    /// a stage, by name) made from the input event (`input_source`, `input_id`).
     ///
-    /// It is the UUIDv5 (SHA-1, name-based) of the name `"{input id}:{output index}"` in a
-    /// fixed Runnel namespace, in lowercase hyphenated form. The same input and index always
-    /// give the same id, on every machine and version, so a handler that is re-run after a
-    /// crash republishes its outputs under the ids it used before and the publish-side
-    /// deduplication drops the copies. The name is unambiguous because the index has no `:`.
-    /// Derived ids have a fixed length however long a chain of handlers gets.
-    pub fn derived(&self, output_index: usize) -> Self {
+    /// It is the UUIDv5 (SHA-1, name-based) of the name
+    /// `v2:{len}:{scope}{len}:{source}{len}:{id}:{index}` (lengths in bytes) in a fixed Runnel
+    /// namespace, in lowercase hyphenated form. The same scope, input and index always give
+    /// the same id, on every machine and version, so a handler re-run after a crash republishes
+    /// its outputs under the ids it used before and publish-side deduplication drops the copies;
+    /// two groups handling the same input (a model and its shadow, a replayed group beside the
+    /// live one) make different ids, so neither's outputs are taken for the other's. The source
+    /// is part of the name because only source and id together identify an event. The lengths
+    /// make the name unambiguous; derived ids have a fixed length however long a chain gets.
+    pub fn derived(
+        scope: &str,
+        input_source: &Source,
+        input_id: &EventId,
+        output_index: usize,
+    ) -> Self {
+        let (source, id) = (input_source.as_str(), input_id.as_str());
+        let name = format!(
+            "v2:{}:{scope}{}:{source}{}:{id}:{output_index}",
+            scope.len(),
+            source.len(),
+            id.len()
+        );
+        Self(Uuid::new_v5(&DERIVED_ID_NAMESPACE, name.as_bytes()).to_string())
+    }
+
+    /// The first derivation (Runnel before output ids were scoped), from the input id and
+    /// index alone: the UUIDv5 of `"{input id}:{output index}"`. Kept so that records stored
+    /// under it can still be recognised; new outputs use [`EventId::derived`], because this
+    /// one gives two groups handling the same input the same output ids.
+    pub fn derived_v1(&self, output_index: usize) -> Self {
         let name = format!("{}:{output_index}", self.0);
         Self(Uuid::new_v5(&DERIVED_ID_NAMESPACE, name.as_bytes()).to_string())
     }
@@ -204,24 +227,62 @@ mod tests {
         assert_eq!(uuid.get_version_num(), 7);
     }
 
+    fn derive(scope: &str, source: &str, id: &str, index: usize) -> EventId {
+        EventId::derived(
+            scope,
+            &Source::new(source).unwrap(),
+            &EventId::new(id).unwrap(),
+            index,
+        )
+    }
+
     #[test]
     fn derived_ids_are_deterministic_and_distinct_per_index() {
-        let input = EventId::new("0191e6a2-0000-7000-8000-000000000001").unwrap();
-        assert_eq!(input.derived(0), input.derived(0));
-        assert_ne!(input.derived(0), input.derived(1));
-        let other = EventId::new("0191e6a2-0000-7000-8000-000000000002").unwrap();
-        assert_ne!(input.derived(0), other.derived(0));
-        let uuid = Uuid::parse_str(input.derived(3).as_str()).unwrap();
+        let id = "0191e6a2-0000-7000-8000-000000000001";
+        assert_eq!(derive("g", "/s", id, 0), derive("g", "/s", id, 0));
+        assert_ne!(derive("g", "/s", id, 0), derive("g", "/s", id, 1));
+        assert_ne!(
+            derive("g", "/s", id, 0),
+            derive("g", "/s", "0191e6a2-0000-7000-8000-000000000002", 0)
+        );
+        let uuid = Uuid::parse_str(derive("g", "/s", id, 3).as_str()).unwrap();
         assert_eq!(uuid.get_version_num(), 5);
+    }
+
+    #[test]
+    fn two_groups_handling_one_input_derive_different_ids() {
+        assert_ne!(
+            derive("fraud-model", "/shop", "order-1", 0),
+            derive("fraud-shadow", "/shop", "order-1", 0)
+        );
+    }
+
+    #[test]
+    fn inputs_from_two_sources_sharing_an_id_derive_different_ids() {
+        assert_ne!(
+            derive("g", "/billing", "1", 0),
+            derive("g", "/shipping", "1", 0)
+        );
+        assert_ne!(
+            derive("ab", "c", "1", 0),
+            derive("a", "bc", "1", 0),
+            "lengths keep the parts apart"
+        );
     }
 
     #[test]
     fn derived_ids_never_change() {
         // Pinned: a change here breaks deduplication of handler outputs across upgrades.
-        // The expected value was computed independently (Python's `uuid.uuid5`).
+        // The expected values were computed independently (Python's `uuid.uuid5` over the
+        // documented names). The v2 pin replaced v1's `6215370f-…` when output ids became
+        // scoped by group and source; v1 stays readable below.
+        assert_eq!(
+            derive("payments", "/shop", "order-1", 0).as_str(),
+            "a65f4771-5368-5f70-9b6d-d46e50d32892"
+        );
         let input = EventId::new("order-1").unwrap();
         assert_eq!(
-            input.derived(0).as_str(),
+            input.derived_v1(0).as_str(),
             "6215370f-9db4-53b6-8961-5b07fe4b8886"
         );
     }

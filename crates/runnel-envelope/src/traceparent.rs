@@ -63,6 +63,25 @@ impl TraceParent {
         Ok(tp)
     }
 
+    /// The context of a span caused by this one: the same trace id and flags, a fresh random
+    /// parent (span) id, version 00. An event made while handling another carries its input's
+    /// `traceparent`'s child, so a trace follows a workflow from event to event.
+    pub fn child(&self) -> Self {
+        loop {
+            let bytes = *uuid::Uuid::new_v4().as_bytes();
+            let mut span = [0u8; 8];
+            span.copy_from_slice(&bytes[8..]);
+            if span != [0; 8] {
+                return Self {
+                    version: 0,
+                    trace_id: self.trace_id,
+                    parent_id: span,
+                    flags: self.flags,
+                };
+            }
+        }
+    }
+
     /// Parses `version-traceid-parentid-flags`.
     pub fn parse(s: &str) -> Result<Self, EnvelopeError> {
         let bad = || invalid(format!("{EXPECTED}, got `{s}`"));

@@ -2,17 +2,17 @@
 //! groups. Run with `cargo run -p runnel-runtime --example orders`.
 //!
 //! An `order.placed` event is published per order; the `payments` group charges each order and
-//! publishes `payment.charged` (its id derived from the order's, so a retry cannot charge
-//! twice); the `emails` group is independent of it. Both see every order, each at its own pace.
+//! publishes `payment.charged` as a reply to the order (its id derived from the group and the
+//! order's, so a retry cannot charge twice); the `emails` group is independent of it. Both see every order, each at its own pace.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use runnel_backend_embedded::{EmbeddedBackend, EmbeddedConfig};
-use runnel_envelope::{Event, EventType, Source};
 use runnel_runtime::{HandlerError, Runnel, RuntimeConfig, TypedEvent};
 use serde::Serialize;
+use serde_json::json;
 
 #[derive(Serialize)]
 struct OrderPlaced {
@@ -56,15 +56,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             async move {
                 let order = message.event.data().as_json().cloned().unwrap_or_default();
                 count.fetch_add(1, Ordering::Relaxed);
-                let charged = Event::builder(
-                    EventType::new("payment.charged")
-                        .map_err(|e| HandlerError::permanent(e.to_string()))?,
-                    Source::new("example://payments")
-                        .map_err(|e| HandlerError::permanent(e.to_string()))?,
-                )
-                .data_json(serde_json::json!({ "order_id": order["order_id"] }))
-                .build()
-                .map_err(|e| HandlerError::permanent(e.to_string()))?;
+                let charged =
+                    message.reply("payment.charged", json!({ "order_id": order["order_id"] }))?;
                 Ok(vec![charged])
             }
         })

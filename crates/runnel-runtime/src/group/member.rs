@@ -35,6 +35,8 @@ use crate::runtime::{Runnel, Shared};
 /// What a handler sees of a delivery.
 #[derive(Debug, Clone)]
 pub struct Message {
+    /// The consumer group handling it.
+    pub group: Arc<str>,
     pub event: Arc<Event>,
     pub stream: StreamName,
     pub partition: Partition,
@@ -43,6 +45,40 @@ pub struct Message {
     pub attempt: u32,
     /// Replayed from the group's dead-letter queue.
     pub from_dlq: bool,
+}
+
+impl Message {
+    /// An output of handling this message, for the handler to return: an event of type
+    /// `event_type` with `data` as its JSON data and source `runnel://groups/<group>`, caused by
+    /// this message's event (`causationid` = its id, `correlationid` inherited or its id), in a
+    /// child of its trace context, with its partition key (the same entity stays in order
+    /// downstream). Its id is derived when the runtime publishes it (see [`GroupBuilder::run`]).
+    ///
+    /// A bad type or data that cannot be JSON is a permanent failure naming what was wrong.
+    pub fn reply(
+        &self,
+        event_type: &str,
+        data: impl serde::Serialize,
+    ) -> std::result::Result<Event, HandlerError> {
+        let kind = runnel_envelope::EventType::new(event_type)
+            .map_err(|e| HandlerError::permanent(format!("reply type: {e}")))?;
+        let source = runnel_envelope::Source::new(format!("runnel://groups/{}", self.group))
+            .map_err(|e| HandlerError::permanent(format!("reply source: {e}")))?;
+        let data = serde_json::to_value(data)
+            .map_err(|e| HandlerError::permanent(format!("reply data of {event_type}: {e}")))?;
+        let mut builder = Event::builder(kind, source)
+            .data_json(data)
+            .caused_by(&self.event);
+        if let Some(parent) = self.event.traceparent() {
+            builder = builder.traceparent(parent.child());
+        }
+        if let Some(key) = self.event.partition_key() {
+            builder = builder.partition_key(key);
+        }
+        builder
+            .build()
+            .map_err(|e| HandlerError::permanent(format!("reply {event_type}: {e}")))
+    }
 }
 
 /// Joins a consumer group: `runnel.group("payments").subscribe("order.*").run(handler)`.
@@ -684,6 +720,7 @@ async fn run_handler<H, Fut>(
     Fut: Future<Output = std::result::Result<Vec<Event>, HandlerError>> + Send + 'static,
 {
     let max_in_flight = consumer.group().max_in_flight;
+    let group: Arc<str> = consumer.group().name.as_str().into();
     let slots = Arc::new(Semaphore::new(max_in_flight));
     loop {
         let delivery = tokio::select! {
@@ -698,8 +735,10 @@ async fn run_handler<H, Fut>(
         };
         let handler = handler.clone();
         let runnel = runnel.clone();
+        let group = group.clone();
         tokio::spawn(async move {
             let message = Message {
+                group: group.clone(),
                 event: delivery.event.clone(),
                 stream: delivery.stream.clone(),
                 partition: delivery.partition,
@@ -714,7 +753,7 @@ async fn run_handler<H, Fut>(
                 // Boxed: the publish future is large, and inline it would be copied into
                 // every spawned handler task, outputs or not.
                 Ok(Ok(outputs)) => {
-                    match Box::pin(complete(&runnel, &delivery.event, outputs)).await {
+                    match Box::pin(complete(&runnel, &group, &delivery.event, outputs)).await {
                         Ok(()) => delivery.ack(),
                         Err(error) => delivery.nack(HandlerError::service(format!(
                             "publishing the handler's outputs failed: {error}"
@@ -745,14 +784,15 @@ async fn run_handler<H, Fut>(
     drop(consumer);
 }
 
-/// Publishes a handler's outputs with ids derived from the input (so a redelivery republishes
-/// the same ids, which deduplication absorbs). The ack that follows records the input as
-/// processed (in the partition worker, for every kind of consumer).
-async fn complete(runnel: &Runnel, input: &Event, outputs: Vec<Event>) -> Result<()> {
+/// Publishes a handler's outputs with ids derived from the group and the input (so a
+/// redelivery republishes the same ids, which deduplication absorbs, and another group's
+/// outputs of the same input never collide with these). The ack that follows records the
+/// input as processed (in the partition worker, for every kind of consumer).
+async fn complete(runnel: &Runnel, group: &str, input: &Event, outputs: Vec<Event>) -> Result<()> {
     if !outputs.is_empty() {
         let mut derived = Vec::with_capacity(outputs.len());
         for (index, output) in outputs.into_iter().enumerate() {
-            let id = Event::derived_id(input.id(), index);
+            let id = input.derived_id(group, index);
             derived.push(output.into_builder().id(id).caused_by(input).build()?);
         }
         runnel.publish_batch(derived).await?;
