@@ -54,8 +54,9 @@ pub struct JetStreamConfig {
     /// dedup window.
     pub duplicate_window: Duration,
     /// The record header whose value becomes the message's `Nats-Msg-Id` (the runtime puts
-    /// the event id in `id`). Records without it get a random id, which still makes the
-    /// backend's own retries of an append idempotent. Default `Some("id")`.
+    /// a hash of the event's source and id in `identity`, so two producers reusing ids are
+    /// not deduplicated against each other). Records without it get a random id, which still
+    /// makes the backend's own retries of an append idempotent. Default `Some("identity")`.
     pub dedup_header: Option<String>,
     /// How long to wait for any reply from NATS (an acknowledgement, an API call). Default 5 s.
     pub request_timeout: Duration,
@@ -76,7 +77,7 @@ impl JetStreamConfig {
             namespace: "runnel".into(),
             replicas: 1,
             duplicate_window: Duration::from_secs(120),
-            dedup_header: Some("id".into()),
+            dedup_header: Some("identity".into()),
             request_timeout: Duration::from_secs(5),
             maintenance_interval: Duration::from_secs(60),
             clock: runnel_clock::system(),

@@ -238,7 +238,7 @@ async fn given_three_nodes_when_one_is_killed_mid_flight_no_acknowledged_record_
             for i in 0..PER_WRITER {
                 let value = format!("w{w}-{i}");
                 let partition = (i % PARTITIONS as usize) as u32;
-                let record = Record::new("k", value.clone()).with_header("id", value.clone());
+                let record = Record::new("k", value.clone()).with_header("identity", value.clone());
                 match backend.append(&s, partition, vec![record]).await {
                     Ok(ack) => acked.push((partition, ack.base_offset, value)),
                     Err(error) => failed.push(error.to_string()),

@@ -2,8 +2,8 @@
 //!
 //! The log is the source of truth: every record carries its event id in a header, so after a
 //! restart the window is rebuilt by reading the records appended within it. No extra write is
-//! made per publish. Ids are kept as 128-bit hashes (xxh3; the same function names processed
-//! ids in the store, so it is not seeded); the tables only mix them with a per-process seed
+//! made per publish. Ids are kept as 128-bit hashes of source and id ([`identity_hash`], xxh3; the same
+//! function names processed ids in the store, so it is not seeded); the tables only mix them with a per-process seed
 //! instead of hashing them again. Memory per id: a 33-byte table
 //! slot (key, position, control byte) at a load between 44 % and 88 % (the table doubles), plus
 //! 24 bytes in the expiry queue (which also doubles): about 60–100 bytes, ≈ 95 MB at the
@@ -42,7 +42,7 @@ enum Entry {
     Pending(Arc<watch::Receiver<BatchOutcome>>),
 }
 
-/// A table keyed by id hashes: they are already spread, but `id_hash` is a public function,
+/// A table keyed by id hashes: they are already spread, but `identity_hash` is a public function,
 /// so a table mixes them with a per-process seed (ids chosen to share bucket bits would
 /// otherwise pile up in one place).
 pub(crate) type IdMap<V> = HashMap<u128, V, BuildHasherDefault<IdHasher>>;
@@ -88,9 +88,22 @@ pub(crate) struct DedupWindow {
     order: VecDeque<(u128, Micros)>,
 }
 
-/// The stable 128-bit hash of an event id (also the name of its processed-id record).
-pub(crate) fn id_hash(id: &str) -> u128 {
-    xxhash_rust::xxh3::xxh3_128(id.as_bytes())
+/// The stable 128-bit hash of an event's identity, its `source` and `id` together (CloudEvents
+/// makes only the pair unique: two producers may both number their events from 1). It keys
+/// the dedup window, names processed-id records, and is the record header JetStream
+/// deduplicates on. The source's length goes first, so no (source, id) pair's bytes can be
+/// read as another's.
+pub(crate) fn identity_hash(source: &str, id: &str) -> u128 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(&(source.len() as u64).to_le_bytes());
+    hasher.update(source.as_bytes());
+    hasher.update(id.as_bytes());
+    hasher.digest128()
+}
+
+/// The identity hash of an event.
+pub(crate) fn event_identity(event: &runnel_envelope::Event) -> u128 {
+    identity_hash(event.source().as_str(), event.id().as_str())
 }
 
 impl DedupWindow {
@@ -178,15 +191,15 @@ mod tests {
     #[test]
     fn ids_are_remembered_within_the_window_and_forgotten_after() {
         let mut window = DedupWindow::new(1_000, 10);
-        window.complete(id_hash("a"), 2, 7, 100);
+        window.complete(identity_hash("/s", "a"), 2, 7, 100);
         assert!(matches!(
-            window.lookup(id_hash("a"), 1_100),
+            window.lookup(identity_hash("/s", "a"), 1_100),
             Some(Seen::Done {
                 partition: 2,
                 offset: 7
             })
         ));
-        assert!(window.lookup(id_hash("a"), 1_101).is_none());
+        assert!(window.lookup(identity_hash("/s", "a"), 1_101).is_none());
         assert_eq!(window.len(), 0);
     }
 
@@ -194,27 +207,27 @@ mod tests {
     fn capacity_bounds_memory_by_forgetting_the_oldest() {
         let mut window = DedupWindow::new(u64::MAX, 3);
         for (i, id) in ["a", "b", "c", "d"].iter().enumerate() {
-            window.complete(id_hash(id), 0, i as u64, i as u64);
+            window.complete(identity_hash("/s", id), 0, i as u64, i as u64);
         }
         assert_eq!(window.len(), 3);
-        assert!(window.lookup(id_hash("a"), 10).is_none());
-        assert!(window.lookup(id_hash("d"), 10).is_some());
+        assert!(window.lookup(identity_hash("/s", "a"), 10).is_none());
+        assert!(window.lookup(identity_hash("/s", "d"), 10).is_some());
     }
 
     #[test]
     fn an_id_completed_twice_keeps_its_first_position_and_one_expiry() {
         let mut window = DedupWindow::new(1_000, 10);
-        window.complete(id_hash("a"), 1, 5, 100);
-        window.complete(id_hash("a"), 2, 9, 500);
+        window.complete(identity_hash("/s", "a"), 1, 5, 100);
+        window.complete(identity_hash("/s", "a"), 2, 9, 500);
         assert!(matches!(
-            window.lookup(id_hash("a"), 600),
+            window.lookup(identity_hash("/s", "a"), 600),
             Some(Seen::Done {
                 partition: 1,
                 offset: 5
             })
         ));
         assert_eq!(window.order.len(), 1);
-        assert!(window.lookup(id_hash("a"), 1_101).is_none());
+        assert!(window.lookup(identity_hash("/s", "a"), 1_101).is_none());
     }
 
     #[test]
@@ -226,12 +239,12 @@ mod tests {
     fn a_failed_reservation_is_released() {
         let mut window = DedupWindow::new(1_000, 10);
         let (_tx, rx) = watch::channel(None);
-        window.reserve(id_hash("a"), Arc::new(rx));
+        window.reserve(identity_hash("/s", "a"), Arc::new(rx));
         assert!(matches!(
-            window.lookup(id_hash("a"), 0),
+            window.lookup(identity_hash("/s", "a"), 0),
             Some(Seen::Pending(_))
         ));
-        window.release(id_hash("a"));
-        assert!(window.lookup(id_hash("a"), 0).is_none());
+        window.release(identity_hash("/s", "a"));
+        assert!(window.lookup(identity_hash("/s", "a"), 0).is_none());
     }
 }

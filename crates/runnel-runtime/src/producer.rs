@@ -13,12 +13,15 @@ use runnel_envelope::{Event, EventType, Source};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::dedup::{BatchOutcome, IdMap, Seen, id_hash};
+use crate::dedup::{BatchOutcome, IdMap, Seen, event_identity};
 use crate::error::{Result, RuntimeError};
 use crate::runtime::{Shared, StreamState};
 
 /// Record header carrying the event id, read to rebuild the dedup window without decoding.
 pub(crate) const ID_HEADER: &str = "id";
+/// Record header carrying the event's identity hash (of source and id, 32 hex digits): the
+/// dedup window is rebuilt from it without decoding, and JetStream deduplicates on it.
+pub(crate) const IDENTITY_HEADER: &str = "identity";
 /// Record header carrying the event type, so consumers can filter without decoding.
 pub(crate) const TYPE_HEADER: &str = "type";
 
@@ -62,7 +65,7 @@ pub(crate) fn typed_event<T: TypedEvent>(value: &T, source: &str) -> Result<Even
 }
 
 /// The log record of an event: partition key as the record key, the binary envelope as the
-/// value, id and type as headers.
+/// value, id, identity hash and type as headers.
 pub(crate) fn event_record(event: &Event) -> Record {
     let key = event
         .partition_key()
@@ -72,6 +75,10 @@ pub(crate) fn event_record(event: &Event) -> Record {
         .with_header(
             ID_HEADER,
             Bytes::copy_from_slice(event.id().as_str().as_bytes()),
+        )
+        .with_header(
+            IDENTITY_HEADER,
+            format!("{:032x}", event_identity(event)).into_bytes(),
         )
         .with_header(
             TYPE_HEADER,
@@ -162,7 +169,7 @@ impl Shared {
             let mut window = state.lock_dedup();
             let mut in_batch: IdMap<usize> = IdMap::default();
             for (i, event) in events.iter().enumerate() {
-                let hash = id_hash(event.id().as_str());
+                let hash = event_identity(event);
                 if let Some(seen) = window.lookup(hash, now) {
                     plan.push(Planned::Duplicate(seen));
                 } else if let Some(first) = in_batch.get(&hash) {
@@ -220,7 +227,8 @@ impl Shared {
                     (p, o, true)
                 }
                 Planned::Duplicate(seen) => {
-                    let (p, o) = self.resolve_duplicate(state, &id, seen).await?;
+                    let identity = event_identity(&events[i]);
+                    let (p, o) = self.resolve_duplicate(state, &id, identity, seen).await?;
                     (p, o, true)
                 }
             };
@@ -235,11 +243,12 @@ impl Shared {
         Ok(acks)
     }
 
-    /// Waits for an in-flight first publish of the same id and returns its position.
+    /// Waits for an in-flight first publish of the same source and id and returns its position.
     async fn resolve_duplicate(
         &self,
         state: &StreamState,
         id: &str,
+        identity: u128,
         mut seen: Seen,
     ) -> Result<(Partition, u64)> {
         loop {
@@ -258,7 +267,7 @@ impl Shared {
                         });
                     }
                     let now = self.cfg.clock.now_micros();
-                    match state.lock_dedup().lookup(id_hash(id), now) {
+                    match state.lock_dedup().lookup(identity, now) {
                         Some(next) => seen = next,
                         None => {
                             return Err(RuntimeError::FirstPublishFailed {
@@ -435,7 +444,7 @@ mod tests {
             DedupWindow::new(120_000_000, 1_000),
         ));
         let (outcome_tx, outcome_rx) = watch::channel(None);
-        let hash = id_hash("e1");
+        let hash = crate::dedup::identity_hash("/s", "e1");
         state
             .lock_dedup()
             .reserve(hash, Arc::new(outcome_rx.clone()));

@@ -8,9 +8,9 @@ use runnel_backend::{Backend, BackendError, Partition, ReadFrom, StreamConfig, S
 use runnel_envelope::Event;
 
 use crate::config::RuntimeConfig;
-use crate::dedup::{DedupWindow, id_hash};
+use crate::dedup::{DedupWindow, event_identity};
 use crate::error::Result;
-use crate::producer::{ID_HEADER, PublishAck, TypedEvent, partition_for_key, typed_event};
+use crate::producer::{IDENTITY_HEADER, PublishAck, TypedEvent, partition_for_key, typed_event};
 use crate::schemas::Schemas;
 use runnel_schema::{RegistryConfig, SchemaRegistry};
 
@@ -188,12 +188,7 @@ impl Shared {
                 let Some(last) = records.last() else { break };
                 offset = last.offset + 1;
                 for record in records {
-                    let id = record
-                        .headers
-                        .iter()
-                        .find(|h| h.name.as_ref() == ID_HEADER.as_bytes())
-                        .and_then(|h| std::str::from_utf8(&h.value).ok().map(id_hash));
-                    if let Some(hash) = id {
+                    if let Some(hash) = record_identity(&record) {
                         found.push((record.timestamp, hash, partition, record.offset));
                     }
                 }
@@ -205,5 +200,23 @@ impl Shared {
             window.complete(hash, partition, offset, at);
         }
         Ok(window)
+    }
+}
+
+/// The identity hash of a stored event: its header, or, for records written before the header
+/// existed, the hash of the decoded event's source and id. `None` for a record that is neither
+/// (a poison pill cannot be a duplicate of anything).
+fn record_identity(record: &runnel_backend::StoredRecord) -> Option<u128> {
+    let header = record
+        .headers
+        .iter()
+        .find(|h| h.name.as_ref() == IDENTITY_HEADER.as_bytes());
+    match header {
+        Some(h) => std::str::from_utf8(&h.value)
+            .ok()
+            .and_then(|hex| u128::from_str_radix(hex, 16).ok()),
+        None => Event::decode_binary(&record.value)
+            .ok()
+            .map(|event| event_identity(&event)),
     }
 }

@@ -90,6 +90,8 @@ macro_rules! runtime_conformance_tests {
             four_groups_with_different_patterns_each_see_exactly_the_matching_events,
             lag_counts_events_and_age_after_partial_consumption,
             a_duplicate_publish_returns_the_first_position_even_after_a_restart,
+            two_groups_transforming_one_input_into_one_stream_both_publish,
+            two_sources_sharing_an_id_are_two_events,
             a_publish_dropped_while_appending_settles_and_a_retry_gets_its_position,
             a_batch_is_validated_whole_and_dedups_within_itself,
             a_batch_over_two_streams_is_acknowledged_in_its_own_order,

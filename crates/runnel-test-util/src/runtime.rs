@@ -260,6 +260,140 @@ pub async fn a_duplicate_publish_returns_the_first_position_even_after_a_restart
     assert_eq!(later.offset, 1);
 }
 
+/// Two groups that handle the same input and publish to the same stream (a model and its
+/// shadow) both get their outputs stored and delivered: output ids are derived from the group
+/// as well as the input. A group that runs its handler again for the same input (a re-run
+/// after a crash) republishes its own output's id, which deduplication absorbs.
+pub async fn two_groups_transforming_one_input_into_one_stream_both_publish(
+    h: &impl BackendHarness,
+) {
+    let clock = h.clock();
+    let runnel = runtime(h).await;
+    let input = numbered_event(&clock, "order.placed", "customer-1", 7);
+    runnel.publish(input.clone()).await.expect("publish");
+    let mut handles = Vec::new();
+    for group in ["scorer", "shadow"] {
+        let handle = runnel
+            .group(group)
+            .subscribe("order.placed")
+            .run(|message| async move {
+                let by = message.group.to_string();
+                Ok(vec![
+                    message.reply("fraud.scored", serde_json::json!({ "by": by }))?,
+                ])
+            })
+            .await
+            .expect("run group");
+        handles.push(handle);
+    }
+    let mut reader = runnel
+        .group("reader")
+        .subscribe("fraud.scored")
+        .start()
+        .await
+        .expect("start");
+    let mut outputs = Vec::new();
+    for n in 0..2 {
+        let delivery = next_delivery(&mut reader, &format!("output {n} of two groups")).await;
+        outputs.push(delivery.event.clone());
+        delivery.ack();
+    }
+    let mut by: Vec<String> = outputs
+        .iter()
+        .map(|e| {
+            e.data().as_json().expect("json")["by"]
+                .as_str()
+                .expect("by")
+                .to_string()
+        })
+        .collect();
+    by.sort();
+    assert_eq!(
+        by,
+        ["scorer", "shadow"],
+        "both groups' outputs are delivered"
+    );
+    assert_ne!(outputs[0].id(), outputs[1].id());
+    for output in &outputs {
+        assert_eq!(output.causation_id(), Some(input.id()));
+        assert_eq!(output.partition_key(), Some("customer-1"));
+    }
+    let fraud = StreamName::new("fraud").expect("name");
+    assert_eq!(stream_total(&runnel, &fraud).await, 2, "both stored");
+
+    // The scorer's re-run publishes its output under the same id: absorbed, nothing appended.
+    let rerun = Event::builder(
+        EventType::new("fraud.scored").expect("type"),
+        Source::new("runnel://groups/scorer").expect("source"),
+    )
+    .id(input.derived_id("scorer", 0))
+    .caused_by(&input)
+    .data_json(serde_json::json!({ "by": "scorer" }))
+    .build()
+    .expect("event");
+    let ack = runnel.publish(rerun).await.expect("publish");
+    assert!(
+        ack.duplicate,
+        "a group's re-run deduplicates against itself"
+    );
+    assert_eq!(stream_total(&runnel, &fraud).await, 2);
+    for handle in handles {
+        handle.stop().await.expect("stop");
+    }
+    reader.handle().stop().await.expect("stop");
+}
+
+/// CloudEvents makes `source` + `id` unique, not `id` alone: two producers that each number
+/// their events from 1 are not deduplicated against each other, on publish or by a group's
+/// processed-id records; the same source repeating an id still is.
+pub async fn two_sources_sharing_an_id_are_two_events(h: &impl BackendHarness) {
+    let runnel = runtime(h).await;
+    let event = |source: &str, item: &str| {
+        Event::builder(
+            EventType::new("order.placed").expect("type"),
+            Source::new(source).expect("source"),
+        )
+        .id(runnel_envelope::EventId::new("1").expect("id"))
+        .partition_key("k")
+        .data_json(serde_json::json!({ "item": item }))
+        .build()
+        .expect("event")
+    };
+    let billing = runnel
+        .publish(event("/billing", "a"))
+        .await
+        .expect("publish");
+    let shipping = runnel
+        .publish(event("/shipping", "b"))
+        .await
+        .expect("publish");
+    assert!(!billing.duplicate && !shipping.duplicate, "{shipping:?}");
+    assert_ne!(billing.offset, shipping.offset);
+    let again = runnel
+        .publish(event("/billing", "a"))
+        .await
+        .expect("publish");
+    assert!(again.duplicate, "the same source and id is a duplicate");
+    assert_eq!(again.offset, billing.offset);
+
+    let order = StreamName::new("order").expect("name");
+    assert_eq!(stream_total(&runnel, &order).await, 2);
+    let mut consumer = runnel
+        .group("audit")
+        .subscribe("order.placed")
+        .start()
+        .await
+        .expect("start");
+    let mut items = Vec::new();
+    for n in 0..2 {
+        let delivery = next_delivery(&mut consumer, &format!("event {n} of two sources")).await;
+        items.push(delivery.event.data().as_json().expect("json")["item"].clone());
+        delivery.ack();
+    }
+    assert_eq!(items, [serde_json::json!("a"), serde_json::json!("b")]);
+    consumer.handle().stop().await.expect("stop");
+}
+
 /// A publish whose caller goes away while its append is in flight (an HTTP client that
 /// disconnected, a timeout around the call) still settles: the append finishes, the id's
 /// place in the dedup window is filled, and publishing the event again answers with its

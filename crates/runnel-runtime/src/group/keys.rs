@@ -3,7 +3,7 @@
 
 use runnel_backend::{Partition, StreamName};
 
-use crate::dedup::id_hash;
+use crate::dedup::identity_hash;
 
 /// Group configurations, by group name.
 pub const GROUPS: &str = "runnel_groups";
@@ -21,7 +21,7 @@ pub const INFLIGHT: &str = "runnel_inflight";
 /// When a group was first configured with `start: latest` (microseconds, decimal), by group
 /// name: where it starts on partitions it has not committed on.
 pub const LATEST_SINCE: &str = "runnel_latest_since";
-/// Processed event ids: `group/<xxh3-128 of the id>`.
+/// Processed events: `group/<identity hash of source and id>` (see `dedup::identity_hash`).
 pub const PROCESSED: &str = "runnel_processed";
 
 pub fn partition_key(group: &str, stream: &StreamName, partition: Partition) -> String {
@@ -32,8 +32,8 @@ pub fn member_key(group: &str, instance: &str) -> String {
     format!("{group}/{instance}")
 }
 
-pub fn processed_key(group: &str, event_id: &str) -> String {
-    format!("{group}/{:032x}", id_hash(event_id))
+pub fn processed_key(group: &str, source: &str, event_id: &str) -> String {
+    format!("{group}/{:032x}", identity_hash(source, event_id))
 }
 
 pub fn retry_key(group: &str, stream: &StreamName, partition: Partition, offset: u64) -> String {
@@ -51,12 +51,24 @@ mod tests {
     #[test]
     fn processed_keys_are_the_same_in_every_process() {
         // Records written by an earlier process must be found by the next one.
+        let mut name = 5u64.to_le_bytes().to_vec();
+        name.extend_from_slice(b"/shopevt-1");
         assert_eq!(
-            processed_key("mailer", "evt-1"),
-            format!(
-                "mailer/{:032x}",
-                xxhash_rust::xxh3::xxh3_128("evt-1".as_bytes())
-            )
+            processed_key("mailer", "/shop", "evt-1"),
+            format!("mailer/{:032x}", xxhash_rust::xxh3::xxh3_128(&name))
+        );
+    }
+
+    #[test]
+    fn two_sources_sharing_an_id_are_two_processed_records() {
+        assert_ne!(
+            processed_key("mailer", "/billing", "1"),
+            processed_key("mailer", "/shipping", "1")
+        );
+        assert_ne!(
+            processed_key("mailer", "/a", "b1"),
+            processed_key("mailer", "/ab", "1"),
+            "the source's length keeps pairs apart"
         );
     }
 }

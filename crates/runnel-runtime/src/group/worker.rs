@@ -560,7 +560,11 @@ impl Worker {
             return Ok(());
         }
         if self.ctx.group.processed_ids && record.offset < self.recheck_below && !self.replay {
-            let key = keys::processed_key(&self.ctx.group.name, event.id().as_str());
+            let key = keys::processed_key(
+                &self.ctx.group.name,
+                event.source().as_str(),
+                event.id().as_str(),
+            );
             let processed = self
                 .ctx
                 .shared
@@ -971,7 +975,11 @@ impl Worker {
         };
         pending.state = State::Recording;
         let backend = self.ctx.shared.backend.clone();
-        let key = keys::processed_key(&self.ctx.group.name, pending.event.id().as_str());
+        let key = keys::processed_key(
+            &self.ctx.group.name,
+            pending.event.source().as_str(),
+            pending.event.id().as_str(),
+        );
         let ttl = self.ctx.group.processed_id_ttl;
         let settle = self.settle_tx.clone();
         tokio::spawn(async move {
