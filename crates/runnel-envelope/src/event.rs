@@ -205,6 +205,12 @@ impl Event {
     /// Checks the rules the attribute types cannot carry alone. Every way of making an
     /// `Event` ends here.
     pub(crate) fn validate(self) -> Result<Self, EnvelopeError> {
+        if let Err(problem) = uri_reference_problem(self.source.as_str()) {
+            return Err(EnvelopeError::invalid(
+                "source",
+                format!("must be a URI-reference (RFC 3986): {problem}"),
+            ));
+        }
         if let Some(uri) = &self.data_schema
             && !uri.is_empty()
             && !is_absolute_uri(uri)
@@ -485,6 +491,47 @@ impl EventBuilder {
     }
 }
 
+/// Why `text` is not an RFC 3986 URI-reference, if it is not: every character is unreserved,
+/// a delimiter or part of a `%XX` escape (so no space, control character, non-ASCII character
+/// or one of `"<>\^`{|}`), and `#` comes at most once.
+fn uri_reference_problem(text: &str) -> Result<(), String> {
+    let bytes = text.as_bytes();
+    let mut fragments = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let byte = bytes[i];
+        let allowed = byte.is_ascii_alphanumeric() || b"-._~:/?#[]@!$&'()*+,;=".contains(&byte);
+        if byte == b'%' {
+            let escape = bytes.get(i + 1..i + 3);
+            if !escape.is_some_and(|e| e.iter().all(u8::is_ascii_hexdigit)) {
+                return Err(format!(
+                    "`%` at byte {i} does not start a %XX escape (write `%25` for a percent sign)"
+                ));
+            }
+            i += 3;
+            continue;
+        }
+        if !allowed {
+            let what = match byte {
+                b' ' => "a space".to_string(),
+                0 => "a NUL character".to_string(),
+                b if b.is_ascii_control() => format!("the control character 0x{b:02x}"),
+                b if b.is_ascii() => format!("`{}`", b as char),
+                _ => "a non-ASCII character (percent-encode its UTF-8 bytes)".to_string(),
+            };
+            return Err(format!("{what} at byte {i} is not allowed in a URI"));
+        }
+        if byte == b'#' {
+            fragments += 1;
+            if fragments > 1 {
+                return Err(format!("a second `#` at byte {i}"));
+            }
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
 /// RFC 3986's absolute URI, as far as a producer's mistakes go: a scheme (a letter, then
 /// letters, digits, `+`, `-`, `.`), a colon, and no whitespace or control characters.
 fn is_absolute_uri(uri: &str) -> bool {
@@ -495,4 +542,35 @@ fn is_absolute_uri(uri: &str) -> bool {
     scheme_chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && scheme_chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
         && !uri.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uri_reference_problem;
+
+    #[test]
+    fn sources_are_uri_references() {
+        for good in [
+            "/shop",
+            "https://example.com/a?b=c#d",
+            "urn:runnel:saga:order",
+            "runnel://groups/payments",
+            "a%20b",
+            "",
+        ] {
+            assert!(uri_reference_problem(good).is_ok(), "{good}");
+        }
+        for (bad, says) in [
+            ("/shop\0x", "NUL"),
+            ("/my shop", "a space at byte 3"),
+            ("/a\tb", "control character 0x09"),
+            ("/caf\u{e9}", "non-ASCII"),
+            ("/a<b>", "`<`"),
+            ("/100%", "%XX"),
+            ("/a#b#c", "second `#`"),
+        ] {
+            let problem = uri_reference_problem(bad).unwrap_err();
+            assert!(problem.contains(says), "{bad}: {problem}");
+        }
+    }
 }

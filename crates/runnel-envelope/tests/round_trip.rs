@@ -107,7 +107,12 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn event() -> impl Strategy<Value = Event> {
-    let required = (".{1,24}", ".{1,24}", event_type());
+    // A source is a URI-reference: unreserved characters, delimiters and %XX escapes.
+    let required = (
+        ".{1,24}",
+        "([A-Za-z0-9._~:/?@!$&'()*+,;=-]|%[0-9A-F]{2}){1,24}",
+        event_type(),
+    );
     let optional = (
         option::of(time()),
         option::of(".{1,16}"),

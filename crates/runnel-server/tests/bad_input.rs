@@ -183,6 +183,26 @@ fn battery() -> Vec<Case> {
         )
         .field("/source"),
         case(
+            "NUL in source",
+            "POST",
+            "/v1/events",
+            CE,
+            valid(json!({"source": "/shop\u{0000}x"})),
+            400,
+            "envelope.invalid_attribute",
+        )
+        .field("/source"),
+        case(
+            "space in source",
+            "POST",
+            "/v1/events",
+            CE,
+            valid(json!({"source": "/my shop"})),
+            400,
+            "envelope.invalid_attribute",
+        )
+        .field("/source"),
+        case(
             "missing specversion",
             "POST",
             "/v1/events",
