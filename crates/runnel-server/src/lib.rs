@@ -25,11 +25,13 @@
 //! - What the server holds for consumers is bounded by the runtime's `max_in_flight` and
 //!   `max_ack_pending`; long polls are bounded by `max_pull_messages` and `max_pull_wait_ms`.
 
+mod accept;
 pub mod auth;
 pub mod binding;
 pub mod config;
 pub mod consume;
 pub mod extract;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod problem;

@@ -226,8 +226,8 @@ impl Server {
                 token.trigger();
             }
         };
-        let serve = axum::serve(listener, app.router()).with_graceful_shutdown(signal);
-        let mut serving = tokio::spawn(async move { serve.await });
+        let serve = crate::accept::serve(listener, app.router(), signal);
+        let mut serving = tokio::spawn(serve);
         let served = tokio::select! {
             result = &mut serving => Some(result),
             _ = token.wait() => None,

@@ -520,6 +520,23 @@ fn exit_codes_unreachable_is_3_usage_is_2_and_config_comes_from_env_and_cli_toml
     let output = server.run(&["publish", "--type", "order.placed", "--data", "{not json"]);
     assert_eq!(output.status.code(), Some(2));
 
+    // --type with lines piped in would publish one event and ignore the lines: refused.
+    let output = server.run_with_stdin(
+        &["publish", "--type", "order.placed"],
+        Some(&order_lines(3, 0)),
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--type") && stderr.contains("stdin"),
+        "{stderr}"
+    );
+    assert_eq!(
+        server.json(&["streams"]),
+        json!([]),
+        "nothing was published"
+    );
+
     // RUNNEL_URL, then cli.toml.
     let output = run_command(
         {

@@ -92,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(from_fn(crate::limits::request_head))
 }
 
 /// A group name from a path, checked before it reaches storage (`../x` is refused here).

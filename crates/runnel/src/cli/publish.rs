@@ -77,6 +77,37 @@ struct OneEvent<'a> {
     partitionkey: Option<&'a str>,
 }
 
+/// Whether stdin holds input that `--type` would ignore: a non-empty file, or a pipe or socket
+/// with bytes ready (waiting up to 50 ms for a writer that starts with this process, as in
+/// `echo … | runnel publish`). A terminal, `/dev/null`, or a pipe nobody writes to is not.
+fn stdin_has_lines() -> bool {
+    // SAFETY: fstat, poll and ioctl(FIONREAD) only read the state of descriptor 0 into
+    // locals this function owns; an invalid descriptor makes them fail, which reads as "no".
+    unsafe {
+        let mut stat: libc::stat = std::mem::zeroed();
+        if libc::fstat(0, &mut stat) != 0 {
+            return false;
+        }
+        let kind = stat.st_mode & libc::S_IFMT;
+        if kind == libc::S_IFREG {
+            return stat.st_size > 0;
+        }
+        if kind != libc::S_IFIFO && kind != libc::S_IFSOCK {
+            return false;
+        }
+        let mut poll = libc::pollfd {
+            fd: 0,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        if libc::poll(&mut poll, 1, 50) <= 0 {
+            return false;
+        }
+        let mut ready: libc::c_int = 0;
+        libc::ioctl(0, libc::FIONREAD, &mut ready) == 0 && ready > 0
+    }
+}
+
 /// What was published when reading stopped at `line`: every line before it, nothing after.
 fn sent_before(line: usize) -> String {
     if line <= 1 {
@@ -140,6 +171,15 @@ fn new_id() -> String {
 }
 
 pub fn run(args: PublishArgs) -> anyhow::Result<()> {
+    if args.event_type.is_some() && stdin_has_lines() {
+        return Err(UsageError(
+            "--type publishes one event built from flags and does not read stdin, but lines \
+             were piped to stdin: drop --type to publish the lines (each a CloudEvents JSON \
+             event), or stop piping to publish the one event"
+                .into(),
+        )
+        .into());
+    }
     let api = args.client.api()?;
     if let Some(event_type) = &args.event_type {
         // Kept as text, so the data arrives as written (numbers past 64 bits included).
