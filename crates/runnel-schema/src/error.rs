@@ -1,7 +1,8 @@
 //! The errors of the registry, one enum per kind of call: [`RegistryError`] for registry
 //! operations, [`ValidationError`] for validating event data, [`InvalidSchema`] for a schema
-//! that cannot be stored. Each names the subject, version, id or path at fault; the REST layer
-//! maps them to Confluent's error codes in one place ([`RegistryError::error_code`]).
+//! that cannot be stored. Each names the subject, version, id or path at fault; Confluent's
+//! error codes and HTTP statuses are given in one place ([`RegistryError::error_code`],
+//! [`RegistryError::http_status`]) for the server's registry routes.
 
 use std::fmt;
 
@@ -35,7 +36,9 @@ pub enum InvalidSchema {
 }
 
 impl InvalidSchema {
-    pub(crate) fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
+    /// [`Self::Invalid`] at `path`, a JSON pointer into the schema (empty for the root), or
+    /// into the request that carried it.
+    pub fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Invalid {
             path: path.into(),
             message: message.into(),
