@@ -118,7 +118,9 @@ impl SchemaRegistry {
     /// Registers a schema (JSON text) under `subject`. Registering a schema identical (up to
     /// key order and whitespace) to a live version returns that version; otherwise the schema
     /// must be compatible with the earlier versions under the subject's mode, and becomes the
-    /// next version. The same schema text has the same id under every subject.
+    /// next version. The same schema text has the same id under every subject. In every
+    /// mode, a schema whose `default`s break their own schema is refused
+    /// ([`SchemaDoc::check_defaults`]).
     pub async fn register(&self, subject: &EventType, schema: &str) -> Result<Registered> {
         let doc = self.parse_schema(schema)?;
         self.register_doc(subject, doc).await
@@ -130,6 +132,7 @@ impl SchemaRegistry {
         subject: &EventType,
         doc: Arc<SchemaDoc>,
     ) -> Result<Registered> {
+        doc.check_defaults()?;
         for _ in 0..MAX_ATTEMPTS {
             // `head` before the versions: a version key is written before `head` is raised,
             // so this snapshot's head never runs ahead of its versions, and a version number
@@ -628,6 +631,7 @@ impl SchemaRegistry {
         schema: &str,
     ) -> Result<Verdict> {
         let doc = self.parse_schema(schema)?;
+        doc.check_defaults()?;
         let old = self.get(subject, version).await?;
         let mode = self.config(Some(subject)).await?;
         Ok(mode::check_one(mode, doc.value(), old.schema.value()))
@@ -641,6 +645,7 @@ impl SchemaRegistry {
         schema: &str,
     ) -> Result<Verdict> {
         let doc = self.parse_schema(schema)?;
+        doc.check_defaults()?;
         let versions = self.store.versions(subject.as_str()).await?;
         let mode = self.config(Some(subject)).await?;
         self.verdict_against_history(&versions, mode, &doc).await

@@ -674,3 +674,45 @@ async fn typed_events_register_their_generated_schema_and_evolve() {
     let for_v1 = f.registry.adapt(&s, 2, 1, data).await.unwrap();
     assert_eq!(for_v1, json!({"payment_id": "p-1", "amount_cents": 1999}));
 }
+
+#[tokio::test]
+async fn a_default_that_breaks_its_own_schema_is_refused_naming_its_path() {
+    let f = fixture().await;
+    let s = subject("order.placed");
+    f.registry.register(&s, &text(&order_v1())).await.unwrap();
+
+    // An added property whose default is not a string: consumers pinned to this version
+    // would fill 5 into every older event and then fail it.
+    let mut note_as_number = order_v1();
+    note_as_number["properties"]["note"] = json!({"type": "string", "default": 5});
+    let err = f
+        .registry
+        .register(&s, &text(&note_as_number))
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_code(), 42201, "{err}");
+    assert!(
+        err.to_string().contains("/properties/note/default"),
+        "{err}"
+    );
+
+    // Inside `$defs`, reached through a `$ref`, and whatever the mode.
+    f.registry
+        .set_config(Some(&s), CompatibilityMode::None)
+        .await
+        .unwrap();
+    let mut platinum = order_v2();
+    platinum["$defs"]["customer"]["properties"]["tier"]["default"] = json!("platinum");
+    let err = f.registry.register(&s, &text(&platinum)).await.unwrap_err();
+    assert_eq!(err.error_code(), 42201, "{err}");
+    assert!(
+        err.to_string()
+            .contains("/$defs/customer/properties/tier/default"),
+        "{err}"
+    );
+    assert_eq!(
+        f.registry.versions(&s).await.unwrap(),
+        [1],
+        "nothing written"
+    );
+}
