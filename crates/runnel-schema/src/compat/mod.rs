@@ -980,9 +980,9 @@ fn alternatives<'a>(w: &Shape<'a>) -> Vec<Shape<'a>> {
 
 fn render_bound(bound: Bound) -> String {
     if bound.exclusive {
-        format!("{} (exclusive)", fmt_num(bound.value))
+        format!("{} (exclusive)", bound.value)
     } else {
-        fmt_num(bound.value)
+        bound.value.to_string()
     }
 }
 

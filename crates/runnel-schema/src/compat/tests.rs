@@ -593,3 +593,59 @@ fn annotation_only_formats_constrain_nothing() {
         "format `uuid` added",
     );
 }
+
+/// `{"type": "integer", <keyword>: <number>}` with the number written as `number`.
+fn integer_with(keyword: &str, number: &str) -> Value {
+    serde_json::from_str(&format!(r#"{{"type": "integer", "{keyword}": {number}}}"#)).unwrap()
+}
+
+#[test]
+fn integers_past_two_to_the_53_compare_exactly() {
+    const TWO_53: &str = "9007199254740992";
+    const TWO_53_PLUS_1: &str = "9007199254740993";
+    assert_reason(
+        integer_with("maximum", TWO_53),
+        integer_with("maximum", TWO_53_PLUS_1),
+        "maximum narrowed from 9007199254740993 to 9007199254740992",
+    );
+    assert_readable(
+        integer_with("maximum", TWO_53_PLUS_1),
+        integer_with("maximum", TWO_53),
+    );
+    assert_reason(
+        integer_with("minimum", TWO_53_PLUS_1),
+        integer_with("minimum", TWO_53),
+        "minimum narrowed from 9007199254740992 to 9007199254740993",
+    );
+    assert_reason(
+        integer_with("minimum", "-9007199254740992"),
+        integer_with("minimum", "-9007199254740993"),
+        "minimum narrowed from -9007199254740993 to -9007199254740992",
+    );
+    assert_reason(
+        integer_with("maximum", "18446744073709551614"),
+        integer_with("maximum", "18446744073709551615"),
+        "maximum narrowed",
+    );
+    // A float bound against an integer one: 2^53 as a float is below 2^53 + 1.
+    assert_reason(
+        integer_with("maximum", "9007199254740992.0"),
+        integer_with("maximum", TWO_53_PLUS_1),
+        "maximum narrowed",
+    );
+    // Values from `enum` and `const`.
+    assert_reason(
+        integer_with("enum", &format!("[{TWO_53}]")),
+        integer_with("const", TWO_53_PLUS_1),
+        "enum",
+    );
+    assert_reason(
+        integer_with("maximum", TWO_53),
+        integer_with("const", TWO_53_PLUS_1),
+        "value 9007199254740993 was allowed and is now rejected",
+    );
+    assert_readable(
+        integer_with("const", TWO_53_PLUS_1),
+        integer_with("enum", &format!("[{TWO_53_PLUS_1}]")),
+    );
+}
