@@ -716,3 +716,16 @@ async fn a_default_that_breaks_its_own_schema_is_refused_naming_its_path() {
         "nothing written"
     );
 }
+#[tokio::test]
+async fn a_closed_schema_with_min_properties_evolves_like_any_other() {
+    let f = fixture().await;
+    let s = subject("order.placed");
+    let mut v1 = order_v1();
+    v1["minProperties"] = json!(2);
+    f.registry.register(&s, &text(&v1)).await.unwrap();
+    // An optional property added elsewhere: minProperties did not change.
+    let mut v2 = v1.clone();
+    v2["properties"]["note"] = json!({"type": "string"});
+    let registered = f.registry.register(&s, &text(&v2)).await.unwrap();
+    assert_eq!(registered.version, 2);
+}
