@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 use runnel_backend::{Backend, Expect};
-use runnel_envelope::EventType;
+use runnel_envelope::{EventType, JsonData};
 use serde_json::Value;
 
 use crate::document::SchemaDoc;
@@ -755,20 +755,40 @@ impl SchemaRegistry {
 
     /// Turns data written with version `from` into what a consumer pinned to version `to`
     /// reads: upcast (missing properties filled from `to`'s defaults) or downcast (properties
-    /// `to` does not declare removed), recursively. See [`crate::adapt`].
+    /// `to` does not declare removed), recursively. Works on the data's text: every value it
+    /// does not change keeps its text (see [`crate::adapt`]). Unknown versions are
+    /// [`ValidationError::Registry`].
     pub async fn adapt(
         &self,
         subject: &EventType,
         from: u32,
         to: u32,
-        data: Value,
-    ) -> Result<Value> {
+        data: &JsonData,
+    ) -> Result<JsonData, ValidationError> {
         let target = self.schema_at(subject, to).await?;
         if from == to {
-            return Ok(data);
+            return Ok(data.clone());
         }
         self.schema_at(subject, from).await?;
-        Ok(crate::adapt::resolve(target.value(), data))
+        // The text of `JsonData` is JSON by construction; should it not be, it is invalid
+        // data, not a registry failure.
+        let unreadable = |message: String| ValidationError::Invalid {
+            subject: subject.to_string(),
+            version: from,
+            errors: vec![crate::FieldError {
+                path: String::new(),
+                message,
+            }],
+        };
+        let text =
+            std::str::from_utf8(data.text()).map_err(|e| unreadable(format!("not UTF-8: {e}")))?;
+        match crate::adapt::resolve_text(target.value(), text)
+            .map_err(|e| unreadable(format!("not JSON: {e}")))?
+        {
+            Some(adapted) => JsonData::from_text(adapted.into())
+                .map_err(|e| unreadable(format!("not JSON once adapted: {e}"))),
+            None => Ok(data.clone()),
+        }
     }
 
     /// The schema of `version` of `subject`, soft-deleted or not; cached.

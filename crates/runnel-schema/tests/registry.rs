@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use common::{fixture, fixture_with, order_amount_integer, order_v1, order_v2, subject, text};
 use runnel_backend_embedded::{EmbeddedBackend, EmbeddedConfig};
+use runnel_envelope::JsonData;
 use runnel_schema::{
     CompatibilityMode, RegistryConfig, RegistryError, SchemaEvent, SchemaId, SchemaRegistry,
     ValidationError, VersionRef,
@@ -542,36 +543,90 @@ async fn upcast_and_downcast_between_order_placed_versions_one_and_two() {
     f.registry.register(&s, &text(&order_v2())).await.unwrap();
 
     // A v1 event read by a consumer pinned to v2: the default currency is filled in.
-    let v1_event = json!({"order_id": "o-1", "amount": 12.5});
-    let upcast = f.registry.adapt(&s, 1, 2, v1_event).await.unwrap();
+    let v1_event = JsonData::from_value(json!({"order_id": "o-1", "amount": 12.5}));
+    let upcast = f.registry.adapt(&s, 1, 2, &v1_event).await.unwrap();
     assert_eq!(
-        upcast,
-        json!({"order_id": "o-1", "amount": 12.5, "currency": "EUR"})
+        upcast.value(),
+        &json!({"order_id": "o-1", "amount": 12.5, "currency": "EUR"})
     );
     assert_eq!(
-        f.registry.validate(&s, Some(2), &upcast).await.unwrap(),
+        f.registry
+            .validate(&s, Some(2), upcast.value())
+            .await
+            .unwrap(),
         Some(2)
     );
 
     // A v2 event read by a consumer pinned to v1: fields v1 does not know are removed.
-    let v2_event = json!({
+    let v2_event = JsonData::from_value(json!({
         "order_id": "o-2", "amount": 3, "currency": "USD",
         "customer": {"id": "c-9", "tier": "gold"}
-    });
-    let downcast = f.registry.adapt(&s, 2, 1, v2_event.clone()).await.unwrap();
-    assert_eq!(downcast, json!({"order_id": "o-2", "amount": 3}));
+    }));
+    let downcast = f.registry.adapt(&s, 2, 1, &v2_event).await.unwrap();
+    assert_eq!(downcast.value(), &json!({"order_id": "o-2", "amount": 3}));
     assert_eq!(
-        f.registry.validate(&s, Some(1), &downcast).await.unwrap(),
+        f.registry
+            .validate(&s, Some(1), downcast.value())
+            .await
+            .unwrap(),
         Some(1)
     );
 
     // Same version: unchanged. Unknown version: typed error.
     assert_eq!(
-        f.registry.adapt(&s, 2, 2, v2_event.clone()).await.unwrap(),
+        f.registry.adapt(&s, 2, 2, &v2_event).await.unwrap(),
         v2_event
     );
-    let err = f.registry.adapt(&s, 1, 7, json!({})).await.unwrap_err();
-    assert_eq!(err.error_code(), 40402);
+    let err = f
+        .registry
+        .adapt(&s, 1, 7, &JsonData::from_value(json!({})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ValidationError::Registry(RegistryError::VersionNotFound { .. })
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn adapting_keeps_the_text_of_every_value_it_does_not_change() {
+    let f = fixture().await;
+    let s = subject("order.placed");
+    f.registry.register(&s, &text(&order_v1())).await.unwrap();
+    f.registry.register(&s, &text(&order_v2())).await.unwrap();
+
+    // Up: an amount past f64's precision, written with an exponent, and an escaped id.
+    let v1_event =
+        JsonData::from_text(r#"{"order_id":"o-\u0031","amount":12345678901234567890123}"#.into())
+            .unwrap();
+    let upcast = f.registry.adapt(&s, 1, 2, &v1_event).await.unwrap();
+    assert_eq!(
+        std::str::from_utf8(upcast.text()).unwrap(),
+        r#"{"order_id":"o-\u0031","amount":12345678901234567890123,"currency":"EUR"}"#
+    );
+
+    // Down: nested values left alone keep their text too.
+    let v2_event = JsonData::from_text(
+        r#"{"order_id":"o-2","amount":1E2,"currency":"USD","customer":{"id":"c-9","tier":"gold"}}"#
+            .into(),
+    )
+    .unwrap();
+    let downcast = f.registry.adapt(&s, 2, 1, &v2_event).await.unwrap();
+    assert_eq!(
+        std::str::from_utf8(downcast.text()).unwrap(),
+        r#"{"order_id":"o-2","amount":1E2}"#
+    );
+
+    // Nothing to change: the very same text.
+    let exact = JsonData::from_text(
+        r#"{ "order_id": "o-3", "amount": 0.10000000000000000001, "currency": "EUR" }"#.into(),
+    )
+    .unwrap();
+    let same = f.registry.adapt(&s, 1, 2, &exact).await.unwrap();
+    assert_eq!(same.text(), exact.text());
 }
 
 mod typed {
@@ -666,13 +721,19 @@ async fn typed_events_register_their_generated_schema_and_evolve() {
         amount_cents: 1999,
         card_brand: Some("visa".into()),
     };
-    let data = serde_json::to_value(&event).unwrap();
+    let data = JsonData::from_value(serde_json::to_value(&event).unwrap());
     assert_eq!(
-        f.registry.validate(&s, Some(2), &data).await.unwrap(),
+        f.registry
+            .validate(&s, Some(2), data.value())
+            .await
+            .unwrap(),
         Some(2)
     );
-    let for_v1 = f.registry.adapt(&s, 2, 1, data).await.unwrap();
-    assert_eq!(for_v1, json!({"payment_id": "p-1", "amount_cents": 1999}));
+    let for_v1 = f.registry.adapt(&s, 2, 1, &data).await.unwrap();
+    assert_eq!(
+        for_v1.value(),
+        &json!({"payment_id": "p-1", "amount_cents": 1999})
+    );
 }
 
 #[tokio::test]
