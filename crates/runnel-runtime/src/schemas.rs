@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use runnel_envelope::{Data, Event, EventType, JsonData};
-use runnel_schema::{RegistryError, SchemaRegistry, ValidationError, VersionRef};
+use runnel_schema::{RegistryError, SchemaRegistry, ValidationError};
 use serde_json::Value;
 
 use crate::error::{Result, RuntimeError};
@@ -41,7 +41,8 @@ impl Schemas {
     }
 
     /// The newest live version of a type, cached briefly (a registration on another node is
-    /// seen within a second).
+    /// seen within a second). A type whose versions are all soft deleted has none, and is an
+    /// error ([`ValidationError::SubjectDeleted`]) until a schema is registered again.
     async fn latest(&self, subject: &EventType) -> Result<Option<u32>> {
         let generation = self.registry.generation();
         if let Ok(cache) = self.latest.lock()
@@ -51,13 +52,7 @@ impl Schemas {
         {
             return Ok(*version);
         }
-        let version = match self.registry.get(subject, VersionRef::Latest).await {
-            Ok(found) => Some(found.version),
-            Err(RegistryError::SubjectNotFound { .. } | RegistryError::VersionNotFound { .. }) => {
-                None
-            }
-            Err(e) => return Err(RuntimeError::Schema(ValidationError::Registry(e))),
-        };
+        let version = self.registry.latest_for_validation(subject).await?;
         if let Ok(mut cache) = self.latest.lock() {
             cache.insert(subject.clone(), (version, Instant::now(), generation));
         }

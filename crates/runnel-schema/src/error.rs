@@ -200,6 +200,13 @@ pub enum ValidationError {
     /// The subject has no schema and `require_schema` is on.
     #[error("no schema is registered for `{subject}`, and the registry requires one")]
     NoSchema { subject: String },
+    /// Data names no version, and every version of the subject is soft deleted: there is no
+    /// latest version to validate it against, and the subject has not gone either.
+    #[error(
+        "every version of `{subject}` was soft deleted, so it has no latest schema: register \
+         its schema again, name a version, or delete the subject permanently"
+    )]
+    SubjectDeleted { subject: String },
     /// The schema could not be loaded (unknown version, storage).
     #[error(transparent)]
     Registry(#[from] RegistryError),

@@ -710,9 +710,10 @@ impl SchemaRegistry {
     // ---- data -----------------------------------------------------------------------------
 
     /// Validates event data against `version` of `subject` (the latest live version when
-    /// `None`), listing every failing path. Returns the version validated against, or `None`
-    /// when the subject has no schema at all and `require_schema` is off. A soft-deleted
-    /// version still validates the events written with it.
+    /// `None`, see [`Self::latest_for_validation`]), listing every failing path. Returns the
+    /// version validated against, or `None` when the subject has no schema at all and
+    /// `require_schema` is off. A soft-deleted version still validates the events written
+    /// with it.
     pub async fn validate(
         &self,
         subject: &EventType,
@@ -725,13 +726,10 @@ impl SchemaRegistry {
                 Err(RegistryError::SubjectNotFound { .. }) => None,
                 Err(e) => return Err(e.into()),
             },
-            None => {
-                let versions = self.store.versions(subject.as_str()).await?;
-                match versions.iter().rev().find(|v| !v.record.deleted) {
-                    Some(v) => Some((v.version, self.by_id(SchemaId(v.record.id)).await?)),
-                    None => None,
-                }
-            }
+            None => match self.latest_live(subject).await? {
+                Some(v) => Some((v.version, self.by_id(SchemaId(v.record.id)).await?)),
+                None => None,
+            },
         };
         let Some((version, doc)) = found else {
             if self.config.require_schema {
@@ -750,6 +748,33 @@ impl SchemaRegistry {
                 version,
                 errors,
             })
+        }
+    }
+
+    /// The version data naming none is validated against: the newest live version of
+    /// `subject`, or `None` when the subject has no versions at all (never registered, or
+    /// deleted permanently). When every version is soft deleted there is none, and the
+    /// subject has not gone either: [`ValidationError::SubjectDeleted`], so data stops being
+    /// let through unchecked until a schema is registered again (as a Confluent serializer
+    /// stops finding the subject's latest schema).
+    pub async fn latest_for_validation(
+        &self,
+        subject: &EventType,
+    ) -> Result<Option<u32>, ValidationError> {
+        Ok(self.latest_live(subject).await?.map(|v| v.version))
+    }
+
+    async fn latest_live(
+        &self,
+        subject: &EventType,
+    ) -> Result<Option<StoredVersion>, ValidationError> {
+        let versions = self.store.versions(subject.as_str()).await?;
+        match versions.iter().rev().find(|v| !v.record.deleted) {
+            Some(live) => Ok(Some(*live)),
+            None if versions.is_empty() => Ok(None),
+            None => Err(ValidationError::SubjectDeleted {
+                subject: subject.to_string(),
+            }),
         }
     }
 

@@ -790,3 +790,43 @@ async fn a_closed_schema_with_min_properties_evolves_like_any_other() {
     let registered = f.registry.register(&s, &text(&v2)).await.unwrap();
     assert_eq!(registered.version, 2);
 }
+
+#[tokio::test]
+async fn after_a_soft_delete_data_naming_no_version_is_refused_until_a_schema_is_registered_again()
+{
+    let f = fixture().await;
+    let s = subject("order.placed");
+    let good = json!({"order_id": "o-1", "amount": 1});
+    f.registry.register(&s, &text(&order_v1())).await.unwrap();
+    f.registry.delete_subject(&s, false).await.unwrap();
+
+    // Not "no schema": the subject still exists, with its versions soft deleted.
+    let err = f.registry.validate(&s, None, &good).await.unwrap_err();
+    assert!(
+        matches!(&err, ValidationError::SubjectDeleted { subject } if subject == "order.placed"),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("register its schema again"),
+        "{err}"
+    );
+    assert!(matches!(
+        f.registry.latest_for_validation(&s).await,
+        Err(ValidationError::SubjectDeleted { .. })
+    ));
+    // Events written with a soft-deleted version still validate against it.
+    assert_eq!(
+        f.registry.validate(&s, Some(1), &good).await.unwrap(),
+        Some(1)
+    );
+
+    // Registering again makes a new latest version.
+    let again = f.registry.register(&s, &text(&order_v1())).await.unwrap();
+    assert_eq!(again.version, 2);
+    assert_eq!(f.registry.validate(&s, None, &good).await.unwrap(), Some(2));
+
+    // Deleted permanently, the subject is as if it never had a schema.
+    f.registry.delete_subject(&s, false).await.unwrap();
+    f.registry.delete_subject(&s, true).await.unwrap();
+    assert_eq!(f.registry.validate(&s, None, &good).await.unwrap(), None);
+}

@@ -362,6 +362,41 @@ async fn json_data_adapted_for_a_pinned_group_keeps_the_text_of_every_value_it_d
 }
 
 #[tokio::test]
+async fn a_publish_naming_no_version_of_a_soft_deleted_subject_is_refused() {
+    let (_dir, app) = app().await;
+    let router = app.router();
+    let schema = json!({"type": "object", "properties": {"amount": {"type": "number"}}});
+    let registered = send_json(
+        &router,
+        "POST",
+        "/registry/subjects/order.placed/versions",
+        json!({"schema": schema.to_string()}),
+    )
+    .await;
+    assert_eq!(registered.status, StatusCode::OK, "{}", registered.text);
+    let deleted = call(
+        &router,
+        request(
+            "DELETE",
+            "/registry/subjects/order.placed",
+            None,
+            Body::empty(),
+        ),
+    )
+    .await;
+    assert_eq!(deleted.status, StatusCode::OK, "{}", deleted.text);
+
+    let refused = publish(
+        &router,
+        event("d1", "order.placed", json!({"amount": "ten"})),
+    )
+    .await;
+    assert_problem(&refused, 400, "schema.subject_deleted");
+    assert!(refused.text.contains("register"), "{}", refused.text);
+    app.close().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_slow_puller_gets_each_event_once_with_its_full_ack_wait() {
     let (_dir, app) = app().await;
     let router = app.router();
