@@ -440,6 +440,22 @@ impl SchemaRegistry {
 
     /// Every `(subject, version)` holding schema `id`, live ones only.
     pub async fn subjects_for_id(&self, id: SchemaId) -> Result<Vec<(EventType, u32)>> {
+        self.subjects_for_id_with(id, false).await
+    }
+
+    /// Every `(subject, version)` holding schema `id`, soft-deleted ones included.
+    pub async fn subjects_for_id_including_deleted(
+        &self,
+        id: SchemaId,
+    ) -> Result<Vec<(EventType, u32)>> {
+        self.subjects_for_id_with(id, true).await
+    }
+
+    async fn subjects_for_id_with(
+        &self,
+        id: SchemaId,
+        include_deleted: bool,
+    ) -> Result<Vec<(EventType, u32)>> {
         let mut found = Vec::new();
         for entry in self.store.scan(SCHEMAS, "").await? {
             let Some((subject, version)) = store::parse_version_key(&entry.key) else {
@@ -449,7 +465,7 @@ impl SchemaRegistry {
                 continue;
             };
             if record.id == id.0
-                && !record.deleted
+                && (include_deleted || !record.deleted)
                 && let Ok(subject) = EventType::new(subject)
             {
                 found.push((subject, version));

@@ -649,3 +649,94 @@ async fn bad_input_is_a_4xx_never_a_500() {
         );
     }
 }
+
+/// `order.placed` at versions 1 and 2, and the v1 schema under `order.replayed` as well.
+async fn two_subjects_sharing_schema_one(app: &Router) {
+    for (subject, schema) in [
+        ("order.placed", order_v1()),
+        ("order.placed", order_v2()),
+        ("order.replayed", order_v1()),
+    ] {
+        let reply = call(
+            app,
+            Method::POST,
+            &format!("/subjects/{subject}/versions"),
+            Some(schema_body(&schema)),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    }
+}
+
+#[tokio::test]
+async fn the_schema_of_a_soft_deleted_version_is_read_with_deleted_true() {
+    let (_dir, server) = app().await;
+    let app = server.router();
+    two_subjects_sharing_schema_one(&app).await;
+    call(
+        &app,
+        Method::DELETE,
+        "/subjects/order.placed/versions/2",
+        None,
+    )
+    .await;
+
+    let path = "/subjects/order.placed/versions/2/schema";
+    assert_error(&call(&app, Method::GET, path, None).await, 404, 40402);
+    let reply = call(&app, Method::GET, &format!("{path}?deleted=true"), None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(reply.body, order_v2());
+}
+
+#[tokio::test]
+async fn the_subjects_of_an_id_include_soft_deleted_ones_with_deleted_true() {
+    let (_dir, server) = app().await;
+    let app = server.router();
+    two_subjects_sharing_schema_one(&app).await;
+    call(&app, Method::DELETE, "/subjects/order.replayed", None).await;
+
+    let live = call(&app, Method::GET, "/schemas/ids/1/subjects", None).await;
+    assert_eq!(live.body, json!(["order.placed"]));
+    let all = call(
+        &app,
+        Method::GET,
+        "/schemas/ids/1/subjects?deleted=true",
+        None,
+    )
+    .await;
+    assert_eq!(all.body, json!(["order.placed", "order.replayed"]));
+}
+
+#[tokio::test]
+async fn the_versions_of_an_id_include_soft_deleted_ones_with_deleted_true() {
+    let (_dir, server) = app().await;
+    let app = server.router();
+    two_subjects_sharing_schema_one(&app).await;
+    call(
+        &app,
+        Method::DELETE,
+        "/subjects/order.replayed/versions/1",
+        None,
+    )
+    .await;
+
+    let live = call(&app, Method::GET, "/schemas/ids/1/versions", None).await;
+    assert_eq!(
+        live.body,
+        json!([{"subject": "order.placed", "version": 1}])
+    );
+    let all = call(
+        &app,
+        Method::GET,
+        "/schemas/ids/1/versions?deleted=True",
+        None,
+    )
+    .await;
+    assert_eq!(
+        all.body,
+        json!([
+            {"subject": "order.placed", "version": 1},
+            {"subject": "order.replayed", "version": 1}
+        ])
+    );
+}

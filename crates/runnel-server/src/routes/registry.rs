@@ -48,10 +48,10 @@ type ApiResult = Result<Response, ConfluentError>;
 /// | --- | --- | --- |
 /// | GET | `/subjects` | subjects (`?deleted=true`, `?subjectPrefix=`) |
 /// | GET, POST | `/subjects/{s}/versions` | versions; register |
-/// | GET, DELETE | `/subjects/{s}/versions/{v\|latest}` | one version; delete (`?permanent=true`) |
-/// | GET | `/subjects/{s}/versions/{v}/schema` | the schema alone |
+/// | GET, DELETE | `/subjects/{s}/versions/{v\|latest}` | one version (`?deleted=true`); delete (`?permanent=true`) |
+/// | GET | `/subjects/{s}/versions/{v}/schema` | the schema alone (`?deleted=true`) |
 /// | POST, DELETE | `/subjects/{s}` | look a schema up; delete the subject |
-/// | GET | `/schemas/ids/{id}` (`/schema`, `/subjects`, `/versions`) | by global id |
+/// | GET | `/schemas/ids/{id}` (`/schema`, `/subjects`, `/versions`) | by global id (holders: `?deleted=true`) |
 /// | GET | `/schemas/types` | `["JSON"]` |
 /// | POST | `/compatibility/subjects/{s}/versions[/{v}]` | check (`?verbose=true`) |
 /// | GET, PUT, DELETE | `/config`, `/config/{s}` | compatibility level |
@@ -421,9 +421,17 @@ async fn get_version(
     ok(&version_body(&found))
 }
 
-async fn get_version_schema(State(registry): Registry, params: Params) -> ApiResult {
+async fn get_version_schema(
+    State(registry): Registry,
+    params: Params,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
     let (subject, version) = (params.subject()?, params.version()?);
-    let found = registry.get(&subject, version).await?;
+    let found = if flag(&query, "deleted") {
+        registry.get_including_deleted(&subject, version).await?
+    } else {
+        registry.get(&subject, version).await?
+    };
     ok(found.schema.value())
 }
 
@@ -480,11 +488,26 @@ async fn raw_schema_by_id(State(registry): Registry, params: Params) -> ApiResul
     ok(doc.value())
 }
 
-async fn subjects_by_id(State(registry): Registry, params: Params) -> ApiResult {
-    let id = params.id()?;
+/// Who holds schema `id`: live versions, or with `?deleted=true` soft-deleted ones too.
+async fn holders_of(
+    registry: &SchemaRegistry,
+    id: SchemaId,
+    query: &Option<String>,
+) -> Result<Vec<(EventType, u32)>, ConfluentError> {
     registry.by_id(id).await?;
-    let mut subjects: Vec<String> = registry
-        .subjects_for_id(id)
+    Ok(if flag(query, "deleted") {
+        registry.subjects_for_id_including_deleted(id).await?
+    } else {
+        registry.subjects_for_id(id).await?
+    })
+}
+
+async fn subjects_by_id(
+    State(registry): Registry,
+    params: Params,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
+    let mut subjects: Vec<String> = holders_of(&registry, params.id()?, &query)
         .await?
         .into_iter()
         .map(|(s, _)| s.to_string())
@@ -493,11 +516,12 @@ async fn subjects_by_id(State(registry): Registry, params: Params) -> ApiResult 
     ok(&json!(subjects))
 }
 
-async fn versions_by_id(State(registry): Registry, params: Params) -> ApiResult {
-    let id = params.id()?;
-    registry.by_id(id).await?;
-    let pairs: Vec<Value> = registry
-        .subjects_for_id(id)
+async fn versions_by_id(
+    State(registry): Registry,
+    params: Params,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
+    let pairs: Vec<Value> = holders_of(&registry, params.id()?, &query)
         .await?
         .into_iter()
         .map(|(subject, version)| json!({"subject": subject.as_str(), "version": version}))
