@@ -25,8 +25,9 @@ pub enum RuntimeError {
     #[error(transparent)]
     Backend(#[from] BackendError),
 
-    /// The event's data does not match its schema (every failing path listed), or its type
-    /// has no schema and one is required.
+    /// The event's data does not match its schema (every failing path listed), its type has
+    /// no schema and one is required, or it names no version of a type whose schema subject
+    /// is soft deleted.
     #[error(transparent)]
     Schema(#[from] runnel_schema::ValidationError),
 
@@ -85,6 +86,9 @@ impl RuntimeError {
             }
             RuntimeError::Schema(runnel_schema::ValidationError::NoSchema { .. }) => {
                 "schema.missing"
+            }
+            RuntimeError::Schema(runnel_schema::ValidationError::SubjectDeleted { .. }) => {
+                "schema.subject_deleted"
             }
             RuntimeError::Schema(runnel_schema::ValidationError::Registry(
                 RegistryError::VersionNotFound { .. } | RegistryError::SubjectNotFound { .. },

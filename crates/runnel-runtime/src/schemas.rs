@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use runnel_envelope::{Data, Event, EventType};
-use runnel_schema::{RegistryError, SchemaRegistry, ValidationError, VersionRef};
+use runnel_envelope::{Data, Event, EventType, JsonData};
+use runnel_schema::{RegistryError, SchemaRegistry, ValidationError};
 use serde_json::Value;
 
 use crate::error::{Result, RuntimeError};
@@ -41,7 +41,8 @@ impl Schemas {
     }
 
     /// The newest live version of a type, cached briefly (a registration on another node is
-    /// seen within a second).
+    /// seen within a second). A type whose versions are all soft deleted has none, and is an
+    /// error ([`ValidationError::SubjectDeleted`]) until a schema is registered again.
     async fn latest(&self, subject: &EventType) -> Result<Option<u32>> {
         let generation = self.registry.generation();
         if let Ok(cache) = self.latest.lock()
@@ -51,13 +52,7 @@ impl Schemas {
         {
             return Ok(*version);
         }
-        let version = match self.registry.get(subject, VersionRef::Latest).await {
-            Ok(found) => Some(found.version),
-            Err(RegistryError::SubjectNotFound { .. } | RegistryError::VersionNotFound { .. }) => {
-                None
-            }
-            Err(e) => return Err(RuntimeError::Schema(ValidationError::Registry(e))),
-        };
+        let version = self.registry.latest_for_validation(subject).await?;
         if let Ok(mut cache) = self.latest.lock() {
             cache.insert(subject.clone(), (version, Instant::now(), generation));
         }
@@ -125,11 +120,16 @@ impl Schemas {
         let Some(to) = pinned.filter(|to| *to != version) else {
             return Ok(Ok(event));
         };
-        let adapted = match self
-            .registry
-            .adapt(&subject, version, to, data.clone())
-            .await
-        {
+        // Adapted as text, so values it leaves alone reach the group as they were written.
+        let null;
+        let original = match event.data() {
+            Data::Json(json) => json,
+            _ => {
+                null = JsonData::from_value(Value::Null);
+                &null
+            }
+        };
+        let adapted = match self.registry.adapt(&subject, version, to, original).await {
             Ok(adapted) => adapted,
             Err(e) => {
                 return Ok(Err(SchemaRejection(format!(
@@ -138,9 +138,14 @@ impl Schemas {
             }
         };
         // What the group gets must hold to the version it is pinned to. The compatibility
-        // check cannot see everything (a `default` that breaks its own schema, `uniqueItems`
-        // after fields were dropped): such an event is a poison pill, not bad data handed out.
-        match self.registry.validate(&subject, Some(to), &adapted).await {
+        // check cannot see everything (`uniqueItems` after fields were dropped, a `default`
+        // that breaks its own schema in a schema stored before registration refused those):
+        // such an event is a poison pill, not bad data handed out.
+        match self
+            .registry
+            .validate(&subject, Some(to), adapted.value())
+            .await
+        {
             Ok(_) => {}
             Err(ValidationError::Invalid { errors, .. }) => {
                 let reasons: Vec<String> = errors.iter().map(ToString::to_string).collect();
@@ -154,7 +159,7 @@ impl Schemas {
         }
         Ok(Ok(event
             .into_builder()
-            .data_json(adapted)
+            .data_json_text(adapted.text_bytes().clone())?
             .schema_version(to)
             .build()?))
     }

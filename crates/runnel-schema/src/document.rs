@@ -5,11 +5,14 @@
 //! [`SchemaDoc::parse`] or [`SchemaDoc::from_value`], so a stored schema is always valid JSON
 //! Schema of a supported draft whose `$ref`s all resolve within itself, and two schemas that
 //! differ only in key order or whitespace are the same schema (same id, same version).
+//!
+//! A schema being registered is also held to [`SchemaDoc::check_defaults`]: every `default`
+//! is valid under the schema it sits in. Stored schemas are not checked again when loaded.
 
 use std::fmt;
 use std::sync::Arc;
 
-use jsonschema::{Draft, Validator};
+use jsonschema::{Draft, Registry, Validator};
 use serde_json::Value;
 
 use crate::error::InvalidSchema;
@@ -147,6 +150,152 @@ impl SchemaDoc {
     }
 }
 
+impl SchemaDoc {
+    /// Checks that every `default` is valid under the schema it sits in, or names the first
+    /// that is not by its JSON pointer (`/properties/note/default`).
+    ///
+    /// A consumer pinned to a version fills that version's defaults into events that lack the
+    /// property (see [`crate::adapt`]), and the filled event must validate; a default that
+    /// breaks its own schema would turn every such event into a poison pill. The registry
+    /// checks this when a schema is registered or checked for compatibility, whatever the
+    /// mode; schemas already stored are loaded without it.
+    pub fn check_defaults(&self) -> Result<(), InvalidSchema> {
+        let mut defaults = Vec::new();
+        collect_defaults(
+            &self.value,
+            String::new(),
+            self.draft == SchemaDraft::Draft7,
+            &mut defaults,
+        );
+        if defaults.is_empty() {
+            return Ok(());
+        }
+        // Each default is validated by a schema that is just a `$ref` to the subschema
+        // holding it, so `$ref`s inside that subschema resolve against this document.
+        let draft = self.draft.jsonschema();
+        let registry = Registry::new()
+            .draft(draft)
+            .retrieve_known_draft_meta_schemas(false)
+            .add(DOCUMENT_URI, &self.value)
+            .and_then(|builder| builder.prepare())
+            .map_err(|e| InvalidSchema::at("", shorten(&e.to_string(), 500)))?;
+        for (pointer, default) in defaults {
+            let reference =
+                serde_json::json!({ "$ref": format!("{DOCUMENT_URI}#{}", fragment(&pointer)) });
+            let validator = jsonschema::options()
+                .with_draft(draft)
+                .should_validate_formats(true)
+                .offline()
+                .with_registry(&registry)
+                .build(&reference)
+                .map_err(|e| InvalidSchema::at(pointer.clone(), shorten(&e.to_string(), 500)))?;
+            if let Some(error) = validator.iter_errors(default).next() {
+                let at = error.instance_path().to_string();
+                let within = if at.is_empty() {
+                    String::new()
+                } else {
+                    format!(" at `{at}`")
+                };
+                return Err(InvalidSchema::at(
+                    format!("{pointer}/default"),
+                    shorten(
+                        &format!(
+                            "the default {} does not match its own schema{within}: {error}",
+                            shorten(&default.to_string(), 80)
+                        ),
+                        500,
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The base URI the document is known by while its defaults are checked.
+const DOCUMENT_URI: &str = "urn:runnel:schema";
+
+/// Keywords whose value is one schema, a list of schemas, or a map of names to schemas. Data
+/// keywords (`enum`, `const`, `default`, `examples`) are not among them: they hold values.
+const SCHEMA_KEYWORDS: &[&str] = &[
+    "additionalItems",
+    "additionalProperties",
+    "contains",
+    "contentSchema",
+    "else",
+    "if",
+    "items",
+    "not",
+    "propertyNames",
+    "then",
+    "unevaluatedItems",
+    "unevaluatedProperties",
+];
+const SCHEMA_LIST_KEYWORDS: &[&str] = &["allOf", "anyOf", "oneOf", "prefixItems", "items"];
+const SCHEMA_MAP_KEYWORDS: &[&str] = &[
+    "$defs",
+    "definitions",
+    "dependentSchemas",
+    "dependencies",
+    "patternProperties",
+    "properties",
+];
+
+/// Every schema object below `schema` that holds a `default`, as (JSON pointer, default).
+/// In draft-07 a `$ref` replaces its object, so a `default` beside it is ignored, as its
+/// other siblings are.
+fn collect_defaults<'a>(
+    schema: &'a Value,
+    pointer: String,
+    ref_replaces_siblings: bool,
+    found: &mut Vec<(String, &'a Value)>,
+) {
+    let Some(object) = schema.as_object() else {
+        return;
+    };
+    if ref_replaces_siblings && object.contains_key("$ref") {
+        return;
+    }
+    if let Some(default) = object.get("default") {
+        found.push((pointer.clone(), default));
+    }
+    for (keyword, value) in object {
+        let at = format!("{pointer}/{}", crate::compat::escape_pointer(keyword));
+        let keyword = keyword.as_str();
+        match value {
+            Value::Object(_) if SCHEMA_KEYWORDS.contains(&keyword) => {
+                collect_defaults(value, at, ref_replaces_siblings, found);
+            }
+            Value::Object(members) if SCHEMA_MAP_KEYWORDS.contains(&keyword) => {
+                for (name, member) in members {
+                    let at = format!("{at}/{}", crate::compat::escape_pointer(name));
+                    collect_defaults(member, at, ref_replaces_siblings, found);
+                }
+            }
+            Value::Array(items) if SCHEMA_LIST_KEYWORDS.contains(&keyword) => {
+                for (i, item) in items.iter().enumerate() {
+                    collect_defaults(item, format!("{at}/{i}"), ref_replaces_siblings, found);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A JSON pointer as a URI fragment: characters outside the fragment's safe set are
+/// percent-encoded.
+fn fragment(pointer: &str) -> String {
+    let mut out = String::with_capacity(pointer.len());
+    for byte in pointer.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~/!$&'()*+,;=:@".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 fn compile(value: &Value, draft: SchemaDraft) -> Result<Validator, InvalidSchema> {
     jsonschema::options()
         .with_draft(draft.jsonschema())
@@ -276,6 +425,67 @@ mod tests {
         let doc = SchemaDoc::from_value(json!({"type": "string", "format": "date-time"})).unwrap();
         assert!(doc.errors(&json!("2024-01-01T00:00:00Z")).is_empty());
         assert_eq!(doc.errors(&json!("yesterday")).len(), 1);
+    }
+
+    #[test]
+    fn defaults_must_match_the_schema_they_sit_in() {
+        let ok = SchemaDoc::from_value(json!({
+            "type": "object",
+            "properties": {
+                "currency": {"type": "string", "default": "EUR"},
+                "customer": {"$ref": "#/$defs/customer", "default": {"id": "c-0"}},
+                "a b~c": {"type": "integer", "default": 1}
+            },
+            "$defs": {"customer": {
+                "type": "object",
+                "properties": {"id": {"type": "string"}},
+                "required": ["id"]
+            }},
+            "enum": [{"default": "data, not a schema"}]
+        }))
+        .unwrap();
+        ok.check_defaults().unwrap();
+
+        let refused = |schema: Value| SchemaDoc::from_value(schema).unwrap().check_defaults();
+        let err =
+            refused(json!({"properties": {"note": {"type": "string", "default": 5}}})).unwrap_err();
+        assert!(
+            matches!(&err, InvalidSchema::Invalid { path, .. } if path == "/properties/note/default"),
+            "{err}"
+        );
+        // Through a `$ref`: the default is checked against what the `$ref` points to.
+        let err = refused(json!({
+            "properties": {"customer": {"$ref": "#/$defs/customer", "default": {}}},
+            "$defs": {"customer": {"type": "object", "required": ["id"]}}
+        }))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("/properties/customer/default"),
+            "{err}"
+        );
+        // Escaped names, tuples, unions and formats.
+        let err =
+            refused(json!({"properties": {"a/b": {"format": "date-time", "default": "soon"}}}))
+                .unwrap_err();
+        assert!(
+            err.to_string().contains("/properties/a~1b/default"),
+            "{err}"
+        );
+        let err = refused(
+            json!({"prefixItems": [{"anyOf": [{"type": "null"}, {"minimum": 0, "default": -1}]}]}),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("/prefixItems/0/anyOf/1/default"),
+            "{err}"
+        );
+        // Draft-07 ignores whatever sits beside a `$ref`, its default included.
+        refused(json!({
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "properties": {"n": {"$ref": "#/definitions/n", "default": "x"}},
+            "definitions": {"n": {"type": "integer"}}
+        }))
+        .unwrap();
     }
 
     #[test]

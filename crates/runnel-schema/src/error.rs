@@ -1,7 +1,8 @@
 //! The errors of the registry, one enum per kind of call: [`RegistryError`] for registry
 //! operations, [`ValidationError`] for validating event data, [`InvalidSchema`] for a schema
-//! that cannot be stored. Each names the subject, version, id or path at fault; the REST layer
-//! maps them to Confluent's error codes in one place ([`RegistryError::error_code`]).
+//! that cannot be stored. Each names the subject, version, id or path at fault; Confluent's
+//! error codes and HTTP statuses are given in one place ([`RegistryError::error_code`],
+//! [`RegistryError::http_status`]) for the server's registry routes.
 
 use std::fmt;
 
@@ -35,7 +36,9 @@ pub enum InvalidSchema {
 }
 
 impl InvalidSchema {
-    pub(crate) fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
+    /// [`Self::Invalid`] at `path`, a JSON pointer into the schema (empty for the root), or
+    /// into the request that carried it.
+    pub fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Invalid {
             path: path.into(),
             message: message.into(),
@@ -197,6 +200,13 @@ pub enum ValidationError {
     /// The subject has no schema and `require_schema` is on.
     #[error("no schema is registered for `{subject}`, and the registry requires one")]
     NoSchema { subject: String },
+    /// Data names no version, and every version of the subject is soft deleted: there is no
+    /// latest version to validate it against, and the subject has not gone either.
+    #[error(
+        "every version of `{subject}` was soft deleted, so it has no latest schema: register \
+         its schema again, name a version, or delete the subject permanently"
+    )]
+    SubjectDeleted { subject: String },
     /// The schema could not be loaded (unknown version, storage).
     #[error(transparent)]
     Registry(#[from] RegistryError),

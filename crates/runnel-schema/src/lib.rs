@@ -6,8 +6,8 @@
 //! subject's mode (`BACKWARD` by default; `FORWARD`, `FULL`, their transitive forms, `NONE`),
 //! or it is refused with the reasons. Event data is validated against a version with every
 //! failing path listed, and data written at one version is adapted for a consumer pinned to
-//! another (defaults filled, unknown properties removed). The same registry is served over a
-//! Confluent-compatible REST API ([`rest::router`]).
+//! another (defaults filled, unknown properties removed). The server (`runnel-server`) serves
+//! it over a Confluent-compatible REST API; this crate knows no HTTP.
 //!
 //! Modules, each for one concern:
 //! - [`compat`]: the compatibility checker, pure functions over two schemas.
@@ -18,7 +18,6 @@
 //! - `store`: the key-value layout in the backend.
 //! - `registry`: [`SchemaRegistry`], tying them together.
 //! - `typed`: [`SchemaEvent`], schemas generated from Rust types.
-//! - [`rest`]: the axum router.
 //!
 //! # Invariants
 //!
@@ -38,7 +37,6 @@ mod document;
 mod error;
 pub mod mode;
 mod registry;
-pub mod rest;
 mod store;
 mod typed;
 

@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 use runnel_backend::{Backend, Expect};
-use runnel_envelope::EventType;
+use runnel_envelope::{EventType, JsonData};
 use serde_json::Value;
 
 use crate::document::SchemaDoc;
@@ -118,7 +118,9 @@ impl SchemaRegistry {
     /// Registers a schema (JSON text) under `subject`. Registering a schema identical (up to
     /// key order and whitespace) to a live version returns that version; otherwise the schema
     /// must be compatible with the earlier versions under the subject's mode, and becomes the
-    /// next version. The same schema text has the same id under every subject.
+    /// next version. The same schema text has the same id under every subject. In every
+    /// mode, a schema whose `default`s break their own schema is refused
+    /// ([`SchemaDoc::check_defaults`]).
     pub async fn register(&self, subject: &EventType, schema: &str) -> Result<Registered> {
         let doc = self.parse_schema(schema)?;
         self.register_doc(subject, doc).await
@@ -130,6 +132,7 @@ impl SchemaRegistry {
         subject: &EventType,
         doc: Arc<SchemaDoc>,
     ) -> Result<Registered> {
+        doc.check_defaults()?;
         for _ in 0..MAX_ATTEMPTS {
             // `head` before the versions: a version key is written before `head` is raised,
             // so this snapshot's head never runs ahead of its versions, and a version number
@@ -437,6 +440,22 @@ impl SchemaRegistry {
 
     /// Every `(subject, version)` holding schema `id`, live ones only.
     pub async fn subjects_for_id(&self, id: SchemaId) -> Result<Vec<(EventType, u32)>> {
+        self.subjects_for_id_with(id, false).await
+    }
+
+    /// Every `(subject, version)` holding schema `id`, soft-deleted ones included.
+    pub async fn subjects_for_id_including_deleted(
+        &self,
+        id: SchemaId,
+    ) -> Result<Vec<(EventType, u32)>> {
+        self.subjects_for_id_with(id, true).await
+    }
+
+    async fn subjects_for_id_with(
+        &self,
+        id: SchemaId,
+        include_deleted: bool,
+    ) -> Result<Vec<(EventType, u32)>> {
         let mut found = Vec::new();
         for entry in self.store.scan(SCHEMAS, "").await? {
             let Some((subject, version)) = store::parse_version_key(&entry.key) else {
@@ -446,7 +465,7 @@ impl SchemaRegistry {
                 continue;
             };
             if record.id == id.0
-                && !record.deleted
+                && (include_deleted || !record.deleted)
                 && let Ok(subject) = EventType::new(subject)
             {
                 found.push((subject, version));
@@ -628,6 +647,7 @@ impl SchemaRegistry {
         schema: &str,
     ) -> Result<Verdict> {
         let doc = self.parse_schema(schema)?;
+        doc.check_defaults()?;
         let old = self.get(subject, version).await?;
         let mode = self.config(Some(subject)).await?;
         Ok(mode::check_one(mode, doc.value(), old.schema.value()))
@@ -641,6 +661,7 @@ impl SchemaRegistry {
         schema: &str,
     ) -> Result<Verdict> {
         let doc = self.parse_schema(schema)?;
+        doc.check_defaults()?;
         let versions = self.store.versions(subject.as_str()).await?;
         let mode = self.config(Some(subject)).await?;
         self.verdict_against_history(&versions, mode, &doc).await
@@ -705,9 +726,10 @@ impl SchemaRegistry {
     // ---- data -----------------------------------------------------------------------------
 
     /// Validates event data against `version` of `subject` (the latest live version when
-    /// `None`), listing every failing path. Returns the version validated against, or `None`
-    /// when the subject has no schema at all and `require_schema` is off. A soft-deleted
-    /// version still validates the events written with it.
+    /// `None`, see [`Self::latest_for_validation`]), listing every failing path. Returns the
+    /// version validated against, or `None` when the subject has no schema at all and
+    /// `require_schema` is off. A soft-deleted version still validates the events written
+    /// with it.
     pub async fn validate(
         &self,
         subject: &EventType,
@@ -720,13 +742,10 @@ impl SchemaRegistry {
                 Err(RegistryError::SubjectNotFound { .. }) => None,
                 Err(e) => return Err(e.into()),
             },
-            None => {
-                let versions = self.store.versions(subject.as_str()).await?;
-                match versions.iter().rev().find(|v| !v.record.deleted) {
-                    Some(v) => Some((v.version, self.by_id(SchemaId(v.record.id)).await?)),
-                    None => None,
-                }
-            }
+            None => match self.latest_live(subject).await? {
+                Some(v) => Some((v.version, self.by_id(SchemaId(v.record.id)).await?)),
+                None => None,
+            },
         };
         let Some((version, doc)) = found else {
             if self.config.require_schema {
@@ -748,22 +767,69 @@ impl SchemaRegistry {
         }
     }
 
+    /// The version data naming none is validated against: the newest live version of
+    /// `subject`, or `None` when the subject has no versions at all (never registered, or
+    /// deleted permanently). When every version is soft deleted there is none, and the
+    /// subject has not gone either: [`ValidationError::SubjectDeleted`], so data stops being
+    /// let through unchecked until a schema is registered again (as a Confluent serializer
+    /// stops finding the subject's latest schema).
+    pub async fn latest_for_validation(
+        &self,
+        subject: &EventType,
+    ) -> Result<Option<u32>, ValidationError> {
+        Ok(self.latest_live(subject).await?.map(|v| v.version))
+    }
+
+    async fn latest_live(
+        &self,
+        subject: &EventType,
+    ) -> Result<Option<StoredVersion>, ValidationError> {
+        let versions = self.store.versions(subject.as_str()).await?;
+        match versions.iter().rev().find(|v| !v.record.deleted) {
+            Some(live) => Ok(Some(*live)),
+            None if versions.is_empty() => Ok(None),
+            None => Err(ValidationError::SubjectDeleted {
+                subject: subject.to_string(),
+            }),
+        }
+    }
+
     /// Turns data written with version `from` into what a consumer pinned to version `to`
     /// reads: upcast (missing properties filled from `to`'s defaults) or downcast (properties
-    /// `to` does not declare removed), recursively. See [`crate::adapt`].
+    /// `to` does not declare removed), recursively. Works on the data's text: every value it
+    /// does not change keeps its text (see [`crate::adapt`]). Unknown versions are
+    /// [`ValidationError::Registry`].
     pub async fn adapt(
         &self,
         subject: &EventType,
         from: u32,
         to: u32,
-        data: Value,
-    ) -> Result<Value> {
+        data: &JsonData,
+    ) -> Result<JsonData, ValidationError> {
         let target = self.schema_at(subject, to).await?;
         if from == to {
-            return Ok(data);
+            return Ok(data.clone());
         }
         self.schema_at(subject, from).await?;
-        Ok(crate::adapt::resolve(target.value(), data))
+        // The text of `JsonData` is JSON by construction; should it not be, it is invalid
+        // data, not a registry failure.
+        let unreadable = |message: String| ValidationError::Invalid {
+            subject: subject.to_string(),
+            version: from,
+            errors: vec![crate::FieldError {
+                path: String::new(),
+                message,
+            }],
+        };
+        let text =
+            std::str::from_utf8(data.text()).map_err(|e| unreadable(format!("not UTF-8: {e}")))?;
+        match crate::adapt::resolve_text(target.value(), text)
+            .map_err(|e| unreadable(format!("not JSON: {e}")))?
+        {
+            Some(adapted) => JsonData::from_text(adapted.into())
+                .map_err(|e| unreadable(format!("not JSON once adapted: {e}"))),
+            None => Ok(data.clone()),
+        }
     }
 
     /// The schema of `version` of `subject`, soft-deleted or not; cached.

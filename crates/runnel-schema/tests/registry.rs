@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use common::{fixture, fixture_with, order_amount_integer, order_v1, order_v2, subject, text};
 use runnel_backend_embedded::{EmbeddedBackend, EmbeddedConfig};
+use runnel_envelope::JsonData;
 use runnel_schema::{
     CompatibilityMode, RegistryConfig, RegistryError, SchemaEvent, SchemaId, SchemaRegistry,
     ValidationError, VersionRef,
@@ -542,36 +543,90 @@ async fn upcast_and_downcast_between_order_placed_versions_one_and_two() {
     f.registry.register(&s, &text(&order_v2())).await.unwrap();
 
     // A v1 event read by a consumer pinned to v2: the default currency is filled in.
-    let v1_event = json!({"order_id": "o-1", "amount": 12.5});
-    let upcast = f.registry.adapt(&s, 1, 2, v1_event).await.unwrap();
+    let v1_event = JsonData::from_value(json!({"order_id": "o-1", "amount": 12.5}));
+    let upcast = f.registry.adapt(&s, 1, 2, &v1_event).await.unwrap();
     assert_eq!(
-        upcast,
-        json!({"order_id": "o-1", "amount": 12.5, "currency": "EUR"})
+        upcast.value(),
+        &json!({"order_id": "o-1", "amount": 12.5, "currency": "EUR"})
     );
     assert_eq!(
-        f.registry.validate(&s, Some(2), &upcast).await.unwrap(),
+        f.registry
+            .validate(&s, Some(2), upcast.value())
+            .await
+            .unwrap(),
         Some(2)
     );
 
     // A v2 event read by a consumer pinned to v1: fields v1 does not know are removed.
-    let v2_event = json!({
+    let v2_event = JsonData::from_value(json!({
         "order_id": "o-2", "amount": 3, "currency": "USD",
         "customer": {"id": "c-9", "tier": "gold"}
-    });
-    let downcast = f.registry.adapt(&s, 2, 1, v2_event.clone()).await.unwrap();
-    assert_eq!(downcast, json!({"order_id": "o-2", "amount": 3}));
+    }));
+    let downcast = f.registry.adapt(&s, 2, 1, &v2_event).await.unwrap();
+    assert_eq!(downcast.value(), &json!({"order_id": "o-2", "amount": 3}));
     assert_eq!(
-        f.registry.validate(&s, Some(1), &downcast).await.unwrap(),
+        f.registry
+            .validate(&s, Some(1), downcast.value())
+            .await
+            .unwrap(),
         Some(1)
     );
 
     // Same version: unchanged. Unknown version: typed error.
     assert_eq!(
-        f.registry.adapt(&s, 2, 2, v2_event.clone()).await.unwrap(),
+        f.registry.adapt(&s, 2, 2, &v2_event).await.unwrap(),
         v2_event
     );
-    let err = f.registry.adapt(&s, 1, 7, json!({})).await.unwrap_err();
-    assert_eq!(err.error_code(), 40402);
+    let err = f
+        .registry
+        .adapt(&s, 1, 7, &JsonData::from_value(json!({})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ValidationError::Registry(RegistryError::VersionNotFound { .. })
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn adapting_keeps_the_text_of_every_value_it_does_not_change() {
+    let f = fixture().await;
+    let s = subject("order.placed");
+    f.registry.register(&s, &text(&order_v1())).await.unwrap();
+    f.registry.register(&s, &text(&order_v2())).await.unwrap();
+
+    // Up: an amount past f64's precision, written with an exponent, and an escaped id.
+    let v1_event =
+        JsonData::from_text(r#"{"order_id":"o-\u0031","amount":12345678901234567890123}"#.into())
+            .unwrap();
+    let upcast = f.registry.adapt(&s, 1, 2, &v1_event).await.unwrap();
+    assert_eq!(
+        std::str::from_utf8(upcast.text()).unwrap(),
+        r#"{"order_id":"o-\u0031","amount":12345678901234567890123,"currency":"EUR"}"#
+    );
+
+    // Down: nested values left alone keep their text too.
+    let v2_event = JsonData::from_text(
+        r#"{"order_id":"o-2","amount":1E2,"currency":"USD","customer":{"id":"c-9","tier":"gold"}}"#
+            .into(),
+    )
+    .unwrap();
+    let downcast = f.registry.adapt(&s, 2, 1, &v2_event).await.unwrap();
+    assert_eq!(
+        std::str::from_utf8(downcast.text()).unwrap(),
+        r#"{"order_id":"o-2","amount":1E2}"#
+    );
+
+    // Nothing to change: the very same text.
+    let exact = JsonData::from_text(
+        r#"{ "order_id": "o-3", "amount": 0.10000000000000000001, "currency": "EUR" }"#.into(),
+    )
+    .unwrap();
+    let same = f.registry.adapt(&s, 1, 2, &exact).await.unwrap();
+    assert_eq!(same.text(), exact.text());
 }
 
 mod typed {
@@ -666,11 +721,112 @@ async fn typed_events_register_their_generated_schema_and_evolve() {
         amount_cents: 1999,
         card_brand: Some("visa".into()),
     };
-    let data = serde_json::to_value(&event).unwrap();
+    let data = JsonData::from_value(serde_json::to_value(&event).unwrap());
     assert_eq!(
-        f.registry.validate(&s, Some(2), &data).await.unwrap(),
+        f.registry
+            .validate(&s, Some(2), data.value())
+            .await
+            .unwrap(),
         Some(2)
     );
-    let for_v1 = f.registry.adapt(&s, 2, 1, data).await.unwrap();
-    assert_eq!(for_v1, json!({"payment_id": "p-1", "amount_cents": 1999}));
+    let for_v1 = f.registry.adapt(&s, 2, 1, &data).await.unwrap();
+    assert_eq!(
+        for_v1.value(),
+        &json!({"payment_id": "p-1", "amount_cents": 1999})
+    );
+}
+
+#[tokio::test]
+async fn a_default_that_breaks_its_own_schema_is_refused_naming_its_path() {
+    let f = fixture().await;
+    let s = subject("order.placed");
+    f.registry.register(&s, &text(&order_v1())).await.unwrap();
+
+    // An added property whose default is not a string: consumers pinned to this version
+    // would fill 5 into every older event and then fail it.
+    let mut note_as_number = order_v1();
+    note_as_number["properties"]["note"] = json!({"type": "string", "default": 5});
+    let err = f
+        .registry
+        .register(&s, &text(&note_as_number))
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_code(), 42201, "{err}");
+    assert!(
+        err.to_string().contains("/properties/note/default"),
+        "{err}"
+    );
+
+    // Inside `$defs`, reached through a `$ref`, and whatever the mode.
+    f.registry
+        .set_config(Some(&s), CompatibilityMode::None)
+        .await
+        .unwrap();
+    let mut platinum = order_v2();
+    platinum["$defs"]["customer"]["properties"]["tier"]["default"] = json!("platinum");
+    let err = f.registry.register(&s, &text(&platinum)).await.unwrap_err();
+    assert_eq!(err.error_code(), 42201, "{err}");
+    assert!(
+        err.to_string()
+            .contains("/$defs/customer/properties/tier/default"),
+        "{err}"
+    );
+    assert_eq!(
+        f.registry.versions(&s).await.unwrap(),
+        [1],
+        "nothing written"
+    );
+}
+#[tokio::test]
+async fn a_closed_schema_with_min_properties_evolves_like_any_other() {
+    let f = fixture().await;
+    let s = subject("order.placed");
+    let mut v1 = order_v1();
+    v1["minProperties"] = json!(2);
+    f.registry.register(&s, &text(&v1)).await.unwrap();
+    // An optional property added elsewhere: minProperties did not change.
+    let mut v2 = v1.clone();
+    v2["properties"]["note"] = json!({"type": "string"});
+    let registered = f.registry.register(&s, &text(&v2)).await.unwrap();
+    assert_eq!(registered.version, 2);
+}
+
+#[tokio::test]
+async fn after_a_soft_delete_data_naming_no_version_is_refused_until_a_schema_is_registered_again()
+{
+    let f = fixture().await;
+    let s = subject("order.placed");
+    let good = json!({"order_id": "o-1", "amount": 1});
+    f.registry.register(&s, &text(&order_v1())).await.unwrap();
+    f.registry.delete_subject(&s, false).await.unwrap();
+
+    // Not "no schema": the subject still exists, with its versions soft deleted.
+    let err = f.registry.validate(&s, None, &good).await.unwrap_err();
+    assert!(
+        matches!(&err, ValidationError::SubjectDeleted { subject } if subject == "order.placed"),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("register its schema again"),
+        "{err}"
+    );
+    assert!(matches!(
+        f.registry.latest_for_validation(&s).await,
+        Err(ValidationError::SubjectDeleted { .. })
+    ));
+    // Events written with a soft-deleted version still validate against it.
+    assert_eq!(
+        f.registry.validate(&s, Some(1), &good).await.unwrap(),
+        Some(1)
+    );
+
+    // Registering again makes a new latest version.
+    let again = f.registry.register(&s, &text(&order_v1())).await.unwrap();
+    assert_eq!(again.version, 2);
+    assert_eq!(f.registry.validate(&s, None, &good).await.unwrap(), Some(2));
+
+    // Deleted permanently, the subject is as if it never had a schema.
+    f.registry.delete_subject(&s, false).await.unwrap();
+    f.registry.delete_subject(&s, true).await.unwrap();
+    assert_eq!(f.registry.validate(&s, None, &good).await.unwrap(), None);
 }

@@ -73,7 +73,7 @@ impl Modify for Security {
     }
 }
 
-/// The registry's routes (see `runnel_schema::rest`).
+/// The registry's routes (see [`crate::routes::registry`]).
 const REGISTRY_ROUTES: &[(&str, &[HttpMethod], &str)] = &[
     ("/registry/", &[HttpMethod::Get], "Registry root"),
     (

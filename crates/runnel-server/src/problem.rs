@@ -226,7 +226,9 @@ impl ApiError {
                 }
                 return api;
             }
-            RuntimeError::Schema(ValidationError::NoSchema { .. }) => {
+            RuntimeError::Schema(
+                ValidationError::NoSchema { .. } | ValidationError::SubjectDeleted { .. },
+            ) => {
                 return Self::bad_request(code, error.to_string())
                     .with_field("/type", error.to_string());
             }

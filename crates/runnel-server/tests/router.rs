@@ -297,6 +297,106 @@ async fn json_data_reaches_the_consumer_as_the_producer_wrote_it() {
 }
 
 #[tokio::test]
+async fn json_data_adapted_for_a_pinned_group_keeps_the_text_of_every_value_it_did_not_touch() {
+    let (_dir, app) = app().await;
+    let router = app.router();
+    let v1 = json!({
+        "type": "object",
+        "properties": {
+            "big": {"type": "integer"},
+            "neg": {"type": "integer"},
+            "e": {"type": "number"},
+            "nested": {"type": "object", "properties": {"n": {"type": "integer"}}}
+        },
+        "additionalProperties": false
+    });
+    let mut v2 = v1.clone();
+    v2["properties"]["currency"] = json!({"type": "string", "default": "EUR"});
+    for schema in [v1, v2] {
+        let registered = send_json(
+            &router,
+            "POST",
+            "/registry/subjects/ledger.posted/versions",
+            json!({"schema": schema.to_string()}),
+        )
+        .await;
+        assert_eq!(registered.status, StatusCode::OK, "{}", registered.text);
+    }
+    put_group(
+        &router,
+        "pinned",
+        json!({"filter": "ledger.*", "schema_version": 2}),
+    )
+    .await;
+    // Written at version 1: `nested.gone` is not declared (dropped for version 2) and
+    // `currency` is missing (filled for version 2); nothing else may change.
+    let data = r#"{"big":12345678901234567890123,"neg":-9223372036854775809,"e":1E2,"nested":{"n":12345678901234567890124,"gone":1}}"#;
+    let body = format!(
+        r#"{{"specversion":"1.0","id":"x1","source":"/t","type":"ledger.posted","schemaversion":1,"data":{data}}}"#
+    );
+    let published = call(
+        &router,
+        request(
+            "POST",
+            "/v1/events",
+            Some("application/cloudevents+json"),
+            body,
+        ),
+    )
+    .await;
+    assert_eq!(published.status, StatusCode::ACCEPTED, "{}", published.text);
+    let pulled = send_json(
+        &router,
+        "POST",
+        "/v1/groups/pinned/pull",
+        json!({"max": 1, "wait_ms": 5000}),
+    )
+    .await;
+    let adapted = r#"{"big":12345678901234567890123,"neg":-9223372036854775809,"e":1E2,"nested":{"n":12345678901234567890124},"currency":"EUR"}"#;
+    assert!(
+        pulled.text.contains(&format!(r#""data":{adapted}"#)),
+        "{}",
+        pulled.text
+    );
+    app.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_publish_naming_no_version_of_a_soft_deleted_subject_is_refused() {
+    let (_dir, app) = app().await;
+    let router = app.router();
+    let schema = json!({"type": "object", "properties": {"amount": {"type": "number"}}});
+    let registered = send_json(
+        &router,
+        "POST",
+        "/registry/subjects/order.placed/versions",
+        json!({"schema": schema.to_string()}),
+    )
+    .await;
+    assert_eq!(registered.status, StatusCode::OK, "{}", registered.text);
+    let deleted = call(
+        &router,
+        request(
+            "DELETE",
+            "/registry/subjects/order.placed",
+            None,
+            Body::empty(),
+        ),
+    )
+    .await;
+    assert_eq!(deleted.status, StatusCode::OK, "{}", deleted.text);
+
+    let refused = publish(
+        &router,
+        event("d1", "order.placed", json!({"amount": "ten"})),
+    )
+    .await;
+    assert_problem(&refused, 400, "schema.subject_deleted");
+    assert!(refused.text.contains("register"), "{}", refused.text);
+    app.close().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_slow_puller_gets_each_event_once_with_its_full_ack_wait() {
     let (_dir, app) = app().await;
     let router = app.router();

@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 
-use super::shape::{GroupKind, Shape, Slot, describe_types, fmt_num, json_eq, type_of};
+use super::shape::{GroupKind, Num, Shape, Slot, describe_types, fmt_num, json_eq, type_of};
 
 /// How deep values are followed before giving up (and rejecting, to stay conservative).
 const MAX_DEPTH: usize = 64;
@@ -42,7 +42,7 @@ fn rejects_at(shape: &Shape<'_>, value: &Value, depth: usize) -> Option<String> 
         return Some("not one of the allowed values".into());
     }
     let why = match value {
-        Value::Number(n) => n.as_f64().and_then(|n| number(shape, n)),
+        Value::Number(n) => Num::of(n).and_then(|n| number(shape, n)),
         Value::String(s) => string(shape, s),
         Value::Array(items) => array(shape, items, depth),
         Value::Object(map) => object(shape, map, depth),
@@ -72,7 +72,7 @@ fn rejects_at(shape: &Shape<'_>, value: &Value, depth: usize) -> Option<String> 
     None
 }
 
-fn number(shape: &Shape<'_>, n: f64) -> Option<String> {
+fn number(shape: &Shape<'_>, n: Num) -> Option<String> {
     if let Some(min) = shape.minimum
         && (n < min.value || (min.exclusive && n == min.value))
     {
@@ -84,7 +84,7 @@ fn number(shape: &Shape<'_>, n: f64) -> Option<String> {
         return Some(format!("above {}", max.describe(false)));
     }
     for m in &shape.multiple_of {
-        let q = n / m;
+        let q = n.as_f64() / m;
         if (q - q.round()).abs() > 1e-9 {
             return Some(format!("not a multiple of {}", fmt_num(*m)));
         }

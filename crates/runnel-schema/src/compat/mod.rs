@@ -942,7 +942,7 @@ impl Checker {
         }
         // A reader that drops undeclared properties may see fewer than the writer wrote.
         let writer_min = if r.drops_undeclared() {
-            None
+            properties_kept_at_least(r, w)
         } else {
             w.min_properties
         };
@@ -952,6 +952,32 @@ impl Checker {
             ("maxProperties", r.max_properties, w.max_properties),
         );
     }
+}
+
+/// How many properties a reader that drops undeclared ones is sure to see of what `w`
+/// writes: those the writer requires and the reader keeps, with those the reader fills a
+/// default for; or the writer's `minProperties` less those it may write and the reader drops,
+/// when it writes only properties it declares. `None` when nothing is sure.
+fn properties_kept_at_least(r: &Shape<'_>, w: &Shape<'_>) -> Option<u64> {
+    let kept = |name: &&str| !matches!(r.reader_slot(name), Slot::Dropped);
+    let mut present: HashSet<&str> = w.required.iter().copied().filter(kept).collect();
+    present.extend(
+        r.properties
+            .keys()
+            .copied()
+            .filter(|name| r.default_of(name).is_some()),
+    );
+    let writes_only_declared =
+        matches!(w.additional, Additional::Closed) && w.pattern_properties.is_empty();
+    let from_writer_min = match w.min_properties {
+        Some(min) if writes_only_declared => {
+            let dropped = w.properties.keys().filter(|name| !kept(name)).count() as u64;
+            min.saturating_sub(dropped)
+        }
+        _ => 0,
+    };
+    let at_least = from_writer_min.max(present.len() as u64);
+    (at_least > 0).then_some(at_least)
 }
 
 /// The alternatives a writer with unions expands to: its base merged with one branch of each
@@ -980,9 +1006,9 @@ fn alternatives<'a>(w: &Shape<'a>) -> Vec<Shape<'a>> {
 
 fn render_bound(bound: Bound) -> String {
     if bound.exclusive {
-        format!("{} (exclusive)", fmt_num(bound.value))
+        format!("{} (exclusive)", bound.value)
     } else {
-        fmt_num(bound.value)
+        bound.value.to_string()
     }
 }
 

@@ -179,30 +179,133 @@ pub(crate) fn describe_types(types: TypeSet) -> String {
 /// The type families a union is split by: a writer value has exactly one of them.
 pub(crate) const FAMILIES: [TypeSet; 6] = [NULL, BOOLEAN, NUMBER, STRING, ARRAY, OBJECT];
 
+/// A JSON number, compared exactly: an integer (everything `serde_json` parses into an `i64`
+/// or `u64`) as an integer, anything else as the `f64` it was parsed into. As `f64`s,
+/// 9007199254740993 and 9007199254740992 are the same number; as [`Num`]s they differ.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Num {
+    Int(i128),
+    Float(f64),
+}
+
+impl Num {
+    pub fn of(number: &serde_json::Number) -> Option<Self> {
+        if let Some(i) = number.as_i64() {
+            return Some(Self::Int(i.into()));
+        }
+        if let Some(u) = number.as_u64() {
+            return Some(Self::Int(u.into()));
+        }
+        number.as_f64().map(Self::Float)
+    }
+
+    pub fn of_value(value: &Value) -> Option<Self> {
+        value.as_number().and_then(Self::of)
+    }
+
+    /// The nearest `f64`, for arithmetic that needs one (`multipleOf`).
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Self::Int(i) => i as f64,
+            Self::Float(f) => f,
+        }
+    }
+
+    /// `f`, when it is a whole number in `i128`'s range.
+    fn integral(f: f64) -> Option<i128> {
+        // 2^127: the first power of two `i128` cannot hold.
+        const LIMIT: f64 = 170_141_183_460_469_231_731_687_303_715_884_105_728.0;
+        (f.fract() == 0.0 && (-LIMIT..LIMIT).contains(&f)).then_some(f as i128)
+    }
+}
+
+/// Exact comparison of an integer with a float. JSON holds no NaN or infinity.
+fn cmp_int_float(i: i128, f: f64) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let floor = f.floor();
+    match Num::integral(floor) {
+        Some(whole) => match i.cmp(&whole) {
+            Ordering::Equal if f > floor => Ordering::Less,
+            ordering => ordering,
+        },
+        None if floor > 0.0 => Ordering::Less,
+        None => Ordering::Greater,
+    }
+}
+
+impl Ord for Num {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        match (*self, *other) {
+            (Self::Int(a), Self::Int(b)) => a.cmp(&b),
+            (Self::Int(a), Self::Float(b)) => cmp_int_float(a, b),
+            (Self::Float(a), Self::Int(b)) => cmp_int_float(b, a).reverse(),
+            (Self::Float(a), Self::Float(b)) => {
+                a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal)
+            }
+        }
+    }
+}
+
+impl PartialOrd for Num {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Num {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+
+impl Eq for Num {}
+
+impl std::fmt::Display for Num {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Int(i) => i.fmt(f),
+            Self::Float(x) => f.write_str(&fmt_num(*x)),
+        }
+    }
+}
+
 /// A lower or upper numeric bound.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Bound {
-    pub value: f64,
+    pub value: Num,
     pub exclusive: bool,
 }
 
 impl Bound {
     pub fn describe(&self, lower: bool) -> String {
         match (lower, self.exclusive) {
-            (true, false) => format!("minimum {}", fmt_num(self.value)),
-            (true, true) => format!("exclusiveMinimum {}", fmt_num(self.value)),
-            (false, false) => format!("maximum {}", fmt_num(self.value)),
-            (false, true) => format!("exclusiveMaximum {}", fmt_num(self.value)),
+            (true, false) => format!("minimum {}", self.value),
+            (true, true) => format!("exclusiveMinimum {}", self.value),
+            (false, false) => format!("maximum {}", self.value),
+            (false, true) => format!("exclusiveMaximum {}", self.value),
         }
     }
 
     /// The equivalent inclusive bound over integers.
     pub fn to_integer(self, lower: bool) -> Bound {
-        let value = match (lower, self.exclusive) {
-            (true, false) => self.value.ceil(),
-            (true, true) => self.value.floor() + 1.0,
-            (false, false) => self.value.floor(),
-            (false, true) => self.value.ceil() - 1.0,
+        // The whole number at or beyond the bound, then one step in for exclusive bounds.
+        let step = match (lower, self.exclusive) {
+            (_, false) => 0,
+            (true, true) => 1,
+            (false, true) => -1,
+        };
+        let value = match self.value {
+            Num::Int(i) => Num::Int(i + step),
+            Num::Float(f) => {
+                let edge = match (lower, self.exclusive) {
+                    (true, false) | (false, true) => f.ceil(),
+                    (true, true) | (false, false) => f.floor(),
+                };
+                match Num::integral(edge) {
+                    Some(whole) => Num::Int(whole + step),
+                    None => Num::Float(edge),
+                }
+            }
         };
         Bound {
             value,
@@ -425,7 +528,7 @@ impl<'a> Shape<'a> {
     }
 
     fn read_keywords(&mut self, node: Node<'a>, object: &'a serde_json::Map<String, Value>) {
-        let num = |key: &str| object.get(key).and_then(Value::as_f64);
+        let num = |key: &str| object.get(key).and_then(Num::of_value);
         let count = |key: &str| object.get(key).and_then(Value::as_u64);
 
         match object.get("type") {
@@ -476,7 +579,11 @@ impl<'a> Shape<'a> {
                 exclusive: true,
             });
         }
-        if let Some(value) = num("multipleOf").filter(|m| *m > 0.0) {
+        if let Some(value) = object
+            .get("multipleOf")
+            .and_then(Value::as_f64)
+            .filter(|m| *m > 0.0)
+        {
             self.multiple_of.push(value);
         }
 
@@ -837,10 +944,11 @@ fn min_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     }
 }
 
-/// JSON equality as JSON Schema defines it: numbers compare by value (`1 == 1.0`).
+/// JSON equality as JSON Schema defines it: numbers compare by value (`1 == 1.0`), exactly
+/// ([`Num`]).
 pub(crate) fn json_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
+        (Value::Number(x), Value::Number(y)) => match (Num::of(x), Num::of(y)) {
             (Some(x), Some(y)) => x == y,
             _ => x == y,
         },
@@ -853,5 +961,27 @@ pub(crate) fn json_eq(a: &Value, b: &Value) -> bool {
                     .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
         }
         _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Num;
+
+    #[test]
+    fn numbers_compare_exactly_across_integers_and_floats() {
+        let two_53 = 9_007_199_254_740_992_i128;
+        assert!(Num::Int(two_53 + 1) > Num::Int(two_53));
+        assert!(Num::Int(two_53 + 1) > Num::Float(two_53 as f64));
+        assert!(Num::Float(two_53 as f64) < Num::Int(two_53 + 1));
+        assert_eq!(Num::Int(two_53), Num::Float(two_53 as f64));
+        assert!(Num::Int(2) < Num::Float(2.5) && Num::Int(3) > Num::Float(2.5));
+        assert!(Num::Int(-3) < Num::Float(-2.5) && Num::Int(-2) > Num::Float(-2.5));
+        assert_eq!(Num::Int(0), Num::Float(-0.0));
+        assert!(Num::Int(u64::MAX.into()) < Num::Float(1e300));
+        assert!(Num::Int(i64::MIN.into()) > Num::Float(-1e300));
+        let parsed = |text: &str| Num::of_value(&serde_json::from_str(text).unwrap()).unwrap();
+        assert_ne!(parsed("9007199254740993"), parsed("9007199254740992"));
+        assert_eq!(parsed("1"), parsed("1.0"));
     }
 }

@@ -593,3 +593,94 @@ fn annotation_only_formats_constrain_nothing() {
         "format `uuid` added",
     );
 }
+
+/// `{"type": "integer", <keyword>: <number>}` with the number written as `number`.
+fn integer_with(keyword: &str, number: &str) -> Value {
+    serde_json::from_str(&format!(r#"{{"type": "integer", "{keyword}": {number}}}"#)).unwrap()
+}
+
+#[test]
+fn integers_past_two_to_the_53_compare_exactly() {
+    const TWO_53: &str = "9007199254740992";
+    const TWO_53_PLUS_1: &str = "9007199254740993";
+    assert_reason(
+        integer_with("maximum", TWO_53),
+        integer_with("maximum", TWO_53_PLUS_1),
+        "maximum narrowed from 9007199254740993 to 9007199254740992",
+    );
+    assert_readable(
+        integer_with("maximum", TWO_53_PLUS_1),
+        integer_with("maximum", TWO_53),
+    );
+    assert_reason(
+        integer_with("minimum", TWO_53_PLUS_1),
+        integer_with("minimum", TWO_53),
+        "minimum narrowed from 9007199254740992 to 9007199254740993",
+    );
+    assert_reason(
+        integer_with("minimum", "-9007199254740992"),
+        integer_with("minimum", "-9007199254740993"),
+        "minimum narrowed from -9007199254740993 to -9007199254740992",
+    );
+    assert_reason(
+        integer_with("maximum", "18446744073709551614"),
+        integer_with("maximum", "18446744073709551615"),
+        "maximum narrowed",
+    );
+    // A float bound against an integer one: 2^53 as a float is below 2^53 + 1.
+    assert_reason(
+        integer_with("maximum", "9007199254740992.0"),
+        integer_with("maximum", TWO_53_PLUS_1),
+        "maximum narrowed",
+    );
+    // Values from `enum` and `const`.
+    assert_reason(
+        integer_with("enum", &format!("[{TWO_53}]")),
+        integer_with("const", TWO_53_PLUS_1),
+        "enum",
+    );
+    assert_reason(
+        integer_with("maximum", TWO_53),
+        integer_with("const", TWO_53_PLUS_1),
+        "value 9007199254740993 was allowed and is now rejected",
+    );
+    assert_readable(
+        integer_with("const", TWO_53_PLUS_1),
+        integer_with("enum", &format!("[{TWO_53_PLUS_1}]")),
+    );
+}
+
+#[test]
+fn min_properties_of_a_closed_reader_counts_the_properties_it_keeps() {
+    let v1 = json!({
+        "type": "object",
+        "properties": {"a": {"type": "string"}, "b": {"type": "string"}},
+        "minProperties": 1,
+        "additionalProperties": false
+    });
+    // A compatible change elsewhere leaves minProperties as it was.
+    let mut v2 = v1.clone();
+    v2["properties"]["c"] = json!({"type": "string"});
+    assert_readable(v2.clone(), v1.clone());
+    // The other way round it does narrow: `{"c": "x"}` is empty once v1 drops `c`.
+    assert_reason(v1.clone(), v2, "minProperties 1 added");
+    // The same schema behind a `$ref`, compared part by part.
+    let wrapped = json!({"$defs": {"order": v1}, "$ref": "#/$defs/order"});
+    assert_readable(wrapped.clone(), wrapped);
+
+    // A reader dropping `b` may see nothing of what the writer counted.
+    let only_a = json!({
+        "type": "object",
+        "properties": {"a": {"type": "string"}},
+        "minProperties": 1,
+        "additionalProperties": false
+    });
+    assert_reason(only_a.clone(), v1.clone(), "minProperties 1 added");
+    // Unless the writer requires what it keeps, or the reader fills a default.
+    let mut a_required = v1.clone();
+    a_required["required"] = json!(["a"]);
+    assert_readable(only_a.clone(), a_required);
+    let mut a_defaulted = only_a.clone();
+    a_defaulted["properties"]["a"]["default"] = json!("x");
+    assert_readable(a_defaulted, v1);
+}

@@ -1,7 +1,8 @@
 //! The router: every route, its handler module, and the shared state handlers see.
 //!
 //! Handlers only parse, check the caller's scope, call the runtime and map the result; the
-//! rules live in `runnel-runtime` (and the CloudEvents binding in [`crate::binding`]).
+//! rules live in `runnel-runtime` (and the CloudEvents binding in [`crate::binding`]). The
+//! schema registry's routes ([`registry`]) speak Confluent's API and error format.
 //! Health, readiness, metrics and the OpenAPI document need no key; everything under `/v1`
 //! and `/registry` goes through [`crate::auth::authenticate`].
 
@@ -9,6 +10,7 @@ pub mod admin;
 pub mod events;
 pub mod groups;
 pub mod ops;
+pub mod registry;
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -77,8 +79,7 @@ pub fn router(state: AppState) -> Router {
             get(admin::get_dlq_entry).delete(admin::delete_dlq_entry),
         )
         .with_state(state.clone());
-    let registry =
-        runnel_schema::rest::router(state.registry.clone()).layer(from_fn(auth::registry_guard));
+    let registry = registry::router(state.registry.clone()).layer(from_fn(auth::registry_guard));
     let protected = api
         .nest("/registry", registry)
         .layer(from_fn_with_state(state.keys.clone(), auth::authenticate));

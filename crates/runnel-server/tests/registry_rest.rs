@@ -1,23 +1,21 @@
-//! The Confluent-compatible REST API, through `tower::ServiceExt::oneshot` (no sockets).
+//! The schema registry's Confluent-compatible REST API as the server mounts it under
+//! `/registry`, through `tower::ServiceExt::oneshot` (no sockets). Paths below are relative
+//! to the mount, as a Confluent client configured with `http://host:port/registry` sends them.
 
 mod common;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
-use common::{fixture, order_amount_integer, order_v1, order_v2, text};
-use runnel_schema::rest::{CONTENT_TYPE, router};
+use common::{Reply, app};
+use runnel_server::routes::registry::CONTENT_TYPE;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
-struct Reply {
-    status: StatusCode,
-    content_type: String,
-    body: Value,
-}
-
-async fn call(app: &Router, method: Method, uri: &str, body: Option<Value>) -> Reply {
-    let request = Request::builder().method(method).uri(uri);
+/// `path` under `/registry`, with a JSON body labelled as Confluent's clients label it.
+async fn call(app: &Router, method: Method, path: &str, body: Option<Value>) -> Reply {
+    let request = Request::builder()
+        .method(method)
+        .uri(format!("/registry{path}"));
     let request = match body {
         Some(body) => request
             .header(header::CONTENT_TYPE, CONTENT_TYPE)
@@ -25,31 +23,53 @@ async fn call(app: &Router, method: Method, uri: &str, body: Option<Value>) -> R
         None => request.body(Body::empty()),
     }
     .unwrap();
-    send(app, request).await
+    common::call(app, request).await
 }
 
-async fn send(app: &Router, request: Request<Body>) -> Reply {
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let content_type = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    let body = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|e| panic!("non-JSON body {:?}: {e}", String::from_utf8_lossy(&bytes)));
-    Reply {
-        status,
-        content_type,
-        body,
-    }
+/// `order.placed` version 1: id and amount, closed.
+fn order_v1() -> Value {
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "properties": {
+            "order_id": {"type": "string"},
+            "amount": {"type": "number", "minimum": 0}
+        },
+        "required": ["order_id", "amount"],
+        "additionalProperties": false
+    })
+}
+
+/// `order.placed` version 2: adds `currency` (required, default EUR).
+fn order_v2() -> Value {
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "properties": {
+            "order_id": {"type": "string"},
+            "amount": {"type": "number", "minimum": 0},
+            "currency": {"type": "string", "default": "EUR", "pattern": "^[A-Z]{3}$"}
+        },
+        "required": ["order_id", "amount", "currency"],
+        "additionalProperties": false
+    })
+}
+
+/// `order.placed` with `amount` narrowed to an integer: breaks BACKWARD against v1.
+fn order_amount_integer() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "order_id": {"type": "string"},
+            "amount": {"type": "integer", "minimum": 0}
+        },
+        "required": ["order_id", "amount"],
+        "additionalProperties": false
+    })
 }
 
 fn schema_body(schema: &Value) -> Value {
-    json!({"schema": text(schema), "schemaType": "JSON"})
+    json!({"schema": schema.to_string(), "schemaType": "JSON"})
 }
 
 fn assert_error(reply: &Reply, status: u16, code: u32) {
@@ -65,8 +85,8 @@ fn assert_error(reply: &Reply, status: u16, code: u32) {
 
 #[tokio::test]
 async fn register_then_read_back_by_version_and_id() {
-    let f = fixture().await;
-    let app = router(f.registry.clone());
+    let (_dir, server) = app().await;
+    let app = server.router();
 
     let reply = call(
         &app,
@@ -132,8 +152,8 @@ async fn register_then_read_back_by_version_and_id() {
 
 #[tokio::test]
 async fn lookup_and_missing_things_use_confluent_codes() {
-    let f = fixture().await;
-    let app = router(f.registry.clone());
+    let (_dir, server) = app().await;
+    let app = server.router();
     call(
         &app,
         Method::POST,
@@ -218,8 +238,8 @@ async fn lookup_and_missing_things_use_confluent_codes() {
 
 #[tokio::test]
 async fn incompatible_schemas_are_409_and_compatibility_checks_explain() {
-    let f = fixture().await;
-    let app = router(f.registry.clone());
+    let (_dir, server) = app().await;
+    let app = server.router();
     call(
         &app,
         Method::POST,
@@ -287,8 +307,8 @@ async fn incompatible_schemas_are_409_and_compatibility_checks_explain() {
 
 #[tokio::test]
 async fn config_global_and_per_subject() {
-    let f = fixture().await;
-    let app = router(f.registry.clone());
+    let (_dir, server) = app().await;
+    let app = server.router();
     assert_eq!(
         call(&app, Method::GET, "/config", None).await.body,
         json!({"compatibilityLevel": "BACKWARD"})
@@ -376,8 +396,8 @@ async fn config_global_and_per_subject() {
 
 #[tokio::test]
 async fn deletes_soft_then_permanent() {
-    let f = fixture().await;
-    let app = router(f.registry.clone());
+    let (_dir, server) = app().await;
+    let app = server.router();
     call(
         &app,
         Method::POST,
@@ -507,8 +527,8 @@ async fn deletes_soft_then_permanent() {
 
 #[tokio::test]
 async fn only_json_schemas_are_accepted() {
-    let f = fixture().await;
-    let app = router(f.registry.clone());
+    let (_dir, server) = app().await;
+    let app = server.router();
     let uri = "/subjects/order.placed/versions";
     for kind in ["AVRO", "PROTOBUF"] {
         let reply = call(
@@ -542,9 +562,9 @@ async fn only_json_schemas_are_accepted() {
 
 #[tokio::test]
 async fn bad_input_is_a_4xx_never_a_500() {
-    let f = fixture().await;
-    let app = router(f.registry.clone());
-    let uri = "/subjects/order.placed/versions";
+    let (_dir, server) = app().await;
+    let app = server.router();
+    let uri = "/registry/subjects/order.placed/versions";
     let raw = |body: &'static str, content_type: &'static str| {
         Request::builder()
             .method(Method::POST)
@@ -554,20 +574,32 @@ async fn bad_input_is_a_4xx_never_a_500() {
             .unwrap()
     };
     assert_error(
-        &send(&app, raw("{not json", "application/json")).await,
+        &common::call(&app, raw("{not json", "application/json")).await,
         400,
         400,
     );
-    assert_error(&send(&app, raw("", "application/json")).await, 400, 400);
-    assert_error(&send(&app, raw("[]", "application/json")).await, 422, 42201);
-    assert_error(&send(&app, raw("{}", "application/json")).await, 422, 42201);
     assert_error(
-        &send(&app, raw(r#"{"schema": 5}"#, "application/json")).await,
+        &common::call(&app, raw("", "application/json")).await,
+        400,
+        400,
+    );
+    assert_error(
+        &common::call(&app, raw("[]", "application/json")).await,
         422,
         42201,
     );
     assert_error(
-        &send(
+        &common::call(&app, raw("{}", "application/json")).await,
+        422,
+        42201,
+    );
+    assert_error(
+        &common::call(&app, raw(r#"{"schema": 5}"#, "application/json")).await,
+        422,
+        42201,
+    );
+    assert_error(
+        &common::call(
             &app,
             raw(r#"{"schema": "{\"type\": 5}"}"#, "application/json"),
         )
@@ -576,17 +608,17 @@ async fn bad_input_is_a_4xx_never_a_500() {
         42201,
     );
     assert_error(
-        &send(&app, raw(r#"{"schema": "not json"}"#, "application/json")).await,
+        &common::call(&app, raw(r#"{"schema": "not json"}"#, "application/json")).await,
         422,
         42201,
     );
     assert_error(
-        &send(&app, raw(r#"{"schema": "[1, 2]"}"#, "application/json")).await,
+        &common::call(&app, raw(r#"{"schema": "[1, 2]"}"#, "application/json")).await,
         422,
         42201,
     );
     assert_error(
-        &send(
+        &common::call(
             &app,
             raw(
                 r##"{"schema": "{\"$ref\": \"#/nowhere\"}"}"##,
@@ -597,14 +629,14 @@ async fn bad_input_is_a_4xx_never_a_500() {
         422,
         42201,
     );
-    assert_error(&send(&app, raw("{}", "text/plain")).await, 415, 415);
+    assert_error(&common::call(&app, raw("{}", "text/plain")).await, 415, 415);
     // Plain JSON and the registry's own media types are accepted.
     for content_type in [
         "application/json",
         "application/vnd.schemaregistry+json",
         "application/vnd.schemaregistry.v1+json; charset=utf-8",
     ] {
-        let reply = send(
+        let reply = common::call(
             &app,
             raw(r#"{"schema": "{\"type\": \"object\"}"}"#, content_type),
         )
@@ -618,27 +650,93 @@ async fn bad_input_is_a_4xx_never_a_500() {
     }
 }
 
+/// `order.placed` at versions 1 and 2, and the v1 schema under `order.replayed` as well.
+async fn two_subjects_sharing_schema_one(app: &Router) {
+    for (subject, schema) in [
+        ("order.placed", order_v1()),
+        ("order.placed", order_v2()),
+        ("order.replayed", order_v1()),
+    ] {
+        let reply = call(
+            app,
+            Method::POST,
+            &format!("/subjects/{subject}/versions"),
+            Some(schema_body(&schema)),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    }
+}
+
 #[tokio::test]
-async fn the_router_works_mounted_under_registry() {
-    let f = fixture().await;
-    let app = Router::new().nest("/registry", router(f.registry.clone()));
-    let reply = call(
+async fn the_schema_of_a_soft_deleted_version_is_read_with_deleted_true() {
+    let (_dir, server) = app().await;
+    let app = server.router();
+    two_subjects_sharing_schema_one(&app).await;
+    call(
         &app,
-        Method::POST,
-        "/registry/subjects/order.placed/versions",
-        Some(schema_body(&order_v1())),
+        Method::DELETE,
+        "/subjects/order.placed/versions/2",
+        None,
     )
     .await;
-    assert_eq!(reply.body, json!({"id": 1, "version": 1}));
+
+    let path = "/subjects/order.placed/versions/2/schema";
+    assert_error(&call(&app, Method::GET, path, None).await, 404, 40402);
+    let reply = call(&app, Method::GET, &format!("{path}?deleted=true"), None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(reply.body, order_v2());
+}
+
+#[tokio::test]
+async fn the_subjects_of_an_id_include_soft_deleted_ones_with_deleted_true() {
+    let (_dir, server) = app().await;
+    let app = server.router();
+    two_subjects_sharing_schema_one(&app).await;
+    call(&app, Method::DELETE, "/subjects/order.replayed", None).await;
+
+    let live = call(&app, Method::GET, "/schemas/ids/1/subjects", None).await;
+    assert_eq!(live.body, json!(["order.placed"]));
+    let all = call(
+        &app,
+        Method::GET,
+        "/schemas/ids/1/subjects?deleted=true",
+        None,
+    )
+    .await;
+    assert_eq!(all.body, json!(["order.placed", "order.replayed"]));
+}
+
+#[tokio::test]
+async fn the_versions_of_an_id_include_soft_deleted_ones_with_deleted_true() {
+    let (_dir, server) = app().await;
+    let app = server.router();
+    two_subjects_sharing_schema_one(&app).await;
+    call(
+        &app,
+        Method::DELETE,
+        "/subjects/order.replayed/versions/1",
+        None,
+    )
+    .await;
+
+    let live = call(&app, Method::GET, "/schemas/ids/1/versions", None).await;
     assert_eq!(
-        call(&app, Method::GET, "/registry/subjects", None)
-            .await
-            .body,
-        json!(["order.placed"])
+        live.body,
+        json!([{"subject": "order.placed", "version": 1}])
     );
-    assert_error(
-        &call(&app, Method::GET, "/registry/nothing/here", None).await,
-        404,
-        404,
+    let all = call(
+        &app,
+        Method::GET,
+        "/schemas/ids/1/versions?deleted=True",
+        None,
+    )
+    .await;
+    assert_eq!(
+        all.body,
+        json!([
+            {"subject": "order.placed", "version": 1},
+            {"subject": "order.replayed", "version": 1}
+        ])
     );
 }

@@ -1,10 +1,11 @@
-//! The registry over HTTP, compatible with Confluent Schema Registry clients (schema type
-//! `JSON`), as an axum [`Router`] the server mounts under `/registry`.
+//! The schema registry over HTTP, compatible with Confluent Schema Registry clients (schema
+//! type `JSON`), mounted by [`super::router`] under `/registry`.
 //!
-//! Handlers only parse, call the registry and map the result: every rule lives in
-//! [`SchemaRegistry`]. Errors use Confluent's body `{"error_code": N, "message": "..."}` with
-//! its codes ([`RegistryError::error_code`]); bad input of any shape is a 4xx, never a panic
-//! or a 500 (only a failing store is a 500, code 50001). Responses are
+//! Handlers only parse, call [`SchemaRegistry`] and map the result: every rule lives in
+//! `runnel-schema`. Errors use Confluent's body `{"error_code": N, "message": "..."}` with its
+//! codes ([`RegistryError::error_code`]) rather than the problem documents of the rest of the
+//! API, because Confluent's clients read that shape. Bad input of any shape is a 4xx, never a
+//! panic or a 500 (only a failing store is a 500, code 50001). Responses are
 //! `application/vnd.schemaregistry.v1+json`; requests may be that, `application/json`,
 //! `application/vnd.schemaregistry+json`, `application/octet-stream` or unlabelled.
 
@@ -20,11 +21,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use runnel_envelope::EventType;
+use runnel_schema::{
+    CompatibilityMode, InvalidSchema, RegistryError, SchemaId, SchemaRegistry, SubjectVersion,
+    Verdict, VersionRef,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
-
-use crate::error::InvalidSchema;
-use crate::{CompatibilityMode, RegistryError, SchemaId, SchemaRegistry, VersionRef};
 
 /// The media type of every response.
 pub const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
@@ -38,7 +40,7 @@ const ACCEPTED_CONTENT_TYPES: &[&str] = &[
 ];
 
 type Registry = State<Arc<SchemaRegistry>>;
-type ApiResult = Result<Response, ApiError>;
+type ApiResult = Result<Response, ConfluentError>;
 
 /// The registry's REST API:
 ///
@@ -46,10 +48,10 @@ type ApiResult = Result<Response, ApiError>;
 /// | --- | --- | --- |
 /// | GET | `/subjects` | subjects (`?deleted=true`, `?subjectPrefix=`) |
 /// | GET, POST | `/subjects/{s}/versions` | versions; register |
-/// | GET, DELETE | `/subjects/{s}/versions/{v\|latest}` | one version; delete (`?permanent=true`) |
-/// | GET | `/subjects/{s}/versions/{v}/schema` | the schema alone |
+/// | GET, DELETE | `/subjects/{s}/versions/{v\|latest}` | one version (`?deleted=true`); delete (`?permanent=true`) |
+/// | GET | `/subjects/{s}/versions/{v}/schema` | the schema alone (`?deleted=true`) |
 /// | POST, DELETE | `/subjects/{s}` | look a schema up; delete the subject |
-/// | GET | `/schemas/ids/{id}` (`/schema`, `/subjects`, `/versions`) | by global id |
+/// | GET | `/schemas/ids/{id}` (`/schema`, `/subjects`, `/versions`) | by global id (holders: `?deleted=true`) |
 /// | GET | `/schemas/types` | `["JSON"]` |
 /// | POST | `/compatibility/subjects/{s}/versions[/{v}]` | check (`?verbose=true`) |
 /// | GET, PUT, DELETE | `/config`, `/config/{s}` | compatibility level |
@@ -102,15 +104,15 @@ pub fn router(registry: Arc<SchemaRegistry>) -> Router {
 
 // ---- errors and responses -------------------------------------------------------------------
 
-/// A Confluent-style error response.
+/// An error in Confluent's shape: `{"error_code": N, "message": "..."}` with its status.
 #[derive(Debug)]
-struct ApiError {
+struct ConfluentError {
     status: StatusCode,
     code: u32,
     message: String,
 }
 
-impl ApiError {
+impl ConfluentError {
     fn new(status: StatusCode, code: u32, message: impl Into<String>) -> Self {
         Self {
             status,
@@ -124,7 +126,7 @@ impl ApiError {
     }
 }
 
-impl From<RegistryError> for ApiError {
+impl From<RegistryError> for ConfluentError {
     fn from(error: RegistryError) -> Self {
         let status =
             StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -135,7 +137,7 @@ impl From<RegistryError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
+impl IntoResponse for ConfluentError {
     fn into_response(self) -> Response {
         respond(
             self.status,
@@ -156,12 +158,12 @@ fn ok(body: &Value) -> ApiResult {
     Ok(respond(StatusCode::OK, body))
 }
 
-async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, 404, "HTTP 404 Not Found")
+async fn not_found() -> ConfluentError {
+    ConfluentError::new(StatusCode::NOT_FOUND, 404, "HTTP 404 Not Found")
 }
 
-async fn method_not_allowed() -> ApiError {
-    ApiError::new(
+async fn method_not_allowed() -> ConfluentError {
+    ConfluentError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         405,
         "HTTP 405 Method Not Allowed",
@@ -174,13 +176,13 @@ async fn method_not_allowed() -> ApiError {
 struct Params(HashMap<String, String>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Params {
-    type Rejection = ApiError;
+    type Rejection = ConfluentError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         Path::<HashMap<String, String>>::from_request_parts(parts, state)
             .await
             .map(|Path(map)| Params(map))
-            .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, 404, e.body_text()))
+            .map_err(|e| ConfluentError::new(StatusCode::NOT_FOUND, 404, e.body_text()))
     }
 }
 
@@ -189,7 +191,7 @@ impl Params {
         self.0.get(name).map_or("", String::as_str)
     }
 
-    fn subject(&self) -> Result<EventType, ApiError> {
+    fn subject(&self) -> Result<EventType, ConfluentError> {
         let raw = self.raw("subject");
         EventType::new(raw).map_err(|e| {
             RegistryError::InvalidSubject {
@@ -200,14 +202,14 @@ impl Params {
         })
     }
 
-    fn version(&self) -> Result<VersionRef, ApiError> {
+    fn version(&self) -> Result<VersionRef, ConfluentError> {
         Ok(self.raw("version").parse::<VersionRef>()?)
     }
 
-    fn id(&self) -> Result<SchemaId, ApiError> {
+    fn id(&self) -> Result<SchemaId, ConfluentError> {
         let raw = self.raw("id");
         raw.parse::<u32>().map(SchemaId).map_err(|_| {
-            ApiError::new(
+            ConfluentError::new(
                 StatusCode::NOT_FOUND,
                 40403,
                 format!(
@@ -234,7 +236,10 @@ fn param<'q>(query: &'q Option<String>, name: &str) -> Option<&'q str> {
 }
 
 /// The body as JSON, after checking its media type.
-fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
+fn json_body(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Value, ConfluentError> {
     if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
         let media = content_type
             .to_str()
@@ -245,7 +250,7 @@ fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result
             .trim()
             .to_ascii_lowercase();
         if !ACCEPTED_CONTENT_TYPES.contains(&media.as_str()) {
-            return Err(ApiError::new(
+            return Err(ConfluentError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 415,
                 format!(
@@ -255,10 +260,10 @@ fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result
             ));
         }
     }
-    let body =
-        body.map_err(|e| ApiError::new(e.status(), e.status().as_u16().into(), e.body_text()))?;
+    let body = body
+        .map_err(|e| ConfluentError::new(e.status(), e.status().as_u16().into(), e.body_text()))?;
     serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
+        ConfluentError::new(
             StatusCode::BAD_REQUEST,
             400,
             format!("the request body is not valid JSON: {e}"),
@@ -281,41 +286,41 @@ struct SchemaRequest {
 fn schema_text(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<String, ApiError> {
+) -> Result<String, ConfluentError> {
     let body = json_body(headers, body)?;
     let request: SchemaRequest = serde_json::from_value(body).map_err(|e| {
-        ApiError::invalid_schema(InvalidSchema::at("", format!("malformed request: {e}")))
+        ConfluentError::invalid_schema(InvalidSchema::at("", format!("malformed request: {e}")))
     })?;
     // Confluent's default is AVRO; Runnel holds JSON Schema only, so no type means JSON.
     if let Some(kind) = request.schema_type
         && !kind.eq_ignore_ascii_case("JSON")
     {
-        return Err(ApiError::invalid_schema(InvalidSchema::UnsupportedType(
-            kind.chars().take(64).collect(),
-        )));
+        return Err(ConfluentError::invalid_schema(
+            InvalidSchema::UnsupportedType(kind.chars().take(64).collect()),
+        ));
     }
     if request.references.is_some_and(|r| !r.is_empty()) {
-        return Err(ApiError::invalid_schema(InvalidSchema::Unsupported(
+        return Err(ConfluentError::invalid_schema(InvalidSchema::Unsupported(
             "references",
         )));
     }
     if request.metadata.is_some_and(|m| !m.is_null()) {
-        return Err(ApiError::invalid_schema(InvalidSchema::Unsupported(
+        return Err(ConfluentError::invalid_schema(InvalidSchema::Unsupported(
             "metadata",
         )));
     }
     if request.rule_set.is_some_and(|r| !r.is_null()) {
-        return Err(ApiError::invalid_schema(InvalidSchema::Unsupported(
+        return Err(ConfluentError::invalid_schema(InvalidSchema::Unsupported(
             "ruleSet",
         )));
     }
     match request.schema {
         Some(Value::String(text)) if !text.trim().is_empty() => Ok(text),
-        Some(Value::String(_)) | None => Err(ApiError::invalid_schema(InvalidSchema::at(
+        Some(Value::String(_)) | None => Err(ConfluentError::invalid_schema(InvalidSchema::at(
             "",
             "the request has no `schema`",
         ))),
-        Some(_) => Err(ApiError::invalid_schema(InvalidSchema::at(
+        Some(_) => Err(ConfluentError::invalid_schema(InvalidSchema::at(
             "",
             "`schema` must be the schema as a JSON string",
         ))),
@@ -327,14 +332,14 @@ fn schema_text(
 fn compatibility_of(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<CompatibilityMode, ApiError> {
+) -> Result<CompatibilityMode, ConfluentError> {
     let body = json_body(headers, body)?;
     let level = body
         .get("compatibility")
         .or_else(|| body.get("compatibilityLevel"))
         .and_then(Value::as_str)
         .ok_or_else(|| {
-            ApiError::new(
+            ConfluentError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 42203,
                 "the request has no `compatibility`",
@@ -342,10 +347,10 @@ fn compatibility_of(
         })?;
     level
         .parse::<CompatibilityMode>()
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, 42203, e.to_string()))
+        .map_err(|e| ConfluentError::new(StatusCode::UNPROCESSABLE_ENTITY, 42203, e.to_string()))
 }
 
-fn version_body(v: &crate::SubjectVersion) -> Value {
+fn version_body(v: &SubjectVersion) -> Value {
     json!({
         "subject": v.subject.as_str(),
         "version": v.version,
@@ -416,9 +421,17 @@ async fn get_version(
     ok(&version_body(&found))
 }
 
-async fn get_version_schema(State(registry): Registry, params: Params) -> ApiResult {
+async fn get_version_schema(
+    State(registry): Registry,
+    params: Params,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
     let (subject, version) = (params.subject()?, params.version()?);
-    let found = registry.get(&subject, version).await?;
+    let found = if flag(&query, "deleted") {
+        registry.get_including_deleted(&subject, version).await?
+    } else {
+        registry.get(&subject, version).await?
+    };
     ok(found.schema.value())
 }
 
@@ -475,11 +488,26 @@ async fn raw_schema_by_id(State(registry): Registry, params: Params) -> ApiResul
     ok(doc.value())
 }
 
-async fn subjects_by_id(State(registry): Registry, params: Params) -> ApiResult {
-    let id = params.id()?;
+/// Who holds schema `id`: live versions, or with `?deleted=true` soft-deleted ones too.
+async fn holders_of(
+    registry: &SchemaRegistry,
+    id: SchemaId,
+    query: &Option<String>,
+) -> Result<Vec<(EventType, u32)>, ConfluentError> {
     registry.by_id(id).await?;
-    let mut subjects: Vec<String> = registry
-        .subjects_for_id(id)
+    Ok(if flag(query, "deleted") {
+        registry.subjects_for_id_including_deleted(id).await?
+    } else {
+        registry.subjects_for_id(id).await?
+    })
+}
+
+async fn subjects_by_id(
+    State(registry): Registry,
+    params: Params,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
+    let mut subjects: Vec<String> = holders_of(&registry, params.id()?, &query)
         .await?
         .into_iter()
         .map(|(s, _)| s.to_string())
@@ -488,11 +516,12 @@ async fn subjects_by_id(State(registry): Registry, params: Params) -> ApiResult 
     ok(&json!(subjects))
 }
 
-async fn versions_by_id(State(registry): Registry, params: Params) -> ApiResult {
-    let id = params.id()?;
-    registry.by_id(id).await?;
-    let pairs: Vec<Value> = registry
-        .subjects_for_id(id)
+async fn versions_by_id(
+    State(registry): Registry,
+    params: Params,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
+    let pairs: Vec<Value> = holders_of(&registry, params.id()?, &query)
         .await?
         .into_iter()
         .map(|(subject, version)| json!({"subject": subject.as_str(), "version": version}))
@@ -500,7 +529,7 @@ async fn versions_by_id(State(registry): Registry, params: Params) -> ApiResult 
     ok(&json!(pairs))
 }
 
-fn verdict_body(verdict: crate::Verdict, verbose: bool) -> Value {
+fn verdict_body(verdict: Verdict, verbose: bool) -> Value {
     if verbose {
         json!({"is_compatible": verdict.compatible, "messages": verdict.reasons})
     } else {
