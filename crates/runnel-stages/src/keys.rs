@@ -4,6 +4,11 @@
 //! row would cost a copy and a string hash per pane. Rows carry a [`KeyId`] instead, and the
 //! table counts how many rows (or sessions) use each id, so a key's string is freed with its
 //! last state and ids are reused.
+//!
+//! Finding a key is on every event's path, and with many keys each step is a cache miss, so
+//! keys of up to 22 bytes are stored inline in their entry (no pointer to follow), and the
+//! entry remembers the pane row its key last updated ([`Hint`]): the next event of the key,
+//! usually for the same pane, finds its row without a lookup in the pane.
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 use std::hash::BuildHasher;
@@ -11,10 +16,71 @@ use std::hash::BuildHasher;
 /// The id of an interned key.
 pub(crate) type KeyId = u32;
 
+/// A key's text: inline when short, on the heap otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum KeyText {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Heap(Box<str>),
+}
+
+const INLINE: usize = 22;
+
+impl Default for KeyText {
+    fn default() -> Self {
+        Self::Inline {
+            len: 0,
+            bytes: [0; INLINE],
+        }
+    }
+}
+
+impl KeyText {
+    fn new(key: &str) -> Self {
+        if key.len() <= INLINE {
+            let mut bytes = [0; INLINE];
+            bytes[..key.len()].copy_from_slice(key.as_bytes());
+            Self::Inline {
+                len: key.len() as u8,
+                bytes,
+            }
+        } else {
+            Self::Heap(key.into())
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Inline { len, bytes } => &bytes[..*len as usize],
+            Self::Heap(key) => key.as_bytes(),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        // Built from a `&str`, so always UTF-8.
+        std::str::from_utf8(self.as_bytes()).unwrap_or("")
+    }
+
+    fn is_empty(&self) -> bool {
+        self.as_bytes().is_empty()
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Self::Inline { .. } => 0,
+            Self::Heap(key) => key.len(),
+        }
+    }
+}
+
+/// The pane row a key last updated: `(pane start, row)`. Only a hint — checked against the
+/// row's key before use.
+pub(crate) type Hint = Option<(i64, u32)>;
+
 #[derive(Debug, Default)]
 struct Entry {
-    key: Box<str>,
+    key: KeyText,
     refs: u32,
+    hint: Hint,
 }
 
 /// Interned keys with use counts.
@@ -32,22 +98,23 @@ impl KeyTable {
     pub(crate) fn intern(&mut self, key: &str) -> KeyId {
         let hash = self.hasher.hash_one(key);
         let entries = &self.entries;
-        if let Some(&id) = self
-            .index
-            .find(hash, |&id| &*entries[id as usize].key == key)
-        {
+        if let Some(&id) = self.index.find(hash, |&id| {
+            entries[id as usize].key.as_bytes() == key.as_bytes()
+        }) {
             return id;
         }
+        let entry = Entry {
+            key: KeyText::new(key),
+            refs: 0,
+            hint: None,
+        };
         let id = match self.free.pop() {
             Some(id) => {
-                self.entries[id as usize].key = key.into();
+                self.entries[id as usize] = entry;
                 id
             }
             None => {
-                self.entries.push(Entry {
-                    key: key.into(),
-                    refs: 0,
-                });
+                self.entries.push(entry);
                 (self.entries.len() - 1) as KeyId
             }
         };
@@ -58,13 +125,25 @@ impl KeyTable {
     fn insert_index(&mut self, id: KeyId, hash: u64) {
         let (entries, hasher) = (&self.entries, &self.hasher);
         self.index.insert_unique(hash, id, |&other| {
-            hasher.hash_one(&*entries[other as usize].key)
+            hasher.hash_one(entries[other as usize].key.as_str())
         });
     }
 
     /// The key of `id`.
     pub(crate) fn get(&self, id: KeyId) -> &str {
-        self.entries.get(id as usize).map_or("", |e| &e.key)
+        self.entries.get(id as usize).map_or("", |e| e.key.as_str())
+    }
+
+    /// The row `id` last updated.
+    pub(crate) fn hint(&self, id: KeyId) -> Hint {
+        self.entries.get(id as usize).and_then(|e| e.hint)
+    }
+
+    /// Remembers the row `id` just updated.
+    pub(crate) fn set_hint(&mut self, id: KeyId, hint: Hint) {
+        if let Some(entry) = self.entries.get_mut(id as usize) {
+            entry.hint = hint;
+        }
     }
 
     /// Counts one more use of `id`.
@@ -91,7 +170,8 @@ impl KeyTable {
             return;
         }
         let key = std::mem::take(&mut entry.key);
-        let hash = self.hasher.hash_one(&*key);
+        entry.hint = None;
+        let hash = self.hasher.hash_one(key.as_str());
         if let Ok(found) = self.index.find_entry(hash, |&other| other == id) {
             found.remove();
         }
@@ -109,7 +189,7 @@ impl KeyTable {
             .iter()
             .enumerate()
             .filter(|(_, e)| !e.key.is_empty())
-            .map(|(id, e)| (id as KeyId, &*e.key))
+            .map(|(id, e)| (id as KeyId, e.key.as_str()))
     }
 
     /// Ids free for reuse, next to be reused last (kept in snapshots so that a restored
@@ -130,8 +210,8 @@ impl KeyTable {
             if key.is_empty() || !slot.key.is_empty() {
                 return None;
             }
-            slot.key = key.into();
-            let hash = table.hasher.hash_one(&*table.entries[id as usize].key);
+            slot.key = KeyText::new(&key);
+            let hash = table.hasher.hash_one(key.as_str());
             let entries = &table.entries;
             let key = &entries[id as usize].key;
             if table
@@ -169,7 +249,11 @@ impl KeyTable {
     pub(crate) fn heap_bytes(&self) -> usize {
         self.index.capacity() * (std::mem::size_of::<KeyId>() + 1)
             + self.entries.capacity() * std::mem::size_of::<Entry>()
-            + self.entries.iter().map(|e| e.key.len()).sum::<usize>()
+            + self
+                .entries
+                .iter()
+                .map(|e| e.key.heap_bytes())
+                .sum::<usize>()
             + self.free.capacity() * std::mem::size_of::<KeyId>()
     }
 }
@@ -192,6 +276,10 @@ mod tests {
         assert_eq!(keys.get(a), "card-a");
         keys.release(a);
         assert_eq!(keys.len(), 0);
+        let long = "a key longer than twenty-two bytes";
+        let l = keys.intern(long);
+        assert_eq!(keys.get(l), long);
+        keys.forget_if_unused(l);
         let c = keys.intern("card-c");
         assert!(c == a || c == b, "ids are reused");
         assert_eq!(keys.get(c), "card-c");

@@ -53,12 +53,20 @@ impl Pane {
         &mut self,
         layout: &Layout,
         keys: &mut KeyTable,
-        key: KeyId,
+        (start, key): (EventTime, KeyId),
         event: &Contribution<'_>,
     ) {
         let width = layout.width();
-        let row = match self.index.get(&key) {
-            Some(&row) => row as usize,
+        let hinted = match keys.hint(key) {
+            Some((pane, row)) if pane == start => self
+                .rows
+                .get(row as usize)
+                .filter(|r| r.key == key)
+                .map(|_| row),
+            _ => None,
+        };
+        let row = match hinted.or_else(|| self.index.get(&key).copied()) {
+            Some(row) => row as usize,
             None => {
                 let row = self.rows.len();
                 self.index.insert(key, row as u32);
@@ -77,6 +85,7 @@ impl Pane {
             event.values,
             event.origin,
         );
+        keys.set_hint(key, Some((start, row as u32)));
         let state = &mut self.rows[row];
         state.seq = event.seq;
         match (&mut state.correlation, event.correlation) {
@@ -123,9 +132,15 @@ pub(crate) struct PaneStore {
 }
 
 impl PaneStore {
-    /// The pane starting at `start`, made if missing.
-    pub(crate) fn pane_mut(&mut self, start: EventTime) -> &mut Pane {
-        self.panes.entry(start).or_default()
+    /// The pane starting at `start`, made if missing (sized like the newest pane, as the
+    /// next pane usually holds about as many keys).
+    pub(crate) fn pane_mut(&mut self, start: EventTime, width: usize) -> &mut Pane {
+        let rows = self.panes.values().next_back().map_or(0, |p| p.rows.len());
+        self.panes.entry(start).or_insert_with(|| Pane {
+            index: HashMap::with_capacity(rows),
+            rows: Vec::with_capacity(rows),
+            slots: Vec::with_capacity(rows * width),
+        })
     }
 
     /// The start of the first pane at or after `from`.

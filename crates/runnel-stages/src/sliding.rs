@@ -111,8 +111,8 @@ impl Sliding {
             end += self.slide;
         }
         self.store
-            .pane_mut(pane_start)
-            .add(layout, keys, key, event);
+            .pane_mut(pane_start, layout.width())
+            .add(layout, keys, (pane_start, key), event);
         placement
     }
 

@@ -62,7 +62,9 @@ impl Tumbling {
         } else {
             Placement::OnTime
         };
-        self.store.pane_mut(start).add(layout, keys, key, event);
+        self.store
+            .pane_mut(start, layout.width())
+            .add(layout, keys, (start, key), event);
         placement
     }
 
