@@ -50,6 +50,23 @@ pub enum RuntimeError {
     #[error("invalid group configuration: {0}")]
     GroupConfig(String),
 
+    /// One setting of a group is out of its range; `field` names it as the configuration
+    /// does (`ack_wait`, `max_deliver`, …).
+    #[error("invalid group configuration: {message}")]
+    GroupSetting {
+        field: &'static str,
+        message: String,
+    },
+
+    /// A stream asked for with a retention exists with another one (retention, like the
+    /// partition count, is fixed when a stream is created).
+    #[error("stream `{stream}` exists with retention {existing}, not {asked}")]
+    StreamRetentionDiffers {
+        stream: String,
+        existing: String,
+        asked: String,
+    },
+
     /// A typed event could not be turned into JSON.
     #[error("could not serialise the event data: {0}")]
     Serialize(String),
@@ -101,7 +118,10 @@ impl RuntimeError {
             RuntimeError::Name(_) => "name.invalid",
             RuntimeError::UnknownGroup(_) => "group.unknown",
             RuntimeError::UnknownDlqEntry { .. } => "dlq.unknown_entry",
-            RuntimeError::GroupConfig(_) => "group.invalid_config",
+            RuntimeError::StreamRetentionDiffers { .. } => "stream.exists",
+            RuntimeError::GroupConfig(_) | RuntimeError::GroupSetting { .. } => {
+                "group.invalid_config"
+            }
             RuntimeError::Serialize(_) => "event.serialize",
             RuntimeError::FirstPublishFailed { .. } => "publish.retry",
             RuntimeError::Closed => "runtime.closed",

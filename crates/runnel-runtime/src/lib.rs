@@ -24,8 +24,8 @@ pub use config::RuntimeConfig;
 pub use error::{Result, RuntimeError};
 pub use group::{
     Consumer, ConsumerHandle, Delivery, DlqDepth, DlqEntry, DlqFilter, DlqPage, DlqSelector,
-    FailureClass, GroupBuilder, GroupConfig, GroupCounts, GroupLag, HandlerError, Message,
-    Ordering, PartitionLag, ReplayReport, ScheduledRetry, StartFrom, replay_stream,
+    FailureClass, GroupBuilder, GroupConfig, GroupCounts, GroupLag, GroupName, HandlerError,
+    Message, Ordering, PartitionLag, ReplayReport, ScheduledRetry, StartFrom, replay_stream,
     validate_group_name,
 };
 pub use pattern::{InvalidPattern, TypePattern};

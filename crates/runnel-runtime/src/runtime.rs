@@ -127,6 +127,36 @@ impl Runnel {
         self.shared.backend.create_stream(name, config).await?;
         Ok(())
     }
+
+    /// Creates a stream, or finds the one that exists as asked: returns it and whether this
+    /// call created it. The partition count, and the retention when `retention_given`, are
+    /// fixed at creation: an existing stream with another count is
+    /// [`BackendError::StreamExists`], with another retention
+    /// [`RuntimeError::StreamRetentionDiffers`] (rather than answered as if it were created).
+    pub async fn ensure_stream(
+        &self,
+        name: &StreamName,
+        config: StreamConfig,
+        retention_given: bool,
+    ) -> Result<(runnel_backend::StreamInfo, bool)> {
+        let existed = match self.shared.backend.describe_stream(name).await {
+            Ok(existing) => {
+                if retention_given && existing.config.retention != config.retention {
+                    return Err(crate::RuntimeError::StreamRetentionDiffers {
+                        stream: name.to_string(),
+                        existing: describe_retention(&existing.config.retention),
+                        asked: describe_retention(&config.retention),
+                    });
+                }
+                true
+            }
+            Err(BackendError::UnknownStream(_)) => false,
+            Err(e) => return Err(e.into()),
+        };
+        self.shared.backend.create_stream(name, config).await?;
+        let info = self.shared.backend.describe_stream(name).await?;
+        Ok((info, !existed))
+    }
 }
 
 impl Shared {
@@ -219,4 +249,13 @@ fn record_identity(record: &runnel_backend::StoredRecord) -> Option<u128> {
             .ok()
             .map(|event| event_identity(&event)),
     }
+}
+
+/// A retention as the HTTP API spells it: `{"max_age_ms":…,"max_bytes_per_partition":…}`.
+fn describe_retention(retention: &runnel_backend::RetentionConfig) -> String {
+    serde_json::json!({
+        "max_age_ms": retention.max_age.map(|d| d.as_millis() as u64),
+        "max_bytes_per_partition": retention.max_bytes_per_partition,
+    })
+    .to_string()
 }

@@ -6,9 +6,10 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, RawPathParams, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
+use runnel_runtime::GroupName;
 use serde::de::DeserializeOwned;
 
 use crate::problem::ApiError;
@@ -126,5 +127,27 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
             .await
             .map(|Path(v)| ApiPath(v))
             .map_err(|r| ApiError::bad_request("request.invalid_path", r.body_text()))
+    }
+}
+
+/// The `{group}` of a route as a [`GroupName`]: checked once here, for every route that names
+/// a group, so `../x` never reaches storage (400 `name.invalid` at `/group`).
+pub struct GroupPath(pub GroupName);
+
+impl<S: Send + Sync> FromRequestParts<S> for GroupPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|r| ApiError::bad_request("request.invalid_path", r.body_text()))?;
+        let raw = params
+            .iter()
+            .find_map(|(name, value)| (name == "group").then(|| value.to_string()))
+            .unwrap_or_default();
+        GroupName::new(raw).map(GroupPath).map_err(|error| {
+            let message = error.to_string();
+            ApiError::from(error).with_field("/group", message)
+        })
     }
 }

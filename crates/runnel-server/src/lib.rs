@@ -28,6 +28,7 @@
 mod accept;
 pub mod auth;
 pub mod binding;
+pub mod codes;
 pub mod config;
 pub mod consume;
 pub mod extract;

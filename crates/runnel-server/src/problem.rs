@@ -73,9 +73,14 @@ impl ApiError {
         code: impl Into<Cow<'static, str>>,
         detail: impl Into<String>,
     ) -> Self {
+        let code = code.into();
+        debug_assert!(
+            crate::codes::is_known(&code),
+            "error code `{code}` is not in crate::codes::ERROR_CODES"
+        );
         Self {
             status,
-            code: code.into(),
+            code,
             detail: detail.into(),
             errors: Vec::new(),
             extra: None,
@@ -249,6 +254,11 @@ impl ApiError {
             RuntimeError::UnknownGroup(_) => StatusCode::NOT_FOUND,
             RuntimeError::UnknownDlqEntry { .. } => StatusCode::NOT_FOUND,
             RuntimeError::GroupConfig(_) => StatusCode::BAD_REQUEST,
+            RuntimeError::StreamRetentionDiffers { .. } => StatusCode::CONFLICT,
+            RuntimeError::GroupSetting { field, message } => {
+                return Self::bad_request(code, error.to_string())
+                    .with_field(format!("/{field}"), message.clone());
+            }
             RuntimeError::Serialize(_) => StatusCode::INTERNAL_SERVER_ERROR,
             RuntimeError::FirstPublishFailed { .. } => StatusCode::SERVICE_UNAVAILABLE,
             RuntimeError::Closed => StatusCode::SERVICE_UNAVAILABLE,

@@ -432,7 +432,7 @@ fn battery() -> Vec<Case> {
             None,
             "",
             400,
-            "group.invalid_name",
+            "name.invalid",
         ),
         case(
             "path-like group on pull",
@@ -441,7 +441,7 @@ fn battery() -> Vec<Case> {
             JSON,
             "{}",
             400,
-            "group.invalid_name",
+            "name.invalid",
         ),
         case(
             "dots as a group",
@@ -450,7 +450,7 @@ fn battery() -> Vec<Case> {
             JSON,
             r#"{"filter":"order.*"}"#,
             400,
-            "group.invalid_name",
+            "name.invalid",
         ),
         case(
             "invalid UTF-8 in a path",

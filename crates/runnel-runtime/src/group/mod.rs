@@ -10,7 +10,7 @@ mod retries;
 mod stats;
 mod worker;
 
-pub use config::{GroupConfig, Ordering, StartFrom, validate_group_name};
+pub use config::{GroupConfig, GroupName, Ordering, StartFrom, validate_group_name};
 pub use delivery::{Delivery, FailureClass, HandlerError};
 pub use dlq::{DlqDepth, DlqEntry, DlqFilter, DlqPage, DlqSelector, ReplayReport, replay_stream};
 pub use lag::{GroupLag, PartitionLag};

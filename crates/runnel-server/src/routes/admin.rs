@@ -4,16 +4,16 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use runnel_backend::{BackendError, RetentionConfig, StreamConfig, StreamName};
+use runnel_backend::{StreamConfig, StreamName};
 use runnel_runtime::{DlqSelector, RuntimeError};
 
-use super::{AppState, group_name};
+use super::AppState;
 use crate::auth::Caller;
-use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, GroupPath};
 use crate::problem::{ApiError, Problem};
 use crate::views::{
     CreateStream, DlqEntryView, DlqListQuery, DlqPageView, DlqPurgeQuery, PurgeResponse,
-    ReplayReportView, ReplayRequest, RetentionView, StreamView,
+    ReplayReportView, ReplayRequest, StreamView,
 };
 
 /// Entries per DLQ page when `limit` is not given.
@@ -110,40 +110,20 @@ pub async fn create_stream(
         )
         .with_field("/partitions", message));
     }
-    let backend = state.runnel.backend();
-    let retention: RetentionConfig = (&request.retention).into();
-    let existed = match backend.describe_stream(&name).await {
-        Ok(existing) => {
-            // Retention is fixed at creation here, as the partition count is: a request that
-            // names another one would otherwise be answered 200 and ignored.
-            let asked = request.retention.max_age_ms.is_some()
-                || request.retention.max_bytes_per_partition.is_some();
-            if asked && existing.config.retention != retention {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "stream.exists",
-                    format!(
-                        "stream `{name}` exists with retention {}, not {}",
-                        serde_json::json!(RetentionView::from(existing.config.retention)),
-                        serde_json::json!(request.retention),
-                    ),
-                ));
-            }
-            true
-        }
-        Err(BackendError::UnknownStream(_)) => false,
-        Err(e) => return Err(e.into()),
-    };
+    let retention_given = request.retention.max_age_ms.is_some()
+        || request.retention.max_bytes_per_partition.is_some();
     let config = StreamConfig {
         partitions,
-        retention,
+        retention: (&request.retention).into(),
     };
-    state.runnel.create_stream(&name, config).await?;
-    let info = backend.describe_stream(&name).await?;
-    let status = if existed {
-        StatusCode::OK
-    } else {
+    let (info, created) = state
+        .runnel
+        .ensure_stream(&name, config, retention_given)
+        .await?;
+    let status = if created {
         StatusCode::CREATED
+    } else {
+        StatusCode::OK
     };
     Ok((status, Json(info.into())))
 }
@@ -166,11 +146,10 @@ pub async fn create_stream(
 pub async fn list_dlq(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(group): ApiPath<String>,
+    GroupPath(group): GroupPath,
     ApiQuery(query): ApiQuery<DlqListQuery>,
 ) -> Result<Json<DlqPageView>, ApiError> {
     caller.require_admin()?;
-    group_name(&group)?;
     let filter = query.filter().to_filter()?;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
@@ -207,10 +186,10 @@ pub async fn list_dlq(
 pub async fn get_dlq_entry(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath((group, id)): ApiPath<(String, String)>,
+    GroupPath(group): GroupPath,
+    ApiPath((_, id)): ApiPath<(String, String)>,
 ) -> Result<Json<DlqEntryView>, ApiError> {
     caller.require_admin()?;
-    group_name(&group)?;
     let entry = state.runnel.dlq_get(&group, &id).await?;
     Ok(Json(entry.into()))
 }
@@ -234,11 +213,10 @@ pub async fn get_dlq_entry(
 pub async fn replay_dlq(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(group): ApiPath<String>,
+    GroupPath(group): GroupPath,
     ApiJson(request): ApiJson<ReplayRequest>,
 ) -> Result<Json<ReplayReportView>, ApiError> {
     caller.require_admin()?;
-    group_name(&group)?;
     let selector = match (request.ids, request.filter, request.all) {
         (Some(ids), None, None | Some(false)) => DlqSelector::Ids(ids),
         (None, Some(filter), None | Some(false)) if !filter.is_empty() => {
@@ -276,11 +254,10 @@ pub async fn replay_dlq(
 pub async fn purge_dlq(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(group): ApiPath<String>,
+    GroupPath(group): GroupPath,
     ApiQuery(query): ApiQuery<DlqPurgeQuery>,
 ) -> Result<Json<PurgeResponse>, ApiError> {
     caller.require_admin()?;
-    group_name(&group)?;
     let spec = crate::views::DlqFilterSpec {
         event_type: query.event_type,
         class: query.class,
@@ -321,10 +298,10 @@ pub async fn purge_dlq(
 pub async fn delete_dlq_entry(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath((group, id)): ApiPath<(String, String)>,
+    GroupPath(group): GroupPath,
+    ApiPath((_, id)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     caller.require_admin()?;
-    group_name(&group)?;
     state.runnel.dlq_get(&group, &id).await?;
     match state
         .runnel

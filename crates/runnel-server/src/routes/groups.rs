@@ -11,9 +11,9 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::Stream;
 use runnel_runtime::RuntimeError;
 
-use super::{AppState, group_name};
+use super::AppState;
 use crate::auth::Caller;
-use crate::extract::{ApiJson, ApiPath};
+use crate::extract::{ApiJson, GroupPath};
 use crate::problem::{ApiError, Problem};
 use crate::views::{
     AckRequest, AckResponse, ConsumerView, CountersView, DlqDepthView, GroupSpec, GroupView,
@@ -85,10 +85,9 @@ pub struct GroupSpecNamed {
 pub async fn put_group(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(group): ApiPath<String>,
+    GroupPath(group): GroupPath,
     ApiJson(spec): ApiJson<GroupSpec>,
 ) -> Result<(StatusCode, Json<GroupSpec>), ApiError> {
-    group_name(&group)?;
     caller.require_consume(&group)?;
     let config = spec.to_config(&group)?;
     let existed = match state.runnel.group_config(&group).await {
@@ -125,9 +124,8 @@ pub async fn put_group(
 pub async fn describe_group(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(group): ApiPath<String>,
+    GroupPath(group): GroupPath,
 ) -> Result<Json<GroupView>, ApiError> {
-    group_name(&group)?;
     caller.require_consume(&group)?;
     let config = state.runnel.group_config(&group).await?;
     let lag = state.runnel.lag(&group).await?;
@@ -135,7 +133,7 @@ pub async fn describe_group(
     let counts = state.consumers.counts(&group).await.unwrap_or_default();
     let running = state.consumers.running(&group).await;
     Ok(Json(GroupView {
-        name: group,
+        name: group.into(),
         config: GroupSpec::from_config(&config),
         lag: LagView::from(lag),
         counters: CountersView::from(counts),
@@ -167,10 +165,9 @@ pub async fn describe_group(
 pub async fn pull(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(group): ApiPath<String>,
+    GroupPath(group): GroupPath,
     ApiJson(request): ApiJson<PullRequest>,
 ) -> Result<Json<PullResponse>, ApiError> {
-    group_name(&group)?;
     caller.require_consume(&group)?;
     let max = match request.max {
         None => 1,
@@ -214,10 +211,9 @@ pub async fn pull(
 pub async fn ack(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(group): ApiPath<String>,
+    GroupPath(group): GroupPath,
     ApiJson(request): ApiJson<AckRequest>,
 ) -> Result<Json<AckResponse>, ApiError> {
-    group_name(&group)?;
     caller.require_consume(&group)?;
     let acked = state.consumers.ack(&group, &request.receipts).await?;
     Ok(Json(AckResponse { acked }))
@@ -244,10 +240,9 @@ pub async fn ack(
 pub async fn nack(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(group): ApiPath<String>,
+    GroupPath(group): GroupPath,
     ApiJson(request): ApiJson<NackRequest>,
 ) -> Result<Json<NackResponse>, ApiError> {
-    group_name(&group)?;
     caller.require_consume(&group)?;
     if request.reason.len() > MAX_NACK_REASON_BYTES {
         // It is kept in the DLQ entry, shown on every page that lists it, and logged.
@@ -286,9 +281,8 @@ pub async fn nack(
 pub async fn event_stream(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(group): ApiPath<String>,
+    GroupPath(group): GroupPath,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    group_name(&group)?;
     caller.require_consume(&group)?;
     // Unknown groups are a 404 now, not an error event later.
     state.consumers.session(&group).await?;

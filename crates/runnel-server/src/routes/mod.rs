@@ -20,14 +20,13 @@ use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post, put};
 use runnel_envelope::Limits;
-use runnel_runtime::{Runnel, validate_group_name};
+use runnel_runtime::Runnel;
 use runnel_schema::SchemaRegistry;
 
 use crate::auth::{self, Keys};
 use crate::config::ServerConfig;
 use crate::consume::{Consumers, Shutdown};
 use crate::metrics::Metrics;
-use crate::problem::ApiError;
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
@@ -94,12 +93,4 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(from_fn(crate::limits::request_head))
-}
-
-/// A group name from a path, checked before it reaches storage (`../x` is refused here).
-pub(crate) fn group_name(name: &str) -> Result<(), ApiError> {
-    validate_group_name(name).map_err(|e| {
-        ApiError::bad_request("group.invalid_name", e.to_string())
-            .with_field("group", e.to_string())
-    })
 }
