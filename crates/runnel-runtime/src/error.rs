@@ -58,6 +58,19 @@ pub enum RuntimeError {
         message: String,
     },
 
+    /// Data that names no schema version failed the latest version, which it was validated
+    /// against: often data written for an earlier version.
+    #[error(
+        "{source}; the event names no `schemaversion`, so it was validated against version \
+         {version}, the latest: if its data follows an earlier version, set `schemaversion` \
+         (the `ce-schemaversion` header in binary mode) to that version"
+    )]
+    InvalidForLatest {
+        version: u32,
+        #[source]
+        source: runnel_schema::ValidationError,
+    },
+
     /// A stream asked for with a retention exists with another one (retention, like the
     /// partition count, is fixed when a stream is created).
     #[error("stream `{stream}` exists with retention {existing}, not {asked}")]
@@ -119,6 +132,7 @@ impl RuntimeError {
             RuntimeError::UnknownGroup(_) => "group.unknown",
             RuntimeError::UnknownDlqEntry { .. } => "dlq.unknown_entry",
             RuntimeError::StreamRetentionDiffers { .. } => "stream.exists",
+            RuntimeError::InvalidForLatest { .. } => "schema.invalid",
             RuntimeError::GroupConfig(_) | RuntimeError::GroupSetting { .. } => {
                 "group.invalid_config"
             }

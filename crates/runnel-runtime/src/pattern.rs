@@ -3,7 +3,13 @@
 //! A pattern has the shape of an event type, segment by segment: a literal segment matches
 //! itself, `*` matches any one segment, and a final `>` matches one or more remaining segments
 //! (the NATS convention). `order.*` matches `order.placed`; `*.*` matches every two-segment
-//! type; `>` matches everything; `billing.>` matches `billing.invoice.paid`.
+//! type; `>` matches everything; `billing.>` matches `billing.invoice.paid`. A pattern that no
+//! event type can match (`*`, `order`: types always have a domain and a fact) is refused, so
+//! a group can never silently commit past every event.
+//!
+//! These are *type patterns*, for group filters. API key scopes use *name globs* over stream
+//! and group names instead (`publish:order*`, `*` = any run of characters); both are
+//! described, with examples, in `docs/http-api.md` ("Patterns").
 
 use std::fmt;
 
@@ -64,6 +70,12 @@ impl TypePattern {
                 }
             };
             segments.push(segment);
+        }
+        if segments.len() == 1 && segments[0] != Segment::Rest {
+            return Err(invalid(
+                "matches no event type: types have a domain and a fact (`order.placed`), so \
+                 write `order.*`, `*.*` for every two-segment type, or `>` for every type",
+            ));
         }
         Ok(Self { text, segments })
     }
@@ -175,5 +187,16 @@ mod tests {
         }
         assert_eq!(TypePattern::new("order.*").unwrap().stream(), Some("order"));
         assert_eq!(TypePattern::new("*.*").unwrap().stream(), None);
+    }
+
+    #[test]
+    fn a_pattern_no_event_type_can_match_is_refused_suggesting_what_can() {
+        for never in ["*", "order"] {
+            let error = TypePattern::new(never).unwrap_err();
+            assert!(error.reason.contains("`*.*`"), "{never}: {error}");
+            assert!(error.reason.contains("`>`"), "{never}: {error}");
+        }
+        assert!(TypePattern::new(">").is_ok());
+        assert!(TypePattern::new("*.*").is_ok());
     }
 }

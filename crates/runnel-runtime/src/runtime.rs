@@ -133,12 +133,25 @@ impl Runnel {
     /// fixed at creation: an existing stream with another count is
     /// [`BackendError::StreamExists`], with another retention
     /// [`RuntimeError::StreamRetentionDiffers`] (rather than answered as if it were created).
+    ///
+    /// The name must be one an event type's domain can have (`a-z`, `0-9`, `_`): a stream
+    /// named otherwise could never be published to, and names with `-` are Runnel's own
+    /// (`replay-<group>`), so a user's stream cannot take a group's replay stream's name.
     pub async fn ensure_stream(
         &self,
         name: &StreamName,
         config: StreamConfig,
         retention_given: bool,
     ) -> Result<(runnel_backend::StreamInfo, bool)> {
+        if name.as_str().contains('-') {
+            return Err(crate::RuntimeError::Name(runnel_backend::InvalidName {
+                what: "stream name",
+                name: name.to_string(),
+                reason: "no event type could publish to it: a stream is named by its event \
+                         types' domain (`order` for `order.placed`: a-z, 0-9 and `_`); names \
+                         with `-` are kept for Runnel's own streams (`replay-<group>`)",
+            }));
+        }
         let existed = match self.shared.backend.describe_stream(name).await {
             Ok(existing) => {
                 if retention_given && existing.config.retention != config.retention {

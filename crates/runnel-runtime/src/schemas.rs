@@ -79,9 +79,13 @@ impl Schemas {
         let data = json_data(&event).ok_or_else(|| RuntimeError::DataNotJson {
             event_type: subject.to_string(),
         })?;
-        self.registry
-            .validate(&subject, Some(version), data)
-            .await?;
+        match self.registry.validate(&subject, Some(version), data).await {
+            Ok(_) => {}
+            Err(source @ ValidationError::Invalid { .. }) if named.is_none() => {
+                return Err(RuntimeError::InvalidForLatest { version, source });
+            }
+            Err(error) => return Err(error.into()),
+        }
         if named.is_some() {
             return Ok(event);
         }

@@ -67,17 +67,36 @@ pub enum Scope {
 impl TryFrom<String> for Scope {
     type Error = String;
     fn try_from(text: String) -> Result<Self, Self::Error> {
-        let pattern = |p: &str| {
+        // A glob over names that may only hold `a-z`, `0-9`, `_` and `-` (and `*`): anything
+        // else can never match, and is refused with the fix rather than loaded.
+        let pattern = |p: &str, names: &str| {
             if p.is_empty() {
-                Err(format!("scope `{text}` needs a pattern after the colon"))
-            } else {
-                Ok(NamePattern(p.to_string()))
+                return Err(format!("scope `{text}` needs a pattern after the colon"));
             }
+            if let Some(c) = p.chars().find(|c| {
+                !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '*'))
+            }) {
+                let fix = if names == "stream names" && (c == '.' || c == '>') {
+                    let domain = p.split(['.', '>']).next().unwrap_or_default();
+                    format!(
+                        "; scopes match {names}, not event types: for the events `{p}` names, \
+                         write `publish:{}`",
+                        if domain.is_empty() { "*" } else { domain }
+                    )
+                } else {
+                    String::new()
+                };
+                return Err(format!(
+                    "scope `{text}` can never match: {names} hold only lowercase letters, \
+                     digits, `_` and `-`, with `*` for any run of them, not {c:?}{fix}"
+                ));
+            }
+            Ok(NamePattern(p.to_string()))
         };
         match text.split_once(':') {
             None if text == "admin" => Ok(Scope::Admin),
-            Some(("publish", p)) => Ok(Scope::Publish(pattern(p)?)),
-            Some(("consume", p)) => Ok(Scope::Consume(pattern(p)?)),
+            Some(("publish", p)) => Ok(Scope::Publish(pattern(p, "stream names")?)),
+            Some(("consume", p)) => Ok(Scope::Consume(pattern(p, "group names")?)),
             _ => Err(format!(
                 "unknown scope `{text}`: expected `publish:<stream pattern>`, \
                  `consume:<group pattern>` or `admin`"
@@ -266,6 +285,18 @@ pub async fn registry_guard(request: Request, next: Next) -> Result<Response, Ap
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scopes_that_can_never_match_are_refused_with_the_fix() {
+        let error = Scope::try_from("publish:order.*".to_string()).unwrap_err();
+        assert!(error.contains("can never match"), "{error}");
+        assert!(error.contains("write `publish:order`"), "{error}");
+        let error = Scope::try_from("consume:Billing".to_string()).unwrap_err();
+        assert!(error.contains("group names"), "{error}");
+        for fine in ["publish:order*", "publish:*", "consume:billing-*", "admin"] {
+            assert!(Scope::try_from(fine.to_string()).is_ok(), "{fine}");
+        }
+    }
 
     #[test]
     fn patterns_match_with_stars() {

@@ -231,6 +231,21 @@ impl ApiError {
                 }
                 return api;
             }
+            RuntimeError::InvalidForLatest { version, source } => {
+                let mut api = Self::bad_request(code, error.to_string());
+                if let ValidationError::Invalid { errors, .. } = source {
+                    for field in errors {
+                        api = api.with_field(format!("/data{}", field.path), field.message.clone());
+                    }
+                }
+                return api.with_field(
+                    "/schemaversion",
+                    format!(
+                        "not set, so the data was validated against version {version}, the \
+                         latest; set it to the version the data follows"
+                    ),
+                );
+            }
             RuntimeError::Schema(
                 ValidationError::NoSchema { .. } | ValidationError::SubjectDeleted { .. },
             ) => {

@@ -123,7 +123,7 @@ pub struct GroupSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dlq_alert_threshold: Option<u64>,
     /// Record the ids of acknowledged events so one delivered again after a crash is skipped
-    /// instead of handed out twice. Default false.
+    /// instead of handed out twice. Default true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processed_ids: Option<bool>,
     /// How long a server's claim on a partition lasts without a heartbeat; a stopped server's

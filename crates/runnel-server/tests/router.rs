@@ -397,6 +397,50 @@ async fn a_publish_naming_no_version_of_a_soft_deleted_subject_is_refused() {
 }
 
 #[tokio::test]
+async fn v1_data_naming_no_version_is_told_it_was_validated_against_the_latest() {
+    let (_dir, app) = app().await;
+    let router = app.router();
+    let v1 = json!({
+        "type": "object",
+        "properties": {"amount": {"type": "number"}},
+        "additionalProperties": false
+    });
+    let mut v2 = v1.clone();
+    v2["properties"]["currency"] = json!({"type": "string", "default": "EUR"});
+    v2["required"] = json!(["currency"]);
+    for schema in [v1, v2] {
+        let registered = send_json(
+            &router,
+            "POST",
+            "/registry/subjects/order.placed/versions",
+            json!({"schema": schema.to_string()}),
+        )
+        .await;
+        assert_eq!(registered.status, StatusCode::OK, "{}", registered.text);
+    }
+    let refused = publish(&router, event("v1", "order.placed", json!({"amount": 10}))).await;
+    assert_problem(&refused, 400, "schema.invalid");
+    let detail = refused.body["detail"].as_str().unwrap();
+    assert!(detail.contains("currency"), "{detail}");
+    assert!(
+        detail.contains("names no `schemaversion`") && detail.contains("version 2, the latest"),
+        "{detail}"
+    );
+    let fields: Vec<&str> = refused.body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["path"].as_str())
+        .collect();
+    assert!(fields.contains(&"/schemaversion"), "{fields:?}");
+    // Stamped with the version its data follows, it is accepted.
+    let mut stamped = event("v1", "order.placed", json!({"amount": 10}));
+    stamped["schemaversion"] = json!(1);
+    assert_eq!(publish(&router, stamped).await.status, StatusCode::ACCEPTED);
+    app.close().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_slow_puller_gets_each_event_once_with_its_full_ack_wait() {
     let (_dir, app) = app().await;
     let router = app.router();
