@@ -94,15 +94,29 @@ impl Schemas {
 
     /// Checks an event at consume against the version it names, and adapts it to the
     /// group's pinned version. `Ok(Err(..))` means the event is a poison pill.
+    ///
+    /// For a pinned group, an event that names no version (published before its type had a
+    /// schema) is read as the type's first version: validated against it and adapted from it,
+    /// so the group never receives data that breaks the version it is pinned to.
     pub async fn check_consume(
         &self,
         event: Event,
         pinned: Option<u32>,
     ) -> Result<std::result::Result<Event, SchemaRejection>> {
-        let Some(version) = event.schema_version().map(|v| v.get()) else {
-            return Ok(Ok(event));
-        };
         let subject = event.event_type().clone();
+        let version = match (event.schema_version(), pinned) {
+            (Some(named), _) => named.get(),
+            (None, None) => return Ok(Ok(event)),
+            (None, Some(_)) => match self.registry.versions(&subject).await {
+                Ok(versions) => match versions.into_iter().min() {
+                    Some(first) => first,
+                    None => return Ok(Ok(event)),
+                },
+                Err(RegistryError::SubjectNotFound { .. }) => return Ok(Ok(event)),
+                Err(e) => return Err(RuntimeError::Schema(ValidationError::Registry(e))),
+            },
+        };
+        let unnamed = event.schema_version().is_none();
         let Some(data) = json_data(&event) else {
             return Ok(Err(SchemaRejection(
                 "schema_invalid: the data is not JSON".into(),
@@ -110,6 +124,13 @@ impl Schemas {
         };
         match self.registry.validate(&subject, Some(version), data).await {
             Ok(_) => {}
+            Err(invalid @ ValidationError::Invalid { .. }) if unnamed => {
+                return Ok(Err(SchemaRejection(format!(
+                    "schema_invalid: the event names no schemaversion (published before its \
+                     type had a schema), and read as version {version}, the first, for a group \
+                     pinned to a version: {invalid}"
+                ))));
+            }
             Err(invalid @ ValidationError::Invalid { .. }) => {
                 return Ok(Err(SchemaRejection(format!("schema_invalid: {invalid}"))));
             }

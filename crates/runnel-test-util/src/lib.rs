@@ -110,6 +110,7 @@ macro_rules! runtime_conformance_tests {
             an_event_failing_its_schema_at_consume_is_dead_lettered_as_schema_invalid,
             groups_pinned_to_a_version_receive_events_upcast_and_downcast,
             an_event_that_adapted_does_not_match_the_pinned_version_is_dead_lettered,
+            a_pinned_group_gets_events_from_before_any_schema_adapted_or_dead_lettered,
         }
     };
 }

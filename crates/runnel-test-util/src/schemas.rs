@@ -361,3 +361,66 @@ pub async fn groups_pinned_to_a_version_receive_events_upcast_and_downcast(
         "pinned to 1: the v2 event loses the field v1 does not know"
     );
 }
+
+/// A group pinned to a version gets events published before their type had any schema read
+/// as the first version: adapted to the pinned one and validated against it, or, when they
+/// do not match it, dead-lettered as `schema_invalid` — never handed out as they were.
+pub async fn a_pinned_group_gets_events_from_before_any_schema_adapted_or_dead_lettered(
+    h: &impl BackendHarness,
+) {
+    let runnel = runtime(h, false).await;
+    runnel
+        .publish(order(json!({ "order_id": "pre", "amount": 1 }), None))
+        .await
+        .expect("a schema-less event");
+    runnel
+        .publish(order(json!({ "oops": true }), None))
+        .await
+        .expect("another");
+    runnel
+        .schemas()
+        .register(&order_placed(), V1)
+        .await
+        .expect("v1");
+    runnel
+        .schemas()
+        .register(&order_placed(), V2)
+        .await
+        .expect("v2");
+    let seen: Arc<Mutex<Vec<Received>>> = Arc::default();
+    let sink = seen.clone();
+    let handle = runnel
+        .group("reads-v2")
+        .config(GroupConfig {
+            schema_version: Some(2),
+            ..GroupConfig::new("reads-v2", TypePattern::new("order.*").expect("pattern"))
+        })
+        .run(move |m| {
+            let sink = sink.clone();
+            async move {
+                let data = m.event.data().as_json().cloned().unwrap_or_default();
+                let version = m.event.schema_version().map(|v| v.get());
+                sink.lock().expect("seen").push((data, version));
+                Ok::<_, HandlerError>(vec![])
+            }
+        })
+        .await
+        .expect("run");
+    let entry = first_dlq_entry(&runnel, "reads-v2").await;
+    assert!(
+        entry.reason.starts_with("schema_invalid")
+            && entry.reason.contains("names no schemaversion"),
+        "{}",
+        entry.reason
+    );
+    eventually("the valid one", || !seen.lock().expect("seen").is_empty()).await;
+    handle.stop().await.expect("stop");
+    assert_eq!(
+        seen.lock().expect("seen").clone(),
+        vec![(
+            json!({ "order_id": "pre", "amount": 1, "currency": "EUR" }),
+            Some(2)
+        )],
+        "adapted from version 1 with the default"
+    );
+}
