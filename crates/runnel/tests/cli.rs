@@ -913,3 +913,80 @@ fn bench_runtime_filters_refuse_values_that_select_no_run() {
         }
     }
 }
+
+/// Runs `runnel <args> --url <server>` with stdout a pipe whose reader has already gone, as
+/// in `runnel … | head -0`.
+fn run_into_a_closed_pipe(server: &TestServer, args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut command = runnel(server.home.path());
+    command
+        .args(args)
+        .args(["--url", &server.url])
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped());
+    command.output().unwrap()
+}
+
+/// Ended as a Unix tool whose reader went away: by SIGPIPE, with nothing on stderr.
+fn assert_quiet_sigpipe_exit(args: &[&str], output: &Output) {
+    use std::os::unix::process::ExitStatusExt;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.signal(),
+        Some(libc::SIGPIPE),
+        "{args:?} exited {:?}: {stderr}",
+        output.status
+    );
+    assert!(stderr.is_empty(), "{args:?} said something: {stderr}");
+}
+
+#[test]
+fn tail_into_a_closed_pipe_exits_quietly_and_acks_nothing_it_could_not_write() {
+    let server = TestServer::start();
+    let output = server.run_with_stdin(&["publish"], Some(&order_lines(3, 0)));
+    assert_success(&["publish"], &output);
+    // A short ack_wait, so what tail leaves unsettled comes again soon.
+    let status = ureq_put(
+        &server.url,
+        "/v1/groups/audit",
+        json!({"filter": "order.*", "start": "earliest", "ack_wait": 300}),
+    );
+    assert!(status < 300, "PUT group: {status}");
+
+    let args = ["tail", "audit", "--no-follow", "--wait-ms", "5000"];
+    let output = run_into_a_closed_pipe(&server, &args);
+    assert_quiet_sigpipe_exit(&args, &output);
+
+    // Not one line reached a reader, so not one event was acknowledged: all three come again.
+    let tail = server.ok(&["tail", "audit", "--count", "3", "--json"]);
+    let mut ids: Vec<String> = tail
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["event"]["id"].to_string())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, [r#""o-0""#, r#""o-1""#, r#""o-2""#], "{tail}");
+}
+
+#[test]
+fn listing_commands_into_a_closed_pipe_exit_quietly() {
+    let server = TestServer::start();
+    let output = server.run_with_stdin(&["publish"], Some(&order_lines(3, 0)));
+    assert_success(&["publish"], &output);
+    ureq_put(
+        &server.url,
+        "/v1/groups/mailer",
+        json!({"filter": "order.*", "start": "earliest"}),
+    );
+    for args in [
+        &["dlq", "list", "mailer"][..],
+        &["dlq", "list", "mailer", "--json"],
+        &["streams"],
+        &["lag", "mailer"],
+        &["schema", "list"],
+    ] {
+        let output = run_into_a_closed_pipe(&server, args);
+        assert_quiet_sigpipe_exit(args, &output);
+    }
+}

@@ -159,9 +159,9 @@ fn list(args: ListArgs) -> anyhow::Result<()> {
             "dead-lettered at",
         ],
         &rows,
-    );
+    )?;
     if page["next"].is_string() {
-        println!("(more: raise --limit)");
+        outln!("(more: raise --limit)")?;
     }
     Ok(())
 }
@@ -189,10 +189,10 @@ fn show(args: ShowArgs) -> anyhow::Result<()> {
         "replays",
         "replay_pending",
     ] {
-        println!("{field:<18} {}", cell(&entry[field]));
+        outln!("{field:<18} {}", cell(&entry[field]))?;
     }
-    println!("event:");
-    println!("{}", serde_json::to_string_pretty(&entry["event"])?);
+    outln!("event:")?;
+    outln!("{}", serde_json::to_string_pretty(&entry["event"])?)?;
     Ok(())
 }
 
@@ -265,12 +265,12 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
             "missing": missing,
         }))?;
     } else {
-        println!(
+        outln!(
             "replayed {replayed} entries to group {} ({already_pending} already being replayed, {not_found} not found)",
             args.group,
-        );
+        )?;
         for id in missing {
-            println!("  not found: {}", cell(&id));
+            outln!("  not found: {}", cell(&id))?;
         }
     }
     // As `dlq show` of an unknown id: exit 1 when some of the ids asked for were not there.
@@ -321,6 +321,6 @@ fn purge(args: PurgeArgs) -> anyhow::Result<()> {
         return print_json(&answer);
     }
     let purged = answer.get("purged").cloned().unwrap_or(Value::Null);
-    println!("purged {} entries from group {}", cell(&purged), args.group);
+    outln!("purged {} entries from group {}", cell(&purged), args.group)?;
     Ok(())
 }

@@ -1,10 +1,12 @@
 //! `runnel streams`, `groups`, `lag <group>` and `tail <group>`.
 
+use std::io::Write;
+
 use clap::Args;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::{ClientArgs, cell, print_json, print_table, segment};
+use super::{ClientArgs, cell, print_json, print_table, segment, stdout_error};
 
 #[derive(Debug, Args)]
 pub struct StreamsArgs {
@@ -90,7 +92,7 @@ pub fn streams(args: StreamsArgs) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    print_table(&["stream", "partitions", "events", "bytes"], &rows);
+    print_table(&["stream", "partitions", "events", "bytes"], &rows)?;
     Ok(())
 }
 
@@ -134,7 +136,7 @@ pub fn groups(args: GroupsArgs) -> anyhow::Result<()> {
             "group", "filter", "lag", "acked", "retries", "dlq", "running",
         ],
         &rows,
-    );
+    )?;
     Ok(())
 }
 
@@ -176,13 +178,13 @@ pub fn lag(args: LagArgs) -> anyhow::Result<()> {
             "seconds",
         ],
         &rows,
-    );
-    println!(
+    )?;
+    outln!(
         "group {}: {} events behind, oldest {:.1}s",
         args.group,
         cell(&lag["total_events"]),
         lag["max_seconds"].as_f64().unwrap_or(0.0)
-    );
+    )?;
     Ok(())
 }
 
@@ -212,6 +214,50 @@ struct PulledEvent {
     data: Option<Box<RawValue>>,
 }
 
+/// The line `tail` prints for a pulled message, and the message's receipt.
+fn message_line(raw: &RawValue, json: bool) -> anyhow::Result<(String, String)> {
+    let m: PulledMessage = serde_json::from_str(raw.get())
+        .map_err(|e| anyhow::anyhow!("a pulled message is not what the server documents: {e}"))?;
+    if json {
+        return Ok((m.receipt, raw.get().to_string()));
+    }
+    let event: PulledEvent = serde_json::from_str(m.event.get())
+        .map_err(|e| anyhow::anyhow!("a pulled event is not CloudEvents JSON: {e}"))?;
+    let data = event.data.as_deref().map_or("null", RawValue::get);
+    let attempt = if m.attempt > 1 {
+        format!("  (attempt {})", m.attempt)
+    } else {
+        String::new()
+    };
+    let line = format!(
+        "{}/{}@{}  {}  {}  {data}{attempt}",
+        m.stream, m.partition, m.offset, event.event_type, event.id,
+    );
+    Ok((m.receipt, line))
+}
+
+/// Writes a line for each pulled message to `out`, flushing each: the receipts of the
+/// messages whose line was written, in order, and the error that stopped the rest, if one
+/// did. Only these receipts may be acknowledged: the user never saw the others.
+fn write_messages(
+    out: &mut impl Write,
+    messages: &[Box<RawValue>],
+    json: bool,
+) -> (Vec<String>, anyhow::Result<()>) {
+    let mut written = Vec::with_capacity(messages.len());
+    for raw in messages {
+        let (receipt, line) = match message_line(raw, json) {
+            Ok(pair) => pair,
+            Err(error) => return (written, Err(error)),
+        };
+        if let Err(error) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+            return (written, Err(stdout_error(error)));
+        }
+        written.push(receipt);
+    }
+    (written, Ok(()))
+}
+
 pub fn tail(args: TailArgs) -> anyhow::Result<()> {
     let api = args.client.api()?;
     let group = segment(&args.group);
@@ -237,37 +283,82 @@ pub fn tail(args: TailArgs) -> anyhow::Result<()> {
             }
             continue;
         }
-        let mut receipts = Vec::new();
-        for raw in &answer.messages {
-            let m: PulledMessage = serde_json::from_str(raw.get()).map_err(|e| {
-                anyhow::anyhow!("a pulled message is not what the server documents: {e}")
-            })?;
-            if args.client.json {
-                println!("{}", raw.get());
-            } else {
-                let event: PulledEvent = serde_json::from_str(m.event.get())
-                    .map_err(|e| anyhow::anyhow!("a pulled event is not CloudEvents JSON: {e}"))?;
-                println!(
-                    "{}/{}@{}  {}  {}  {}{}",
-                    m.stream,
-                    m.partition,
-                    m.offset,
-                    event.event_type,
-                    event.id,
-                    event.data.as_deref().map_or("null", RawValue::get),
-                    if m.attempt > 1 {
-                        format!("  (attempt {})", m.attempt)
-                    } else {
-                        String::new()
-                    }
-                );
-            }
-            receipts.push(m.receipt);
+        // Write and flush, then acknowledge what was written: a message whose line could not
+        // be written (stdout closed, `| head -1`) is left unsettled and comes again after the
+        // group's ack_wait.
+        let (receipts, written) = write_messages(
+            &mut std::io::stdout().lock(),
+            &answer.messages,
+            args.client.json,
+        );
+        if !receipts.is_empty() {
+            api.post(
+                &format!("/v1/groups/{group}/ack"),
+                &json!({"receipts": receipts}),
+            )?;
         }
-        api.post(
-            &format!("/v1/groups/{group}/ack"),
-            &json!({"receipts": receipts}),
-        )?;
-        seen += answer.messages.len() as u64;
+        written?;
+        seen += receipts.len() as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pull message as the server sends it, around the event's JSON.
+    fn message(receipt: &str, event: Value) -> Box<RawValue> {
+        let text = json!({"receipt": receipt, "attempt": 1, "from_dlq": false,
+                          "stream": "order", "partition": 0, "offset": 7, "event": event})
+        .to_string();
+        RawValue::from_string(text).unwrap()
+    }
+
+    fn order(id: &str) -> Value {
+        json!({"specversion": "1.0", "id": id, "source": "/t", "type": "order.placed",
+               "data": {"n": 1}})
+    }
+
+    /// Accepts `lines` lines, then answers as a pipe whose reader went away.
+    struct ClosesAfter {
+        lines: usize,
+        text: Vec<u8>,
+    }
+
+    impl Write for ClosesAfter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let lines = self.text.iter().filter(|&&b| b == b'\n').count();
+            if lines >= self.lines {
+                return Err(std::io::ErrorKind::BrokenPipe.into());
+            }
+            self.text.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn only_the_receipts_of_written_lines_are_returned_for_acking() {
+        let messages = [
+            message("r1", order("a")),
+            message("r2", order("b")),
+            message("r3", order("c")),
+        ];
+        let mut out = ClosesAfter {
+            lines: 2,
+            text: Vec::new(),
+        };
+        let (receipts, result) = write_messages(&mut out, &messages, false);
+        assert_eq!(receipts, ["r1", "r2"]);
+        let error = result.unwrap_err();
+        assert!(
+            error.downcast_ref::<crate::cli::StdoutClosed>().is_some(),
+            "{error}"
+        );
+        let text = String::from_utf8(out.text).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
     }
 }

@@ -204,7 +204,7 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
         if args.client.json {
             return print_json(&position);
         }
-        println!(
+        outln!(
             "published {} to {}/{} at offset {}{}",
             position["id"].as_str().unwrap_or_default(),
             position["stream"].as_str().unwrap_or_default(),
@@ -215,7 +215,7 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
             } else {
                 ""
             }
-        );
+        )?;
         return Ok(());
     }
 
@@ -344,12 +344,12 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
         .map(|(s, n)| vec![s.clone(), n.to_string()])
         .collect();
     if !rows.is_empty() {
-        print_table(&["stream", "published"], &rows);
+        print_table(&["stream", "published"], &rows)?;
     }
-    println!(
+    outln!(
         "published {published} event{} ({duplicates} duplicate{} skipped)",
         if published == 1 { "" } else { "s" },
         if duplicates == 1 { "" } else { "s" }
-    );
+    )?;
     Ok(())
 }
