@@ -990,3 +990,38 @@ fn listing_commands_into_a_closed_pipe_exit_quietly() {
         assert_quiet_sigpipe_exit(args, &output);
     }
 }
+
+#[test]
+fn tail_shows_binary_data_as_its_size_and_first_bytes_not_null() {
+    let server = TestServer::start();
+    ureq_put(
+        &server.url,
+        "/v1/groups/audit",
+        json!({"filter": "order.*", "start": "earliest"}),
+    );
+    // Binary mode: the body is the data, bytes as `application/octet-stream` says.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let bytes: Vec<u8> = (0u8..43).collect();
+    let status = agent
+        .post(&format!("{}/v1/events", server.url))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "b43")
+        .header("ce-source", "/audit")
+        .header("ce-type", "order.audited")
+        .header("content-type", "application/octet-stream")
+        .send(&bytes[..])
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(status, 202);
+
+    let shown = server.ok(&["tail", "audit", "--count", "1"]);
+    assert_eq!(
+        shown.trim_end(),
+        "order/0@0  order.audited  b43  \
+         <binary, 43 bytes, application/octet-stream: 000102030405060708090a0b0c0d0e0f…>",
+    );
+}

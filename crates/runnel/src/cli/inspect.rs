@@ -3,6 +3,7 @@
 use std::io::Write;
 
 use clap::Args;
+use runnel_envelope::Event;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
@@ -205,13 +206,40 @@ struct PulledMessage {
     event: Box<RawValue>,
 }
 
-/// What `tail` prints of a pulled event; `data` as sent.
+/// What `tail` prints of a pulled event; `data` as sent, binary data (`data_base64`) read
+/// through the envelope.
 #[derive(serde::Deserialize)]
 struct PulledEvent {
     id: String,
     #[serde(rename = "type")]
     event_type: String,
     data: Option<Box<RawValue>>,
+    data_base64: Option<serde::de::IgnoredAny>,
+    datacontenttype: Option<String>,
+}
+
+/// Bytes of binary data `tail` shows in hex; `--json` carries all of it.
+const BINARY_PREVIEW_BYTES: usize = 16;
+
+/// Binary data as a person can read it: its size, its content type and its first bytes in
+/// hex.
+fn binary_preview(bytes: &[u8], content_type: Option<&str>) -> String {
+    let hex: String = bytes
+        .iter()
+        .take(BINARY_PREVIEW_BYTES)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!(
+        "<binary, {} byte{}{}: {hex}{}>",
+        bytes.len(),
+        if bytes.len() == 1 { "" } else { "s" },
+        content_type.map_or_else(String::new, |t| format!(", {t}")),
+        if bytes.len() > BINARY_PREVIEW_BYTES {
+            "…"
+        } else {
+            ""
+        }
+    )
 }
 
 /// The line `tail` prints for a pulled message, and the message's receipt.
@@ -223,7 +251,21 @@ fn message_line(raw: &RawValue, json: bool) -> anyhow::Result<(String, String)> 
     }
     let event: PulledEvent = serde_json::from_str(m.event.get())
         .map_err(|e| anyhow::anyhow!("a pulled event is not CloudEvents JSON: {e}"))?;
-    let data = event.data.as_deref().map_or("null", RawValue::get);
+    let data = match (&event.data, &event.data_base64) {
+        (Some(data), _) => data.get().to_string(),
+        (None, Some(_)) => {
+            // The envelope reads `data_base64`, as it does every CloudEvents JSON event.
+            let parsed = serde_json::from_str(m.event.get())
+                .map_err(anyhow::Error::from)
+                .and_then(|value| Ok(Event::from_json_value(value)?))
+                .map_err(|e| {
+                    anyhow::anyhow!("the binary data of event {} cannot be read: {e}", event.id)
+                })?;
+            let bytes = parsed.data().as_binary().map_or(&[][..], |b| &b[..]);
+            binary_preview(bytes, event.datacontenttype.as_deref())
+        }
+        (None, None) => "(no data)".to_string(),
+    };
     let attempt = if m.attempt > 1 {
         format!("  (attempt {})", m.attempt)
     } else {
@@ -360,5 +402,38 @@ mod tests {
         );
         let text = String::from_utf8(out.text).unwrap();
         assert_eq!(text.lines().count(), 2, "{text}");
+    }
+
+    #[test]
+    fn binary_data_is_shown_as_its_size_type_and_first_bytes_never_null() {
+        let bytes: Vec<u8> = (0u8..43).collect();
+        let event = Event::builder(
+            runnel_envelope::EventType::new("order.audited").unwrap(),
+            runnel_envelope::Source::new("/t").unwrap(),
+        )
+        .id(runnel_envelope::EventId::new("b43").unwrap())
+        .data_binary(bytes, "application/octet-stream")
+        .build()
+        .unwrap();
+        let raw = message("r1", event.to_json_value());
+        let (receipt, line) = message_line(&raw, false).unwrap();
+        assert_eq!(receipt, "r1");
+        assert_eq!(
+            line,
+            "order/0@7  order.audited  b43  \
+             <binary, 43 bytes, application/octet-stream: 000102030405060708090a0b0c0d0e0f…>"
+        );
+    }
+
+    #[test]
+    fn an_event_without_data_says_so() {
+        let raw = message(
+            "r1",
+            json!({"specversion": "1.0", "id": "e1", "source": "/t", "type": "order.placed"}),
+        );
+        let (_, line) = message_line(&raw, false).unwrap();
+        assert_eq!(line, "order/0@7  order.placed  e1  (no data)");
+        let raw = message("r2", order("e2"));
+        assert!(message_line(&raw, false).unwrap().1.ends_with(r#"{"n":1}"#));
     }
 }
