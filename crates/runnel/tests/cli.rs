@@ -29,6 +29,11 @@ impl TestServer {
     }
 
     fn start_with(api_keys: Vec<runnel_server::ApiKeyConfig>) -> Self {
+        Self::start_configured(|config| config.api_keys = api_keys)
+    }
+
+    /// A server with the default configuration as `configure` changes it.
+    fn start_configured(configure: impl FnOnce(&mut ServerConfig)) -> Self {
         let data = tempfile::tempdir().unwrap();
         let home = tempfile::tempdir().unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -36,12 +41,12 @@ impl TestServer {
             .enable_all()
             .build()
             .unwrap();
-        let config = ServerConfig {
+        let mut config = ServerConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data.path().to_path_buf(),
-            api_keys,
             ..ServerConfig::default()
         };
+        configure(&mut config);
         let server = runtime
             .block_on(async {
                 let backend = EmbeddedBackend::open(EmbeddedConfig::new(&config.data_dir)).await?;
@@ -1023,5 +1028,90 @@ fn tail_shows_binary_data_as_its_size_and_first_bytes_not_null() {
         shown.trim_end(),
         "order/0@0  order.audited  b43  \
          <binary, 43 bytes, application/octet-stream: 000102030405060708090a0b0c0d0e0f…>",
+    );
+}
+
+#[test]
+fn an_event_over_max_event_bytes_is_named_as_such_and_not_blamed_on_the_batch() {
+    let server = TestServer::start();
+    // Line 2 of 3 is over the server's max_event_bytes (1 MiB by default): no --batch helps.
+    let big = json!({"specversion": "1.0", "id": "big", "source": "/t", "type": "order.placed",
+                     "data": {"s": "x".repeat(1_200_000)}});
+    let lines = order_lines(1, 0) + &big.to_string() + "\n" + &order_lines(1, 1);
+    for (batch, published_before) in [
+        ("500", "nothing was published"),
+        ("1", "line 1 was published"),
+    ] {
+        let output = server.run_with_stdin(&["publish", "--batch", batch], Some(&lines));
+        assert_eq!(output.status.code(), Some(1), "--batch {batch}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("line 2 is an event larger than the server's max_event_bytes")
+                && stderr.contains(published_before),
+            "--batch {batch}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("lower --batch"),
+            "--batch {batch}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_request_over_max_body_bytes_asks_for_a_smaller_batch_unless_it_is_one_event() {
+    let server = TestServer::start_configured(|config| config.max_body_bytes = 300_000);
+    let event = |id: &str, bytes: usize| {
+        json!({"specversion": "1.0", "id": id, "source": "/t", "type": "order.placed",
+               "data": {"s": "x".repeat(bytes)}})
+        .to_string()
+            + "\n"
+    };
+    // Five events of 100 kB fit in no request of 300 kB together: a smaller batch helps.
+    let lines: String = (0..5).map(|i| event(&format!("m{i}"), 100_000)).collect();
+    let output = server.run_with_stdin(&["publish"], Some(&lines));
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("(max_body_bytes): lower --batch; nothing was published"),
+        "{stderr}"
+    );
+    // One event of 400 kB is too large in any batch: the event is named, not the batch.
+    let lines = event("m0", 100) + &event("huge", 400_000);
+    let output = server.run_with_stdin(&["publish", "--batch", "1"], Some(&lines));
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("line 2 alone is more than the server takes in one request")
+            && stderr.contains("max_body_bytes")
+            && stderr.contains("line 1 was published"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("lower --batch"), "{stderr}");
+}
+
+#[test]
+fn publish_type_errors_are_about_the_event_with_a_suggestion_that_is_valid() {
+    let server = TestServer::start();
+    // A bad type is a usage error, found before a request, and the name suggested is valid.
+    let output = server.run(&["publish", "--type", "Order-Placed", "--data", "{}"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--type") && stderr.contains("(did you mean `order.placed`?)"),
+        "{stderr}"
+    );
+    // What the server refuses is "the event", not "event 0 of the batch" the user never sent.
+    let output = server.run(&["publish", "--type", "order.placed", "--source", "not a uri"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("the event was refused") && stderr.contains("`source`"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("of the batch"), "{stderr}");
+    assert_eq!(
+        server.json(&["streams"]),
+        json!([]),
+        "nothing was published"
     );
 }
