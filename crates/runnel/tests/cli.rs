@@ -1115,3 +1115,18 @@ fn publish_type_errors_are_about_the_event_with_a_suggestion_that_is_valid() {
         "nothing was published"
     );
 }
+
+#[test]
+fn a_url_without_a_scheme_is_refused_with_the_http_url_to_use() {
+    let home = tempfile::tempdir().unwrap();
+    let mut command = runnel(home.path());
+    command.args(["streams", "--url", "127.0.0.1:19517"]);
+    let output = run_command(command, None);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--url") && stderr.contains("`http://127.0.0.1:19517`"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("TLS"), "{stderr}");
+}

@@ -98,6 +98,12 @@ impl ClientArgs {
         } else {
             (DEFAULT_URL.to_string(), "the default URL".to_string())
         };
+        if !url.contains("://") {
+            return Err(UsageError(format!(
+                "{from} has no scheme: {url} (did you mean `http://{url}`?)"
+            ))
+            .into());
+        }
         if !url.starts_with("http://") {
             return Err(UsageError(format!(
                 "{from} must be an http:// URL (no TLS in this client): {url}"
