@@ -1130,3 +1130,88 @@ fn a_url_without_a_scheme_is_refused_with_the_http_url_to_use() {
     );
     assert!(!stderr.contains("TLS"), "{stderr}");
 }
+
+#[test]
+fn dlq_list_pages_with_after_and_filters_by_reason_and_time() {
+    let server = TestServer::start();
+    let output = server.run_with_stdin(&["publish"], Some(&order_lines(5, 0)));
+    assert_success(&["publish"], &output);
+    ureq_put(
+        &server.url,
+        "/v1/groups/mailer",
+        json!({"filter": "order.*", "start": "earliest"}),
+    );
+    // Dead-letter all five: two time out, three have a bad address.
+    let mut dead = 0;
+    while dead < 5 {
+        let pulled = ureq_post(
+            &server.url,
+            "/v1/groups/mailer/pull",
+            json!({"max": 10, "wait_ms": 1000}),
+        );
+        for m in pulled["messages"].as_array().unwrap() {
+            let reason = if m["event"]["id"] == "o-3" || m["event"]["id"] == "o-4" {
+                "SMTP timeout"
+            } else {
+                "bad address"
+            };
+            ureq_post(
+                &server.url,
+                "/v1/groups/mailer/nack",
+                json!({"receipt": m["receipt"], "class": "permanent", "reason": reason}),
+            );
+            dead += 1;
+        }
+    }
+
+    // Pages of two, each asked for --after the `next` of the one before, until none is left.
+    let mut ids: Vec<String> = Vec::new();
+    let mut after: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut args = vec!["dlq", "list", "mailer", "--limit", "2"];
+        if let Some(after) = &after {
+            args.extend(["--after", after.as_str()]);
+        }
+        let page = server.json(&args);
+        pages += 1;
+        for entry in page["entries"].as_array().unwrap() {
+            ids.push(entry["id"].as_str().unwrap().to_string());
+        }
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let mut distinct = ids.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 5, "every entry once: {ids:?}");
+    // The table says how to ask for the next page.
+    let table = server.ok(&["dlq", "list", "mailer", "--limit", "2"]);
+    assert!(table.contains(&format!("--after {}", ids[1])), "{table}");
+
+    // The server's filters: text in the reason (any case), and the dead-letter time.
+    let count = |args: &[&str]| {
+        let mut args = [&["dlq", "list", "mailer"][..], args].concat();
+        args.push("--json");
+        let output = server.run(&args);
+        assert_success(&args, &output);
+        let page: Value = serde_json::from_slice(&output.stdout).unwrap();
+        page["entries"].as_array().unwrap().len()
+    };
+    assert_eq!(count(&["--reason", "timeout"]), 2);
+    assert_eq!(count(&["--reason", "bad address"]), 3);
+    assert_eq!(count(&["--since", "2999-01-01T00:00:00Z"]), 0);
+    assert_eq!(count(&["--until", "2999-01-01T00:00:00Z"]), 5);
+    assert_eq!(
+        count(&[
+            "--since",
+            "2000-01-01T00:00:00+00:00",
+            "--reason",
+            "TIMEOUT"
+        ]),
+        2
+    );
+}
