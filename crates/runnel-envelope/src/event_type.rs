@@ -55,17 +55,15 @@ fn check(name: &str) -> Result<(), String> {
         return Err("must not be empty: use `domain.fact`, for example `order.placed`".into());
     }
     if name.chars().any(|c| c.is_uppercase()) {
-        return Err(format!(
-            "must be lowercase (did you mean `{}`?)",
-            name.to_lowercase()
-        ));
+        return Err(format!("must be lowercase{}", did_you_mean(name)));
     }
     if let Some(c) = name
         .chars()
         .find(|&c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.'))
     {
         return Err(format!(
-            "contains {c:?}: only `a-z`, `0-9`, `_` and `.` are allowed"
+            "contains {c:?}: only `a-z`, `0-9`, `_` and `.` are allowed{}",
+            did_you_mean(name)
         ));
     }
     if !name.contains('.') {
@@ -85,6 +83,33 @@ fn check(name: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// ` (did you mean `…`?)` with a valid name close to `name`, or nothing when none is plain:
+/// a suggestion is only made if it is itself a valid event type.
+fn did_you_mean(name: &str) -> String {
+    suggestion(name).map_or_else(String::new, |s| format!(" (did you mean `{s}`?)"))
+}
+
+/// `name` lowercased, with `-`, ` `, `/` and `:` read as separators: the first one the domain
+/// separator when `name` has no dot (`Order-Placed` → `order.placed`), the others `_`
+/// (`order-service.placed` → `order_service.placed`). `None` unless the result is valid.
+fn suggestion(name: &str) -> Option<String> {
+    let mut dot_wanted = !name.contains('.');
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars().flat_map(char::to_lowercase) {
+        match c {
+            'a'..='z' | '0'..='9' | '_' | '.' => out.push(c),
+            '-' | ' ' | '/' | ':' if dot_wanted => {
+                out.push('.');
+                dot_wanted = false;
+            }
+            '-' | ' ' | '/' | ':' => out.push('_'),
+            _ => return None,
+        }
+    }
+    // `out` holds only characters `check` allows, so this does not come back here.
+    check(&out).is_ok().then_some(out)
 }
 
 impl FromStr for EventType {
@@ -470,6 +495,36 @@ mod tests {
                 reason.contains(expected),
                 "`{name}`: reason `{reason}` should contain `{expected}`"
             );
+        }
+    }
+
+    #[test]
+    fn a_suggested_name_is_itself_valid() {
+        let table = [
+            ("Order-Placed", Some("order.placed")),
+            ("Order.Placed", Some("order.placed")),
+            ("ORDER.PLACED", Some("order.placed")),
+            ("order-placed", Some("order.placed")),
+            ("order placed", Some("order.placed")),
+            ("order/placed", Some("order.placed")),
+            ("order-service.placed", Some("order_service.placed")),
+            ("Billing.Invoice-Paid", Some("billing.invoice_paid")),
+            ("OrderPlaced", None),
+            ("order.placé", None),
+            ("Order-9", None),
+        ];
+        for (name, expected) in table {
+            let reason = reason(name);
+            match expected {
+                Some(suggested) => {
+                    assert!(
+                        reason.ends_with(&format!("(did you mean `{suggested}`?)")),
+                        "`{name}`: {reason}"
+                    );
+                    assert!(EventType::new(suggested).is_ok(), "`{suggested}`");
+                }
+                None => assert!(!reason.contains("did you mean"), "`{name}`: {reason}"),
+            }
         }
     }
 

@@ -119,6 +119,20 @@ fn error_chain(error: &anyhow::Error) -> String {
     text
 }
 
+/// Ends the process as a Unix tool whose reader went away ends: killed by SIGPIPE, without a
+/// message (shells print none for it; `pipefail` sees it). Rust starts with SIGPIPE ignored,
+/// so it is set back to its default action first.
+fn exit_by_sigpipe() -> ExitCode {
+    // SAFETY: signal() and raise() only change and signal this process; no handler is
+    // installed, and nothing runs after the default action ends the process.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::raise(libc::SIGPIPE);
+    }
+    // Not reached; the status a shell reports for a SIGPIPE death otherwise.
+    ExitCode::from(128 + libc::SIGPIPE as u8)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo's failures are on purpose: its dead-letter warnings would drown its output.
@@ -158,6 +172,9 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of stdout went away (`| head -1`); the command has stopped and dropped
+        // what it held (a --data-dir server included).
+        Err(error) if error.downcast_ref::<cli::StdoutClosed>().is_some() => exit_by_sigpipe(),
         Err(error) => {
             eprintln!("error: {}", error_chain(&error));
             // A configuration the server refuses is a usage error.

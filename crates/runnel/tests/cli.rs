@@ -29,6 +29,11 @@ impl TestServer {
     }
 
     fn start_with(api_keys: Vec<runnel_server::ApiKeyConfig>) -> Self {
+        Self::start_configured(|config| config.api_keys = api_keys)
+    }
+
+    /// A server with the default configuration as `configure` changes it.
+    fn start_configured(configure: impl FnOnce(&mut ServerConfig)) -> Self {
         let data = tempfile::tempdir().unwrap();
         let home = tempfile::tempdir().unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -36,12 +41,12 @@ impl TestServer {
             .enable_all()
             .build()
             .unwrap();
-        let config = ServerConfig {
+        let mut config = ServerConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data.path().to_path_buf(),
-            api_keys,
             ..ServerConfig::default()
         };
+        configure(&mut config);
         let server = runtime
             .block_on(async {
                 let backend = EmbeddedBackend::open(EmbeddedConfig::new(&config.data_dir)).await?;
@@ -912,4 +917,301 @@ fn bench_runtime_filters_refuse_values_that_select_no_run() {
             );
         }
     }
+}
+
+/// Runs `runnel <args> --url <server>` with stdout a pipe whose reader has already gone, as
+/// in `runnel … | head -0`.
+fn run_into_a_closed_pipe(server: &TestServer, args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut command = runnel(server.home.path());
+    command
+        .args(args)
+        .args(["--url", &server.url])
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped());
+    command.output().unwrap()
+}
+
+/// Ended as a Unix tool whose reader went away: by SIGPIPE, with nothing on stderr.
+fn assert_quiet_sigpipe_exit(args: &[&str], output: &Output) {
+    use std::os::unix::process::ExitStatusExt;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.signal(),
+        Some(libc::SIGPIPE),
+        "{args:?} exited {:?}: {stderr}",
+        output.status
+    );
+    assert!(stderr.is_empty(), "{args:?} said something: {stderr}");
+}
+
+#[test]
+fn tail_into_a_closed_pipe_exits_quietly_and_acks_nothing_it_could_not_write() {
+    let server = TestServer::start();
+    let output = server.run_with_stdin(&["publish"], Some(&order_lines(3, 0)));
+    assert_success(&["publish"], &output);
+    // A short ack_wait, so what tail leaves unsettled comes again soon.
+    let status = ureq_put(
+        &server.url,
+        "/v1/groups/audit",
+        json!({"filter": "order.*", "start": "earliest", "ack_wait": 300}),
+    );
+    assert!(status < 300, "PUT group: {status}");
+
+    let args = ["tail", "audit", "--no-follow", "--wait-ms", "5000"];
+    let output = run_into_a_closed_pipe(&server, &args);
+    assert_quiet_sigpipe_exit(&args, &output);
+
+    // Not one line reached a reader, so not one event was acknowledged: all three come again.
+    let tail = server.ok(&["tail", "audit", "--count", "3", "--json"]);
+    let mut ids: Vec<String> = tail
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["event"]["id"].to_string())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, [r#""o-0""#, r#""o-1""#, r#""o-2""#], "{tail}");
+}
+
+#[test]
+fn listing_commands_into_a_closed_pipe_exit_quietly() {
+    let server = TestServer::start();
+    let output = server.run_with_stdin(&["publish"], Some(&order_lines(3, 0)));
+    assert_success(&["publish"], &output);
+    ureq_put(
+        &server.url,
+        "/v1/groups/mailer",
+        json!({"filter": "order.*", "start": "earliest"}),
+    );
+    for args in [
+        &["dlq", "list", "mailer"][..],
+        &["dlq", "list", "mailer", "--json"],
+        &["streams"],
+        &["lag", "mailer"],
+        &["schema", "list"],
+    ] {
+        let output = run_into_a_closed_pipe(&server, args);
+        assert_quiet_sigpipe_exit(args, &output);
+    }
+}
+
+#[test]
+fn tail_shows_binary_data_as_its_size_and_first_bytes_not_null() {
+    let server = TestServer::start();
+    ureq_put(
+        &server.url,
+        "/v1/groups/audit",
+        json!({"filter": "order.*", "start": "earliest"}),
+    );
+    // Binary mode: the body is the data, bytes as `application/octet-stream` says.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let bytes: Vec<u8> = (0u8..43).collect();
+    let status = agent
+        .post(&format!("{}/v1/events", server.url))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "b43")
+        .header("ce-source", "/audit")
+        .header("ce-type", "order.audited")
+        .header("content-type", "application/octet-stream")
+        .send(&bytes[..])
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(status, 202);
+
+    let shown = server.ok(&["tail", "audit", "--count", "1"]);
+    assert_eq!(
+        shown.trim_end(),
+        "order/0@0  order.audited  b43  \
+         <binary, 43 bytes, application/octet-stream: 000102030405060708090a0b0c0d0e0f…>",
+    );
+}
+
+#[test]
+fn an_event_over_max_event_bytes_is_named_as_such_and_not_blamed_on_the_batch() {
+    let server = TestServer::start();
+    // Line 2 of 3 is over the server's max_event_bytes (1 MiB by default): no --batch helps.
+    let big = json!({"specversion": "1.0", "id": "big", "source": "/t", "type": "order.placed",
+                     "data": {"s": "x".repeat(1_200_000)}});
+    let lines = order_lines(1, 0) + &big.to_string() + "\n" + &order_lines(1, 1);
+    for (batch, published_before) in [
+        ("500", "nothing was published"),
+        ("1", "line 1 was published"),
+    ] {
+        let output = server.run_with_stdin(&["publish", "--batch", batch], Some(&lines));
+        assert_eq!(output.status.code(), Some(1), "--batch {batch}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("line 2 is an event larger than the server's max_event_bytes")
+                && stderr.contains(published_before),
+            "--batch {batch}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("lower --batch"),
+            "--batch {batch}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_request_over_max_body_bytes_asks_for_a_smaller_batch_unless_it_is_one_event() {
+    let server = TestServer::start_configured(|config| config.max_body_bytes = 300_000);
+    let event = |id: &str, bytes: usize| {
+        json!({"specversion": "1.0", "id": id, "source": "/t", "type": "order.placed",
+               "data": {"s": "x".repeat(bytes)}})
+        .to_string()
+            + "\n"
+    };
+    // Five events of 100 kB fit in no request of 300 kB together: a smaller batch helps.
+    let lines: String = (0..5).map(|i| event(&format!("m{i}"), 100_000)).collect();
+    let output = server.run_with_stdin(&["publish"], Some(&lines));
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("(max_body_bytes): lower --batch; nothing was published"),
+        "{stderr}"
+    );
+    // One event of 400 kB is too large in any batch: the event is named, not the batch.
+    let lines = event("m0", 100) + &event("huge", 400_000);
+    let output = server.run_with_stdin(&["publish", "--batch", "1"], Some(&lines));
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("line 2 alone is more than the server takes in one request")
+            && stderr.contains("max_body_bytes")
+            && stderr.contains("line 1 was published"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("lower --batch"), "{stderr}");
+}
+
+#[test]
+fn publish_type_errors_are_about_the_event_with_a_suggestion_that_is_valid() {
+    let server = TestServer::start();
+    // A bad type is a usage error, found before a request, and the name suggested is valid.
+    let output = server.run(&["publish", "--type", "Order-Placed", "--data", "{}"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--type") && stderr.contains("(did you mean `order.placed`?)"),
+        "{stderr}"
+    );
+    // What the server refuses is "the event", not "event 0 of the batch" the user never sent.
+    let output = server.run(&["publish", "--type", "order.placed", "--source", "not a uri"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("the event was refused") && stderr.contains("`source`"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("of the batch"), "{stderr}");
+    assert_eq!(
+        server.json(&["streams"]),
+        json!([]),
+        "nothing was published"
+    );
+}
+
+#[test]
+fn a_url_without_a_scheme_is_refused_with_the_http_url_to_use() {
+    let home = tempfile::tempdir().unwrap();
+    let mut command = runnel(home.path());
+    command.args(["streams", "--url", "127.0.0.1:19517"]);
+    let output = run_command(command, None);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--url") && stderr.contains("`http://127.0.0.1:19517`"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("TLS"), "{stderr}");
+}
+
+#[test]
+fn dlq_list_pages_with_after_and_filters_by_reason_and_time() {
+    let server = TestServer::start();
+    let output = server.run_with_stdin(&["publish"], Some(&order_lines(5, 0)));
+    assert_success(&["publish"], &output);
+    ureq_put(
+        &server.url,
+        "/v1/groups/mailer",
+        json!({"filter": "order.*", "start": "earliest"}),
+    );
+    // Dead-letter all five: two time out, three have a bad address.
+    let mut dead = 0;
+    while dead < 5 {
+        let pulled = ureq_post(
+            &server.url,
+            "/v1/groups/mailer/pull",
+            json!({"max": 10, "wait_ms": 1000}),
+        );
+        for m in pulled["messages"].as_array().unwrap() {
+            let reason = if m["event"]["id"] == "o-3" || m["event"]["id"] == "o-4" {
+                "SMTP timeout"
+            } else {
+                "bad address"
+            };
+            ureq_post(
+                &server.url,
+                "/v1/groups/mailer/nack",
+                json!({"receipt": m["receipt"], "class": "permanent", "reason": reason}),
+            );
+            dead += 1;
+        }
+    }
+
+    // Pages of two, each asked for --after the `next` of the one before, until none is left.
+    let mut ids: Vec<String> = Vec::new();
+    let mut after: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut args = vec!["dlq", "list", "mailer", "--limit", "2"];
+        if let Some(after) = &after {
+            args.extend(["--after", after.as_str()]);
+        }
+        let page = server.json(&args);
+        pages += 1;
+        for entry in page["entries"].as_array().unwrap() {
+            ids.push(entry["id"].as_str().unwrap().to_string());
+        }
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let mut distinct = ids.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 5, "every entry once: {ids:?}");
+    // The table says how to ask for the next page.
+    let table = server.ok(&["dlq", "list", "mailer", "--limit", "2"]);
+    assert!(table.contains(&format!("--after {}", ids[1])), "{table}");
+
+    // The server's filters: text in the reason (any case), and the dead-letter time.
+    let count = |args: &[&str]| {
+        let mut args = [&["dlq", "list", "mailer"][..], args].concat();
+        args.push("--json");
+        let output = server.run(&args);
+        assert_success(&args, &output);
+        let page: Value = serde_json::from_slice(&output.stdout).unwrap();
+        page["entries"].as_array().unwrap().len()
+    };
+    assert_eq!(count(&["--reason", "timeout"]), 2);
+    assert_eq!(count(&["--reason", "bad address"]), 3);
+    assert_eq!(count(&["--since", "2999-01-01T00:00:00Z"]), 0);
+    assert_eq!(count(&["--until", "2999-01-01T00:00:00Z"]), 5);
+    assert_eq!(
+        count(&[
+            "--since",
+            "2000-01-01T00:00:00+00:00",
+            "--reason",
+            "TIMEOUT"
+        ]),
+        2
+    );
 }

@@ -12,7 +12,8 @@ use super::{
 
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
-    /// List a group's dead-letter entries (filter with --type, --class).
+    /// List a group's dead-letter entries, a page at a time (filter with --type, --class,
+    /// --since, --until, --reason; the next page with --after).
     List(ListArgs),
     /// Show one entry, with its original event.
     Show(ShowArgs),
@@ -49,7 +50,20 @@ pub struct ListArgs {
     /// Only entries of this failure class.
     #[arg(long, value_enum)]
     pub class: Option<ClassArg>,
-    /// Most entries to list, 1 to 1000.
+    /// Only entries dead-lettered at or after this time: RFC 3339
+    /// (`2026-01-01T00:00:00Z`), or microseconds since the epoch.
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only entries dead-lettered before this time: RFC 3339, or microseconds since the epoch.
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Only entries whose reason contains this text (in any case).
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// The next page: start after this entry id (the `next` the previous page printed).
+    #[arg(long, value_name = "ID")]
+    pub after: Option<String>,
+    /// Most entries to list (a page), 1 to 1000.
     #[arg(long, value_name = "N", default_value_t = 100,
           value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub limit: u64,
@@ -122,14 +136,25 @@ pub fn run(command: DlqCommand) -> anyhow::Result<()> {
 
 fn list(args: ListArgs) -> anyhow::Result<()> {
     let api = args.client.api()?;
-    let mut query = format!("limit={}", args.limit);
-    if let Some(t) = &args.event_type {
-        query.push_str(&format!("&type={}", segment(t)));
-    }
-    if let Some(c) = args.class {
-        query.push_str(&format!("&class={}", c.as_str()));
-    }
-    let page = api.get(&format!("/v1/groups/{}/dlq?{query}", segment(&args.group)))?;
+    // The server's query names (`GET /v1/groups/{group}/dlq`), each value escaped.
+    let limit = args.limit.to_string();
+    let query: Vec<String> = [
+        ("type", args.event_type.as_deref()),
+        ("class", args.class.map(ClassArg::as_str)),
+        ("since", args.since.as_deref()),
+        ("until", args.until.as_deref()),
+        ("reason", args.reason.as_deref()),
+        ("after", args.after.as_deref()),
+        ("limit", Some(limit.as_str())),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| Some(format!("{name}={}", segment(value?))))
+    .collect();
+    let page = api.get(&format!(
+        "/v1/groups/{}/dlq?{}",
+        segment(&args.group),
+        query.join("&")
+    ))?;
     if args.client.json {
         return print_json(&page);
     }
@@ -159,9 +184,9 @@ fn list(args: ListArgs) -> anyhow::Result<()> {
             "dead-lettered at",
         ],
         &rows,
-    );
-    if page["next"].is_string() {
-        println!("(more: raise --limit)");
+    )?;
+    if let Some(next) = page["next"].as_str() {
+        outln!("(more: the next page is --after {next})")?;
     }
     Ok(())
 }
@@ -189,10 +214,10 @@ fn show(args: ShowArgs) -> anyhow::Result<()> {
         "replays",
         "replay_pending",
     ] {
-        println!("{field:<18} {}", cell(&entry[field]));
+        outln!("{field:<18} {}", cell(&entry[field]))?;
     }
-    println!("event:");
-    println!("{}", serde_json::to_string_pretty(&entry["event"])?);
+    outln!("event:")?;
+    outln!("{}", serde_json::to_string_pretty(&entry["event"])?)?;
     Ok(())
 }
 
@@ -265,12 +290,12 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
             "missing": missing,
         }))?;
     } else {
-        println!(
+        outln!(
             "replayed {replayed} entries to group {} ({already_pending} already being replayed, {not_found} not found)",
             args.group,
-        );
+        )?;
         for id in missing {
-            println!("  not found: {}", cell(&id));
+            outln!("  not found: {}", cell(&id))?;
         }
     }
     // As `dlq show` of an unknown id: exit 1 when some of the ids asked for were not there.
@@ -321,6 +346,6 @@ fn purge(args: PurgeArgs) -> anyhow::Result<()> {
         return print_json(&answer);
     }
     let purged = answer.get("purged").cloned().unwrap_or(Value::Null);
-    println!("purged {} entries from group {}", cell(&purged), args.group);
+    outln!("purged {} entries from group {}", cell(&purged), args.group)?;
     Ok(())
 }

@@ -1,10 +1,13 @@
 //! `runnel streams`, `groups`, `lag <group>` and `tail <group>`.
 
+use std::io::Write;
+
 use clap::Args;
+use runnel_envelope::Event;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::{ClientArgs, cell, print_json, print_table, segment};
+use super::{ClientArgs, cell, print_json, print_table, segment, stdout_error};
 
 #[derive(Debug, Args)]
 pub struct StreamsArgs {
@@ -90,7 +93,7 @@ pub fn streams(args: StreamsArgs) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    print_table(&["stream", "partitions", "events", "bytes"], &rows);
+    print_table(&["stream", "partitions", "events", "bytes"], &rows)?;
     Ok(())
 }
 
@@ -134,7 +137,7 @@ pub fn groups(args: GroupsArgs) -> anyhow::Result<()> {
             "group", "filter", "lag", "acked", "retries", "dlq", "running",
         ],
         &rows,
-    );
+    )?;
     Ok(())
 }
 
@@ -176,13 +179,13 @@ pub fn lag(args: LagArgs) -> anyhow::Result<()> {
             "seconds",
         ],
         &rows,
-    );
-    println!(
+    )?;
+    outln!(
         "group {}: {} events behind, oldest {:.1}s",
         args.group,
         cell(&lag["total_events"]),
         lag["max_seconds"].as_f64().unwrap_or(0.0)
-    );
+    )?;
     Ok(())
 }
 
@@ -203,13 +206,98 @@ struct PulledMessage {
     event: Box<RawValue>,
 }
 
-/// What `tail` prints of a pulled event; `data` as sent.
+/// What `tail` prints of a pulled event; `data` as sent, binary data (`data_base64`) read
+/// through the envelope.
 #[derive(serde::Deserialize)]
 struct PulledEvent {
     id: String,
     #[serde(rename = "type")]
     event_type: String,
     data: Option<Box<RawValue>>,
+    data_base64: Option<serde::de::IgnoredAny>,
+    datacontenttype: Option<String>,
+}
+
+/// Bytes of binary data `tail` shows in hex; `--json` carries all of it.
+const BINARY_PREVIEW_BYTES: usize = 16;
+
+/// Binary data as a person can read it: its size, its content type and its first bytes in
+/// hex.
+fn binary_preview(bytes: &[u8], content_type: Option<&str>) -> String {
+    let hex: String = bytes
+        .iter()
+        .take(BINARY_PREVIEW_BYTES)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!(
+        "<binary, {} byte{}{}: {hex}{}>",
+        bytes.len(),
+        if bytes.len() == 1 { "" } else { "s" },
+        content_type.map_or_else(String::new, |t| format!(", {t}")),
+        if bytes.len() > BINARY_PREVIEW_BYTES {
+            "…"
+        } else {
+            ""
+        }
+    )
+}
+
+/// The line `tail` prints for a pulled message, and the message's receipt.
+fn message_line(raw: &RawValue, json: bool) -> anyhow::Result<(String, String)> {
+    let m: PulledMessage = serde_json::from_str(raw.get())
+        .map_err(|e| anyhow::anyhow!("a pulled message is not what the server documents: {e}"))?;
+    if json {
+        return Ok((m.receipt, raw.get().to_string()));
+    }
+    let event: PulledEvent = serde_json::from_str(m.event.get())
+        .map_err(|e| anyhow::anyhow!("a pulled event is not CloudEvents JSON: {e}"))?;
+    let data = match (&event.data, &event.data_base64) {
+        (Some(data), _) => data.get().to_string(),
+        (None, Some(_)) => {
+            // The envelope reads `data_base64`, as it does every CloudEvents JSON event.
+            let parsed = serde_json::from_str(m.event.get())
+                .map_err(anyhow::Error::from)
+                .and_then(|value| Ok(Event::from_json_value(value)?))
+                .map_err(|e| {
+                    anyhow::anyhow!("the binary data of event {} cannot be read: {e}", event.id)
+                })?;
+            let bytes = parsed.data().as_binary().map_or(&[][..], |b| &b[..]);
+            binary_preview(bytes, event.datacontenttype.as_deref())
+        }
+        (None, None) => "(no data)".to_string(),
+    };
+    let attempt = if m.attempt > 1 {
+        format!("  (attempt {})", m.attempt)
+    } else {
+        String::new()
+    };
+    let line = format!(
+        "{}/{}@{}  {}  {}  {data}{attempt}",
+        m.stream, m.partition, m.offset, event.event_type, event.id,
+    );
+    Ok((m.receipt, line))
+}
+
+/// Writes a line for each pulled message to `out`, flushing each: the receipts of the
+/// messages whose line was written, in order, and the error that stopped the rest, if one
+/// did. Only these receipts may be acknowledged: the user never saw the others.
+fn write_messages(
+    out: &mut impl Write,
+    messages: &[Box<RawValue>],
+    json: bool,
+) -> (Vec<String>, anyhow::Result<()>) {
+    let mut written = Vec::with_capacity(messages.len());
+    for raw in messages {
+        let (receipt, line) = match message_line(raw, json) {
+            Ok(pair) => pair,
+            Err(error) => return (written, Err(error)),
+        };
+        if let Err(error) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+            return (written, Err(stdout_error(error)));
+        }
+        written.push(receipt);
+    }
+    (written, Ok(()))
 }
 
 pub fn tail(args: TailArgs) -> anyhow::Result<()> {
@@ -237,37 +325,115 @@ pub fn tail(args: TailArgs) -> anyhow::Result<()> {
             }
             continue;
         }
-        let mut receipts = Vec::new();
-        for raw in &answer.messages {
-            let m: PulledMessage = serde_json::from_str(raw.get()).map_err(|e| {
-                anyhow::anyhow!("a pulled message is not what the server documents: {e}")
-            })?;
-            if args.client.json {
-                println!("{}", raw.get());
-            } else {
-                let event: PulledEvent = serde_json::from_str(m.event.get())
-                    .map_err(|e| anyhow::anyhow!("a pulled event is not CloudEvents JSON: {e}"))?;
-                println!(
-                    "{}/{}@{}  {}  {}  {}{}",
-                    m.stream,
-                    m.partition,
-                    m.offset,
-                    event.event_type,
-                    event.id,
-                    event.data.as_deref().map_or("null", RawValue::get),
-                    if m.attempt > 1 {
-                        format!("  (attempt {})", m.attempt)
-                    } else {
-                        String::new()
-                    }
-                );
-            }
-            receipts.push(m.receipt);
+        // Write and flush, then acknowledge what was written: a message whose line could not
+        // be written (stdout closed, `| head -1`) is left unsettled and comes again after the
+        // group's ack_wait.
+        let (receipts, written) = write_messages(
+            &mut std::io::stdout().lock(),
+            &answer.messages,
+            args.client.json,
+        );
+        if !receipts.is_empty() {
+            api.post(
+                &format!("/v1/groups/{group}/ack"),
+                &json!({"receipts": receipts}),
+            )?;
         }
-        api.post(
-            &format!("/v1/groups/{group}/ack"),
-            &json!({"receipts": receipts}),
-        )?;
-        seen += answer.messages.len() as u64;
+        written?;
+        seen += receipts.len() as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pull message as the server sends it, around the event's JSON.
+    fn message(receipt: &str, event: Value) -> Box<RawValue> {
+        let text = json!({"receipt": receipt, "attempt": 1, "from_dlq": false,
+                          "stream": "order", "partition": 0, "offset": 7, "event": event})
+        .to_string();
+        RawValue::from_string(text).unwrap()
+    }
+
+    fn order(id: &str) -> Value {
+        json!({"specversion": "1.0", "id": id, "source": "/t", "type": "order.placed",
+               "data": {"n": 1}})
+    }
+
+    /// Accepts `lines` lines, then answers as a pipe whose reader went away.
+    struct ClosesAfter {
+        lines: usize,
+        text: Vec<u8>,
+    }
+
+    impl Write for ClosesAfter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let lines = self.text.iter().filter(|&&b| b == b'\n').count();
+            if lines >= self.lines {
+                return Err(std::io::ErrorKind::BrokenPipe.into());
+            }
+            self.text.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn only_the_receipts_of_written_lines_are_returned_for_acking() {
+        let messages = [
+            message("r1", order("a")),
+            message("r2", order("b")),
+            message("r3", order("c")),
+        ];
+        let mut out = ClosesAfter {
+            lines: 2,
+            text: Vec::new(),
+        };
+        let (receipts, result) = write_messages(&mut out, &messages, false);
+        assert_eq!(receipts, ["r1", "r2"]);
+        let error = result.unwrap_err();
+        assert!(
+            error.downcast_ref::<crate::cli::StdoutClosed>().is_some(),
+            "{error}"
+        );
+        let text = String::from_utf8(out.text).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+    }
+
+    #[test]
+    fn binary_data_is_shown_as_its_size_type_and_first_bytes_never_null() {
+        let bytes: Vec<u8> = (0u8..43).collect();
+        let event = Event::builder(
+            runnel_envelope::EventType::new("order.audited").unwrap(),
+            runnel_envelope::Source::new("/t").unwrap(),
+        )
+        .id(runnel_envelope::EventId::new("b43").unwrap())
+        .data_binary(bytes, "application/octet-stream")
+        .build()
+        .unwrap();
+        let raw = message("r1", event.to_json_value());
+        let (receipt, line) = message_line(&raw, false).unwrap();
+        assert_eq!(receipt, "r1");
+        assert_eq!(
+            line,
+            "order/0@7  order.audited  b43  \
+             <binary, 43 bytes, application/octet-stream: 000102030405060708090a0b0c0d0e0f…>"
+        );
+    }
+
+    #[test]
+    fn an_event_without_data_says_so() {
+        let raw = message(
+            "r1",
+            json!({"specversion": "1.0", "id": "e1", "source": "/t", "type": "order.placed"}),
+        );
+        let (_, line) = message_line(&raw, false).unwrap();
+        assert_eq!(line, "order/0@7  order.placed  e1  (no data)");
+        let raw = message("r2", order("e2"));
+        assert!(message_line(&raw, false).unwrap().1.ends_with(r#"{"n":1}"#));
     }
 }

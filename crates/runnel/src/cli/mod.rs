@@ -6,6 +6,18 @@
 //! `RUNNEL_KEY`, then `~/.config/runnel/cli.toml` (`url = "…"`, `key = "…"`), then
 //! `http://127.0.0.1:8717`. `--data-dir` works on a stopped server's data directly (see
 //! [`local`]).
+//!
+//! Everything a command prints goes through [`write_line`] (or `outln!`), never `println!`:
+//! a reader that closed stdout (`runnel dlq list g | head -1`) is an error these return,
+//! [`StdoutClosed`], and the binary then exits as Unix tools do, quietly, by SIGPIPE.
+
+/// `println!` for the commands: the line is written and flushed, and a closed stdout is an
+/// error ([`StdoutClosed`]) rather than a panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::write_line(&format!($($arg)*))
+    };
+}
 
 pub mod dlq;
 pub mod inspect;
@@ -13,7 +25,7 @@ pub mod local;
 pub mod publish;
 pub mod schema;
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use clap::Args;
@@ -62,6 +74,12 @@ pub struct UsageError(pub String);
 #[error("{0}")]
 pub struct CheckFailed(pub String);
 
+/// stdout was closed by its reader (`runnel tail g | head -1`): the command stopped writing.
+/// Not a failure to report: the binary exits quietly, by SIGPIPE, as Unix tools do.
+#[derive(Debug, thiserror::Error)]
+#[error("stdout was closed by its reader")]
+pub struct StdoutClosed;
+
 impl ClientArgs {
     /// The client for the resolved URL and key: flags, then environment, then `cli.toml`.
     pub fn api(&self) -> anyhow::Result<Api> {
@@ -80,6 +98,12 @@ impl ClientArgs {
         } else {
             (DEFAULT_URL.to_string(), "the default URL".to_string())
         };
+        if !url.contains("://") {
+            return Err(UsageError(format!(
+                "{from} has no scheme: {url} (did you mean `http://{url}`?)"
+            ))
+            .into());
+        }
         if !url.starts_with("http://") {
             return Err(UsageError(format!(
                 "{from} must be an http:// URL (no TLS in this client): {url}"
@@ -123,14 +147,31 @@ fn read_cli_file() -> anyhow::Result<CliFile> {
     toml::from_str(&text).map_err(|error| UsageError(format!("{}: {error}", path.display())).into())
 }
 
+/// Writes `text` and a line break to stdout and flushes it: once this returns `Ok`, the line
+/// has left the process. A closed stdout is [`StdoutClosed`].
+pub fn write_line(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{text}")
+        .and_then(|()| stdout.flush())
+        .map_err(stdout_error)
+}
+
+/// The error writing to stdout failed with: [`StdoutClosed`] for a closed pipe.
+pub fn stdout_error(error: std::io::Error) -> anyhow::Error {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        StdoutClosed.into()
+    } else {
+        anyhow::Error::new(error).context("writing to stdout")
+    }
+}
+
 /// Prints a value as pretty JSON.
 pub fn print_json(value: &Value) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
+    write_line(&serde_json::to_string_pretty(value)?)
 }
 
 /// Prints rows as a table: the first column left-aligned, numbers right-aligned.
-pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+pub fn print_table(headers: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -162,10 +203,10 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
             .to_string()
     };
     let headers: Vec<String> = headers.iter().map(|h| h.to_uppercase()).collect();
-    println!("{}", line(&headers));
-    for row in rows {
-        println!("{}", line(row));
-    }
+    let table: Vec<String> = std::iter::once(line(&headers))
+        .chain(rows.iter().map(|row| line(row)))
+        .collect();
+    write_line(&table.join("\n"))
 }
 
 /// Whether progress bars should be drawn (stderr is a terminal).

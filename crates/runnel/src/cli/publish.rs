@@ -10,6 +10,8 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+use runnel_envelope::EventType;
+
 use super::{ClientArgs, UsageError, print_json, print_table, progress_on_terminal};
 use crate::api::ApiError;
 
@@ -110,12 +112,69 @@ fn stdin_has_lines() -> bool {
 
 /// What was published when reading stopped at `line`: every line before it, nothing after.
 fn sent_before(line: usize) -> String {
-    if line <= 1 {
-        "nothing was published".to_string()
-    } else {
-        format!(
+    match line {
+        0 | 1 => "nothing was published".to_string(),
+        2 => "line 1 was published, none from line 2 on".to_string(),
+        _ => format!(
             "the events of lines 1–{} were published, none from line {line} on",
             line - 1
+        ),
+    }
+}
+
+/// The index in its batch of the event a problem is about: the first segment of its first
+/// path (`/2/type`), else the "event 2 of the batch" its detail starts with (the server's
+/// 413 for an event too large names no path).
+fn batch_index(problem: &Value) -> Option<usize> {
+    let from_path = problem["errors"][0]["path"]
+        .as_str()
+        .and_then(|path| path.strip_prefix('/')?.split('/').next()?.parse().ok());
+    from_path.or_else(|| {
+        problem["detail"]
+            .as_str()?
+            .strip_prefix("event ")?
+            .split_once(" of the batch")?
+            .0
+            .parse()
+            .ok()
+    })
+}
+
+/// A 413, told by the limit the server's problem names: an event over `max_event_bytes`,
+/// which no --batch helps, or a request over `max_body_bytes`, which a smaller --batch does
+/// unless the request is one event.
+fn too_large(problem: &Value, lines: &[usize]) -> String {
+    let (first, last) = (
+        lines.first().copied().unwrap_or(1),
+        lines.last().copied().unwrap_or(1),
+    );
+    if problem["code"] == "envelope.too_large" {
+        let line = if lines.len() == 1 {
+            Some(first)
+        } else {
+            batch_index(problem).and_then(|index| lines.get(index).copied())
+        };
+        let which = match line {
+            Some(line) => format!("line {line} is an event"),
+            None => format!("an event of lines {first}–{last} is"),
+        };
+        format!(
+            "{which} larger than the server's max_event_bytes: make it smaller, or raise \
+             max_event_bytes on the server (a smaller --batch cannot help); {}",
+            sent_before(first)
+        )
+    } else if lines.len() == 1 {
+        format!(
+            "line {first} alone is more than the server takes in one request \
+             (max_body_bytes): the event is too large to publish; {}",
+            sent_before(first)
+        )
+    } else {
+        format!(
+            "lines {first}–{last} ({} events) are more than the server takes in one request \
+             (max_body_bytes): lower --batch; {}",
+            lines.len(),
+            sent_before(first)
         )
     }
 }
@@ -128,23 +187,13 @@ fn refused_batch(error: ApiError, lines: &[usize]) -> anyhow::Error {
         lines.last().copied().unwrap_or(1),
     );
     let context = match &error {
-        ApiError::Status { status: 413, .. } => format!(
-            "lines {first}–{last} ({} events) are more than the server takes in one request: \
-             lower --batch; {}",
-            lines.len(),
-            sent_before(first)
-        ),
+        ApiError::Status {
+            status: 413,
+            problem,
+            ..
+        } => too_large(problem, lines),
         ApiError::Status { problem, .. } => {
-            let line = problem["errors"][0]["path"]
-                .as_str()
-                .and_then(|path| {
-                    path.strip_prefix('/')?
-                        .split('/')
-                        .next()?
-                        .parse::<usize>()
-                        .ok()
-                })
-                .and_then(|index| lines.get(index));
+            let line = batch_index(problem).and_then(|index| lines.get(index));
             match line {
                 Some(line) => format!(
                     "line {line} was refused, and with it its batch (lines {first}–{last}); {}",
@@ -180,8 +229,10 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
         )
         .into());
     }
-    let api = args.client.api()?;
     if let Some(event_type) = &args.event_type {
+        // Checked here, so a bad flag is a usage error before any request.
+        let event_type =
+            EventType::new(event_type.as_str()).map_err(|e| UsageError(format!("--type: {e}")))?;
         // Kept as text, so the data arrives as written (numbers past 64 bits included).
         let data: Option<Box<RawValue>> = match &args.data {
             Some(text) => Some(
@@ -190,21 +241,30 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
             ),
             None => None,
         };
+        let api = args.client.api()?;
         let id = args.id.clone().unwrap_or_else(new_id);
         let event = OneEvent {
             specversion: "1.0",
             id: &id,
             source: args.source.as_deref().unwrap_or("/runnel-cli"),
-            event_type,
+            event_type: event_type.as_str(),
             data: data.as_deref(),
             partitionkey: args.partition_key.as_deref(),
         };
-        let positions = api.publish_batch(&[event])?;
-        let position = positions.get(0).cloned().unwrap_or(Value::Null);
+        // One event in the structured mode, not a batch of one: what the server refuses is
+        // about "the event", with paths such as `/source`.
+        let position = api
+            .post_as("/v1/events", "application/cloudevents+json", &event)
+            .map_err(|error| match error {
+                ApiError::Status { .. } => {
+                    anyhow::Error::new(error).context("the event was refused")
+                }
+                other => other.into(),
+            })?;
         if args.client.json {
             return print_json(&position);
         }
-        println!(
+        outln!(
             "published {} to {}/{} at offset {}{}",
             position["id"].as_str().unwrap_or_default(),
             position["stream"].as_str().unwrap_or_default(),
@@ -215,10 +275,11 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
             } else {
                 ""
             }
-        );
+        )?;
         return Ok(());
     }
 
+    let api = args.client.api()?;
     let reader: Box<dyn BufRead> = match &args.file {
         Some(path) if path.is_dir() => {
             return Err(UsageError(format!(
@@ -344,12 +405,12 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
         .map(|(s, n)| vec![s.clone(), n.to_string()])
         .collect();
     if !rows.is_empty() {
-        print_table(&["stream", "published"], &rows);
+        print_table(&["stream", "published"], &rows)?;
     }
-    println!(
+    outln!(
         "published {published} event{} ({duplicates} duplicate{} skipped)",
         if published == 1 { "" } else { "s" },
         if duplicates == 1 { "" } else { "s" }
-    );
+    )?;
     Ok(())
 }

@@ -111,12 +111,12 @@ fn register(args: FileArgs) -> anyhow::Result<()> {
             "lints": lints,
         }));
     }
-    println!(
+    outln!(
         "registered {} version {} (schema id {})",
         event_type,
         cell(&answer["version"]),
         cell(&answer["id"])
-    );
+    )?;
     for lint in lints {
         eprintln!("warning: {}", cell(&lint["message"]));
     }
@@ -153,14 +153,14 @@ fn check(args: FileArgs) -> anyhow::Result<()> {
             "reasons": reasons,
         }))?;
     } else if compatible {
-        println!(
+        outln!(
             "compatible: {event_type} can move to this schema{}",
             note.map(|n| format!(" ({n})")).unwrap_or_default()
-        );
+        )?;
     } else {
-        println!("INCOMPATIBLE: {event_type} cannot move to this schema:");
+        outln!("INCOMPATIBLE: {event_type} cannot move to this schema:")?;
         for reason in &reasons {
-            println!("  - {}", cell(reason));
+            outln!("  - {}", cell(reason))?;
         }
     }
     if compatible {
@@ -198,7 +198,7 @@ fn list(args: ListArgs) -> anyhow::Result<()> {
         .iter()
         .map(|s| vec![cell(&s["event_type"]), cell(&s["version"]), cell(&s["id"])])
         .collect();
-    print_table(&["event type", "latest version", "schema id"], &rows);
+    print_table(&["event type", "latest version", "schema id"], &rows)?;
     Ok(())
 }
 
@@ -224,13 +224,13 @@ fn show(args: ShowArgs) -> anyhow::Result<()> {
             "schema": schema,
         }));
     }
-    println!(
+    outln!(
         "{} version {} (schema id {})",
         cell(&found["subject"]),
         cell(&found["version"]),
         cell(&found["id"])
-    );
-    println!("{}", serde_json::to_string_pretty(&schema)?);
+    )?;
+    outln!("{}", serde_json::to_string_pretty(&schema)?)?;
     Ok(())
 }
 
@@ -247,10 +247,10 @@ fn lint(args: LintArgs) -> anyhow::Result<()> {
     if args.client.json {
         print_json(&json!({"checked": types.len(), "lints": lints}))?;
     } else if lints.is_empty() {
-        println!("{} event types checked: all name a past fact", types.len());
+        outln!("{} event types checked: all name a past fact", types.len())?;
     } else {
         for lint in &lints {
-            println!("{}: {}", cell(&lint["event_type"]), cell(&lint["message"]));
+            outln!("{}: {}", cell(&lint["event_type"]), cell(&lint["message"]))?;
         }
     }
     if lints.is_empty() {
