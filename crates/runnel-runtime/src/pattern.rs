@@ -113,6 +113,16 @@ impl TypePattern {
         }
     }
 
+    /// Whether every event type of stream `stream` matches (`>`, `order.>` for `order`), so
+    /// that counting matching events needs no look at their types.
+    pub fn matches_every_type_of(&self, stream: &str) -> bool {
+        match self.segments.as_slice() {
+            [Segment::Rest] => true,
+            [Segment::Literal(domain), Segment::Rest] => domain == stream,
+            _ => false,
+        }
+    }
+
     /// The one stream this pattern can match, when its first segment is literal.
     pub fn stream(&self) -> Option<&str> {
         match self.segments.first() {

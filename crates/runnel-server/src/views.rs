@@ -224,10 +224,13 @@ pub struct PartitionLagView {
     /// The next offset the group will process.
     pub committed: u64,
     pub high_watermark: u64,
-    /// Events not yet done.
+    /// Events not yet done that the group's filter matches (other types' events are not lag).
     pub events: u64,
-    /// Age of the oldest event not yet done, in seconds (0 when caught up).
+    /// Age of the oldest such event, in seconds (0 when caught up).
     pub seconds: f64,
+    /// False when counting would read more than 10,000 records past `committed`: `events` is
+    /// then an upper bound (it counts the unread records).
+    pub exact: bool,
 }
 
 /// Lag of a group.
@@ -235,6 +238,8 @@ pub struct PartitionLagView {
 pub struct LagView {
     pub total_events: u64,
     pub max_seconds: f64,
+    /// Whether every partition's count is exact.
+    pub exact: bool,
     pub partitions: Vec<PartitionLagView>,
 }
 
@@ -243,6 +248,7 @@ impl From<GroupLag> for LagView {
         Self {
             total_events: lag.total_events,
             max_seconds: lag.max_seconds,
+            exact: lag.exact,
             partitions: lag
                 .partitions
                 .into_iter()
@@ -253,6 +259,7 @@ impl From<GroupLag> for LagView {
                     high_watermark: p.high_watermark,
                     events: p.events,
                     seconds: p.seconds,
+                    exact: p.exact,
                 })
                 .collect(),
         }

@@ -89,6 +89,7 @@ macro_rules! runtime_conformance_tests {
         $crate::__conformance_group! { $harness; runtime;
             four_groups_with_different_patterns_each_see_exactly_the_matching_events,
             lag_counts_events_and_age_after_partial_consumption,
+            lag_counts_only_the_events_the_filter_matches,
             a_duplicate_publish_returns_the_first_position_even_after_a_restart,
             two_groups_transforming_one_input_into_one_stream_both_publish,
             two_sources_sharing_an_id_are_two_events,

@@ -179,6 +179,52 @@ pub async fn four_groups_with_different_patterns_each_see_exactly_the_matching_e
     }
 }
 
+/// Lag counts only the events a group's filter matches: a fully acknowledged group whose
+/// consumer is not running does not show other types' events, published since, as lag (it
+/// would commit past them only when it next runs).
+pub async fn lag_counts_only_the_events_the_filter_matches(h: &impl BackendHarness) {
+    let clock = h.clock();
+    let runnel = runtime(h).await;
+    order_stream(&runnel, 1).await;
+    for n in 0..5 {
+        runnel
+            .publish(numbered_event(&clock, "order.checked", "k", n))
+            .await
+            .expect("publish");
+    }
+    let mut consumer = runnel
+        .group("checks")
+        .subscribe("order.checked")
+        .start()
+        .await
+        .expect("start");
+    for n in 0..5 {
+        next_delivery(&mut consumer, &format!("checked {n}"))
+            .await
+            .ack();
+    }
+    let handle = consumer.handle();
+    eventually("all five committed", || handle.stats().acked == 5).await;
+    handle.stop().await.expect("stop");
+    for n in 0..20 {
+        runnel
+            .publish(numbered_event(&clock, "order.placed", "k", n))
+            .await
+            .expect("publish");
+    }
+    clock.advance(Duration::from_secs(60));
+    let lag = runnel.lag("checks").await.expect("lag");
+    assert_eq!(lag.total_events, 0, "{lag:?}");
+    assert_eq!(lag.max_seconds, 0.0, "{lag:?}");
+    assert!(lag.exact);
+    runnel
+        .publish(numbered_event(&clock, "order.checked", "k", 5))
+        .await
+        .expect("publish");
+    let lag = runnel.lag("checks").await.expect("lag");
+    assert_eq!(lag.total_events, 1, "{lag:?}");
+}
+
 pub async fn lag_counts_events_and_age_after_partial_consumption(h: &impl BackendHarness) {
     let clock = h.clock();
     let runnel = runtime(h).await;
