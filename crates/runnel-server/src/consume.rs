@@ -171,6 +171,11 @@ enum Missing {
 }
 
 /// One group's consumer on this server.
+/// How long after a consumer starts its pulls gather across partitions.
+const STARTING: Duration = Duration::from_secs(2);
+/// While starting, a pull answers once no delivery came for this long.
+const STARTING_QUIET: Duration = Duration::from_millis(100);
+
 pub struct Session {
     pub config: GroupConfig,
     consumer: Mutex<Consumer>,
@@ -180,6 +185,9 @@ pub struct Session {
     last_used: StdMutex<Instant>,
     /// When the stored configuration was last compared with this consumer's.
     config_checked: StdMutex<Instant>,
+    /// When the consumer started: its partitions' workers make their first reads one by
+    /// one, so its first pulls gather across them (see [`STARTING`]).
+    started: Instant,
     stopped: AtomicBool,
 }
 
@@ -323,6 +331,7 @@ impl Consumers {
             receipts: StdMutex::new(Receipts::default()),
             last_used: StdMutex::new(Instant::now()),
             config_checked: StdMutex::new(Instant::now()),
+            started: Instant::now(),
             stopped: AtomicBool::new(false),
         });
         tracing::info!(group, "consumer started");
@@ -393,6 +402,16 @@ impl Consumers {
                 while taken.len() < max {
                     match consumer.next().now_or_never() {
                         Some(Some(delivery)) => taken.push(delivery),
+                        _ => break,
+                    }
+                }
+                // A consumer that has just started has workers still making their first
+                // reads: wait (within the pull's own wait) for what the other partitions
+                // have ready, until they go quiet, instead of answering with one partition's.
+                while taken.len() < max && session.started.elapsed() < STARTING {
+                    let quiet = (Instant::now() + STARTING_QUIET).min(deadline);
+                    match tokio::time::timeout_at(quiet.into(), consumer.next()).await {
+                        Ok(Some(delivery)) => taken.push(delivery),
                         _ => break,
                     }
                 }

@@ -441,6 +441,36 @@ async fn v1_data_naming_no_version_is_told_it_was_validated_against_the_latest()
 }
 
 #[tokio::test]
+async fn the_first_pull_of_a_new_consumer_gathers_what_every_partition_has_ready() {
+    let (_dir, app) = app().await;
+    let router = app.router();
+    let created = send_json(
+        &router,
+        "POST",
+        "/v1/streams",
+        json!({"name": "order", "partitions": 4}),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    // Keys spread over the four partitions.
+    let mut partitions = std::collections::BTreeSet::new();
+    let mut n = 0;
+    while partitions.len() < 4 {
+        let key = format!("customer-{n}");
+        if partitions.insert(runnel_runtime::partition_for_key(&key, 4)) {
+            let mut e = event(&format!("e{n}"), "order.placed", json!({"n": n}));
+            e["partitionkey"] = json!(key);
+            assert_eq!(publish(&router, e).await.status, StatusCode::ACCEPTED);
+        }
+        n += 1;
+    }
+    put_group(&router, "fresh", json!({"filter": "order.*"})).await;
+    let messages = pull(&router, "fresh", 10, 5_000).await;
+    assert_eq!(messages.len(), 4, "{messages:?}");
+    app.close().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_slow_puller_gets_each_event_once_with_its_full_ack_wait() {
     let (_dir, app) = app().await;
     let router = app.router();
