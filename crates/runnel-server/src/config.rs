@@ -6,7 +6,7 @@
 //! server never reads a file or the environment itself.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -30,7 +30,8 @@ pub struct ApiKeyConfig {
 #[serde(default)]
 pub struct ServerConfig {
     /// Address to listen on. Default `127.0.0.1:8717`. Without API keys only a loopback
-    /// address is accepted.
+    /// address is accepted; with keys, another address needs `tls_cert` and `tls_key` (or
+    /// `allow_plaintext`).
     pub bind: SocketAddr,
     /// Data directory: the embedded backend's storage, and this server's id (`server-id`)
     /// on every backend. Default `./runnel-data`.
@@ -61,6 +62,19 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// API keys. Default none: then only a loopback `bind` is allowed and nothing is checked.
     pub api_keys: Vec<ApiKeyConfig>,
+    /// PEM file with the server's certificate, then the certificates of its chain. With
+    /// `tls_key`, the server speaks HTTPS only. Default none (empty): plain HTTP. A relative
+    /// path is taken from the working directory.
+    pub tls_cert: PathBuf,
+    /// PEM file with the private key of `tls_cert` (PKCS#8, PKCS#1 or SEC1). Default none.
+    pub tls_key: PathBuf,
+    /// With TLS: check `tls_cert` and `tls_key` for new contents every this many seconds and
+    /// serve them when they changed (SIGHUP reloads at once). 0: only on SIGHUP. Default 5.
+    pub tls_reload_secs: u64,
+    /// Serve plain HTTP on a non-loopback `bind` even though API keys then cross the network
+    /// in clear (say, behind a TLS-terminating proxy on a trusted network). Default false:
+    /// such a `bind` needs `tls_cert` and `tls_key`.
+    pub allow_plaintext: bool,
 }
 
 impl Default for ServerConfig {
@@ -78,6 +92,10 @@ impl Default for ServerConfig {
             consumer_idle_secs: 300,
             shutdown_grace_secs: 30,
             api_keys: Vec::new(),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
+            tls_reload_secs: 5,
+            allow_plaintext: false,
         }
     }
 }
@@ -97,6 +115,9 @@ pub enum ConfigError {
     Env { var: String, message: String },
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    /// `tls_cert` or `tls_key` cannot be served.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 impl ServerConfig {
@@ -108,6 +129,23 @@ impl ServerConfig {
                 "refusing to listen on {} without API keys: anyone who can reach it could \
                  publish, consume and purge. Add [[api_keys]] to runnel.toml (or \
                  RUNNEL_API_KEYS), or bind a loopback address such as 127.0.0.1",
+                self.bind
+            ));
+        }
+        match (
+            self.tls_cert.as_os_str().is_empty(),
+            self.tls_key.as_os_str().is_empty(),
+        ) {
+            (false, true) => return bad("tls_cert is set but tls_key is not: set both".into()),
+            (true, false) => return bad("tls_key is set but tls_cert is not: set both".into()),
+            _ => {}
+        }
+        if !self.bind.ip().is_loopback() && self.tls_files().is_none() && !self.allow_plaintext {
+            return bad(format!(
+                "refusing to listen on {} over plain HTTP: API keys would cross the network \
+                 in clear. Set tls_cert and tls_key (PEM files) to serve HTTPS, or set \
+                 allow_plaintext = true if that is intended (say, behind a TLS-terminating \
+                 proxy)",
                 self.bind
             ));
         }
@@ -148,6 +186,15 @@ impl ServerConfig {
         Ok(())
     }
 
+    /// The certificate and key files, when TLS is configured.
+    pub fn tls_files(&self) -> Option<(&Path, &Path)> {
+        if self.tls_cert.as_os_str().is_empty() || self.tls_key.as_os_str().is_empty() {
+            None
+        } else {
+            Some((&self.tls_cert, &self.tls_key))
+        }
+    }
+
     /// A copy with API key secrets replaced, for printing and logging.
     pub fn redacted(&self) -> Self {
         let mut copy = self.clone();
@@ -171,15 +218,72 @@ mod tests {
         let err = config.validate().unwrap_err();
         assert!(err.to_string().contains("without API keys"), "{err}");
         let with_key = ServerConfig {
-            api_keys: vec![ApiKeyConfig {
-                name: "ops".into(),
-                key: "0123456789abcdef".into(),
-                scopes: vec![Scope::Admin],
-            }],
+            api_keys: admin_key(),
+            allow_plaintext: true,
             ..config
         };
         with_key.validate().unwrap();
         assert!(ServerConfig::default().validate().is_ok());
+    }
+
+    fn admin_key() -> Vec<ApiKeyConfig> {
+        vec![ApiKeyConfig {
+            name: "ops".into(),
+            key: "0123456789abcdef".into(),
+            scopes: vec![Scope::Admin],
+        }]
+    }
+
+    #[test]
+    fn non_loopback_with_keys_needs_tls_or_allow_plaintext() {
+        let plain = ServerConfig {
+            bind: "0.0.0.0:8717".parse().unwrap(),
+            api_keys: admin_key(),
+            ..ServerConfig::default()
+        };
+        let err = plain.validate().unwrap_err().to_string();
+        for named in ["tls_cert", "tls_key", "allow_plaintext"] {
+            assert!(err.contains(named), "{err}");
+        }
+        let tls = ServerConfig {
+            tls_cert: "cert.pem".into(),
+            tls_key: "key.pem".into(),
+            ..plain.clone()
+        };
+        tls.validate().unwrap();
+        assert_eq!(
+            tls.tls_files(),
+            Some((Path::new("cert.pem"), Path::new("key.pem")))
+        );
+        let on_purpose = ServerConfig {
+            allow_plaintext: true,
+            ..plain.clone()
+        };
+        on_purpose.validate().unwrap();
+        let loopback = ServerConfig {
+            bind: "127.0.0.1:8717".parse().unwrap(),
+            ..plain
+        };
+        loopback.validate().unwrap();
+        assert_eq!(loopback.tls_files(), None);
+    }
+
+    #[test]
+    fn a_certificate_without_its_key_is_refused() {
+        let err = ServerConfig {
+            tls_cert: "cert.pem".into(),
+            ..ServerConfig::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(err.to_string().contains("tls_key is not"), "{err}");
+        let err = ServerConfig {
+            tls_key: "key.pem".into(),
+            ..ServerConfig::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(err.to_string().contains("tls_cert is not"), "{err}");
     }
 
     #[test]

@@ -410,7 +410,7 @@ impl Consumers {
                 // have ready, until they go quiet, instead of answering with one partition's.
                 while taken.len() < max && session.started.elapsed() < STARTING {
                     let quiet = (Instant::now() + STARTING_QUIET).min(deadline);
-                    match tokio::time::timeout_at(quiet.into(), consumer.next()).await {
+                    match tokio::time::timeout_at(quiet, consumer.next()).await {
                         Ok(Some(delivery)) => taken.push(delivery),
                         _ => break,
                     }

@@ -14,6 +14,7 @@
 //! - [`binding`]: the CloudEvents HTTP binding;
 //! - [`consume`]: a runtime consumer per group and the receipt table behind ack/nack;
 //! - [`problem`]: RFC 9457 problem documents, the one error type of every handler;
+//! - [`tls`]: HTTPS from `tls_cert`/`tls_key`, reloaded without dropping connections;
 //! - [`metrics`], [`openapi`], and [`server`] (start, graceful stop).
 //!
 //! Invariants:
@@ -21,7 +22,8 @@
 //!   is validated whole before anything is appended.
 //! - Nothing a client sends yields a 5xx: bad input is a 4xx problem naming the field.
 //! - Without API keys the server listens on loopback only; other addresses are refused at
-//!   start.
+//!   start. With keys, another address needs TLS (or `allow_plaintext` said on purpose), so
+//!   keys do not cross a network in clear by accident.
 //! - What the server holds for consumers is bounded by the runtime's `max_in_flight` and
 //!   `max_ack_pending`; long polls are bounded by `max_pull_messages` and `max_pull_wait_ms`.
 
@@ -39,9 +41,13 @@ pub mod problem;
 pub mod routes;
 pub mod server;
 #[cfg(feature = "test-util")]
+pub mod test_certs;
+#[cfg(feature = "test-util")]
 pub mod testing;
+pub mod tls;
 pub mod views;
 
 pub use config::{ApiKeyConfig, ConfigError, ServerConfig};
 pub use problem::{ApiError, Problem};
 pub use server::{App, Server, ServerError};
+pub use tls::{TlsError, TlsReloader};

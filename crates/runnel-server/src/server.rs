@@ -2,8 +2,9 @@
 //! run(shutdown)`.
 //!
 //! It exists to keep the order of start and stop in one place. Start: check the
-//! configuration (no non-loopback address without keys), build the runtime, registry and
-//! router over the backend the binary opened, bind. Stop, once the shutdown future resolves: stop
+//! configuration (no non-loopback address without keys, nor with keys in plain HTTP unless
+//! allowed), build the runtime, registry and router over the backend the binary opened, load
+//! the TLS certificate if one is configured, bind. Stop, once the shutdown future resolves: stop
 //! accepting, let requests in flight finish (long polls and event streams end early, up to
 //! `shutdown_grace_secs` in all), stop every consumer (workers commit what is done and
 //! release their partitions), then close the backend, which flushes.
@@ -19,12 +20,14 @@ use runnel_envelope::Limits;
 use runnel_runtime::{Runnel, RuntimeConfig};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Keys;
 use crate::config::{ConfigError, ServerConfig};
 use crate::consume::{Consumers, Shutdown};
 use crate::metrics::Metrics;
 use crate::routes::{AppState, Shared, router};
+use crate::tls::TlsReloader;
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -177,6 +180,7 @@ async fn sweep_idle(state: AppState, idle: Duration) {
 pub struct Server {
     app: App,
     listener: TcpListener,
+    tls: Option<(TlsReloader, TlsAcceptor)>,
 }
 
 impl Server {
@@ -189,16 +193,29 @@ impl Server {
         Self::with_app(app).await
     }
 
-    /// Binds an application built elsewhere.
+    /// Binds an application built elsewhere, with TLS if `tls_cert` and `tls_key` are set
+    /// (both files are read before the socket is bound).
     pub async fn with_app(app: App) -> Result<Self, ServerError> {
-        let addr = app.config().bind;
+        let config = app.config();
+        let tls = match config.tls_files() {
+            Some((cert, key)) => {
+                let reloader = TlsReloader::load(cert, key).map_err(ConfigError::from)?;
+                let acceptor = reloader.acceptor().map_err(ConfigError::from)?;
+                Some((reloader, acceptor))
+            }
+            None => None,
+        };
+        let addr = config.bind;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServerError::Bind { addr, source })?;
-        if app.config().api_keys.is_empty() {
+        if config.api_keys.is_empty() {
             tracing::warn!(%addr, "no API keys configured: serving loopback only, without authentication");
         }
-        Ok(Self { app, listener })
+        if tls.is_none() && !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "serving plain HTTP beyond loopback (allow_plaintext): API keys cross the network in clear");
+        }
+        Ok(Self { app, listener, tls })
     }
 
     /// The address actually bound (useful with port 0).
@@ -210,13 +227,32 @@ impl Server {
         &self.app
     }
 
+    /// The certificate in use and what reloads it (SIGHUP in the binary), when serving HTTPS.
+    pub fn tls(&self) -> Option<&TlsReloader> {
+        self.tls.as_ref().map(|(reloader, _)| reloader)
+    }
+
+    /// `https` or `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
     /// Serves until `shutdown` resolves, then stops in order (see the module docs).
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
-        let Server { app, listener } = self;
+        let Server { app, listener, tls } = self;
         let grace = Duration::from_secs(app.config().shutdown_grace_secs);
+        let reload_every = Duration::from_secs(app.config().tls_reload_secs);
+        let (watcher, acceptor) = match tls {
+            Some((reloader, acceptor)) => {
+                let watcher = (!reload_every.is_zero())
+                    .then(|| tokio::spawn(crate::tls::watch(reloader, reload_every)));
+                (watcher, Some(acceptor))
+            }
+            None => (None, None),
+        };
         let token = app.state.shutdown.clone();
         let signal = {
             let token = token.clone();
@@ -226,7 +262,7 @@ impl Server {
                 token.trigger();
             }
         };
-        let serve = crate::accept::serve(listener, app.router(), signal);
+        let serve = crate::accept::serve(listener, app.router(), acceptor, signal);
         let mut serving = tokio::spawn(serve);
         let served = tokio::select! {
             result = &mut serving => Some(result),
@@ -250,6 +286,9 @@ impl Server {
             Ok(served) => served.map_err(ServerError::Serve),
             Err(join) => Err(ServerError::Serve(std::io::Error::other(join.to_string()))),
         };
+        if let Some(watcher) = watcher {
+            watcher.abort();
+        }
         app.close().await?;
         tracing::info!("stopped");
         served

@@ -1,14 +1,18 @@
 //! A small HTTP/1.1 client for tests against a running server (feature `test-util`): one
-//! request per connection, whole bodies, no TLS. Shared by this crate's tests and the
-//! binary's process tests so neither copies it.
+//! request per connection, whole bodies, over TLS when asked ([`Client::with_tls`]). Shared
+//! by this crate's tests and the binary's process tests so neither copies it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 /// An answer: status, headers and body.
 #[derive(Debug, Clone)]
@@ -45,15 +49,42 @@ pub enum ClientError {
 }
 
 /// A client for one server address.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     addr: SocketAddr,
     token: Option<String>,
+    tls: Option<TlsConnector>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("addr", &self.addr)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {
     pub fn new(addr: SocketAddr) -> Self {
-        Self { addr, token: None }
+        Self {
+            addr,
+            token: None,
+            tls: None,
+        }
+    }
+
+    /// Speaks HTTPS, trusting `roots` and asking for the address's IP as the server name.
+    pub fn with_tls(mut self, roots: rustls::RootCertStore) -> Self {
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("rustls' default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        self.tls = Some(TlsConnector::from(Arc::new(config)));
+        self
     }
 
     /// Sends `Authorization: Bearer <token>` with every request.
@@ -82,11 +113,6 @@ impl Client {
         headers: &[(&str, &[u8])],
         body: impl Into<Bytes>,
     ) -> Result<Answer, ClientError> {
-        let stream = TcpStream::connect(self.addr).await?;
-        stream.set_nodelay(true)?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        let driver = tokio::spawn(connection);
         let mut request = Request::builder()
             .method(method)
             .uri(path)
@@ -98,16 +124,15 @@ impl Client {
             request = request.header(*name, *value);
         }
         let request = request.body(Full::new(body.into()))?;
-        let response = sender.send_request(request).await?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response.into_body().collect().await?.to_bytes();
-        driver.abort();
-        Ok(Answer {
-            status,
-            headers,
-            body,
-        })
+        let stream = TcpStream::connect(self.addr).await?;
+        stream.set_nodelay(true)?;
+        match &self.tls {
+            None => exchange(stream, request).await,
+            Some(tls) => {
+                let name = ServerName::IpAddress(self.addr.ip().into());
+                exchange(tls.connect(name, stream).await?, request).await
+            }
+        }
     }
 
     pub async fn get(&self, path: &str) -> Result<Answer, ClientError> {
@@ -151,4 +176,23 @@ impl Client {
         )
         .await
     }
+}
+
+/// One request and its whole answer over `io`.
+async fn exchange<IO>(io: IO, request: Request<Full<Bytes>>) -> Result<Answer, ClientError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    let driver = tokio::spawn(connection);
+    let response = sender.send_request(request).await?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await?.to_bytes();
+    driver.abort();
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
 }

@@ -275,6 +275,13 @@ async fn a_non_loopback_bind_without_keys_is_refused_at_start() {
     }
     let mut with_keys = config;
     keys(&mut with_keys);
+    // Keys would cross the network in clear: refused unless said on purpose (or TLS).
+    match common::open(with_keys.clone()).await {
+        Err(ServerError::Config(e)) => assert!(e.to_string().contains("allow_plaintext"), "{e}"),
+        Err(other) => panic!("wrong error: {other}"),
+        Ok(_) => panic!("a non-loopback plain-HTTP bind with keys must be refused"),
+    }
+    with_keys.allow_plaintext = true;
     common::open(with_keys)
         .await
         .unwrap()

@@ -2,16 +2,24 @@
 //! commands and `runnel demo`: JSON in and out, problem documents turned into errors, and
 //! "cannot connect" kept apart from "the server said no" so the binary can exit 3 for both
 //! with a message naming the URL.
+//!
+//! `https://` URLs go through rustls (on `ring`): the server's certificate is checked against
+//! the webpki roots, or only against the CAs of a [`CaFile`] (`--ca-file`) for a private CA.
+//! A certificate the client does not accept is reported as such, naming the problem and the
+//! way to trust a private CA.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use serde::Serialize;
 use serde_json::Value;
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// No connection (refused, timed out, bad address).
+    /// No connection (refused, timed out, bad address, a TLS certificate not accepted).
     #[error("cannot reach the server at {url}: {message}")]
     Unreachable { url: String, message: String },
     /// 401 or 403: the key is missing, unknown or lacks the scope.
@@ -39,6 +47,61 @@ impl ApiError {
     }
 }
 
+/// The CA certificates of a PEM file, the only ones trusted for `https://` when given.
+#[derive(Debug, Clone)]
+pub struct CaFile {
+    certs: Vec<ureq::tls::Certificate<'static>>,
+}
+
+/// Why a CA file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CaFileError {
+    #[error("cannot read the CA file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("CA file {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl CaFile {
+    /// Reads every `BEGIN CERTIFICATE` block of `path`; at least one, each a usable CA.
+    pub fn read(path: &Path) -> Result<Self, CaFileError> {
+        let invalid = |message: String| CaFileError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let pem = std::fs::read(path).map_err(|source| CaFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let ders = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(format!("not a PEM file: {e}")))?;
+        if ders.is_empty() {
+            return Err(invalid(
+                "no certificate in it (expected PEM `BEGIN CERTIFICATE` blocks)".into(),
+            ));
+        }
+        let mut store = rustls::RootCertStore::empty();
+        for (index, der) in ders.iter().enumerate() {
+            store.add(der.clone()).map_err(|e| {
+                invalid(format!(
+                    "certificate {} cannot be a trust anchor: {e}",
+                    index + 1
+                ))
+            })?;
+        }
+        let certs = ders
+            .iter()
+            .map(|der| ureq::tls::Certificate::from_der(der).to_owned())
+            .collect();
+        Ok(Self { certs })
+    }
+}
+
 /// A server's base URL and optional API key, over one pooled agent.
 #[derive(Debug, Clone)]
 pub struct Api {
@@ -50,11 +113,26 @@ pub struct Api {
 }
 
 impl Api {
+    /// A client trusting the webpki roots for `https://`.
     pub fn new(base: &str, key: Option<String>) -> Self {
+        Self::with_ca(base, key, None)
+    }
+
+    /// A client trusting only the CAs of `ca` for `https://`, or the webpki roots without.
+    pub fn with_ca(base: &str, key: Option<String>, ca: Option<&CaFile>) -> Self {
+        let roots = match ca {
+            Some(ca) => ureq::tls::RootCerts::new_with_certs(&ca.certs),
+            None => ureq::tls::RootCerts::WebPki,
+        };
+        let tls = ureq::tls::TlsConfig::builder()
+            .provider(ureq::tls::TlsProvider::Rustls)
+            .root_certs(roots)
+            .build();
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(5)))
             .timeout_global(Some(Duration::from_secs(120)))
+            .tls_config(tls)
             .build()
             .into();
         Self {
@@ -179,10 +257,7 @@ impl Api {
         &self,
         result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> Result<(u16, String), ApiError> {
-        let mut response = result.map_err(|error| ApiError::Unreachable {
-            url: self.base.clone(),
-            message: error.to_string(),
-        })?;
+        let mut response = result.map_err(|error| self.unreachable(&error))?;
         let status = response.status().as_u16();
         let text = response
             .body_mut()
@@ -194,6 +269,32 @@ impl Api {
                 message: format!("reading the answer: {error}"),
             })?;
         Ok((status, text))
+    }
+
+    /// The error a failed exchange stands for: no connection, or no TLS session with a
+    /// certificate this client accepts.
+    fn unreachable(&self, error: &ureq::Error) -> ApiError {
+        let tls_error = match error {
+            ureq::Error::Rustls(e) => Some(e),
+            ureq::Error::Io(e) => e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()),
+            _ => None,
+        };
+        let message = match tls_error {
+            Some(rustls::Error::InvalidCertificate(problem)) => format!(
+                "its TLS certificate is not accepted: {}. To trust a private CA, pass \
+                 --ca-file PATH (or RUNNEL_CA_FILE, or `ca_file` in cli.toml) with the CA \
+                 certificate that signed it",
+                certificate_problem(problem)
+            ),
+            Some(rustls::Error::InvalidMessage(_)) => {
+                format!("{error}: the server did not answer in TLS (does it serve https://?)")
+            }
+            _ => error.to_string(),
+        };
+        ApiError::Unreachable {
+            url: self.base.clone(),
+            message,
+        }
     }
 
     /// The error a non-2xx answer stands for.
@@ -230,5 +331,20 @@ impl Api {
             detail,
             problem: body,
         }
+    }
+}
+
+/// What is wrong with a certificate, for people.
+fn certificate_problem(problem: &rustls::CertificateError) -> String {
+    use rustls::CertificateError as E;
+    match problem {
+        E::UnknownIssuer => {
+            "it is not signed by a certificate authority this client trusts (UnknownIssuer)".into()
+        }
+        E::BadSignature => "its signature does not verify (BadSignature)".into(),
+        E::Expired => "it has expired (Expired)".into(),
+        E::NotValidYet => "it is not valid yet (NotValidYet)".into(),
+        E::NotValidForName => "it is not valid for this host name (NotValidForName)".into(),
+        other => other.to_string(),
     }
 }

@@ -349,6 +349,57 @@ mod tests {
         );
     }
 
+    /// A non-loopback bind with an API key, as `runnel.toml` lines.
+    const KEYED_BEYOND_LOOPBACK: &str = "bind = \"0.0.0.0:8443\"\n\
+        api_keys = [{name = \"ci\", key = \"0123456789abcdef\", scopes = [\"admin\"]}]\n";
+
+    #[test]
+    fn tls_settings_come_from_file_or_environment_and_show() {
+        let file = format!("{KEYED_BEYOND_LOOPBACK}tls_cert = \"/etc/runnel/cert.pem\"\n");
+        let file = Some((Path::new("runnel.toml"), file.as_str()));
+        let err = RunnelConfig::layered(file, env(&[]))
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("tls_key is not"), "{err}");
+        let config = RunnelConfig::layered(
+            file,
+            env(&[
+                ("RUNNEL_TLS_KEY", "/etc/runnel/key.pem"),
+                ("RUNNEL_TLS_RELOAD_SECS", "0"),
+            ]),
+        )
+        .unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.server.tls_key, PathBuf::from("/etc/runnel/key.pem"));
+        assert_eq!(config.server.tls_reload_secs, 0);
+        let shown = config.redacted().to_toml();
+        for line in [
+            "tls_cert = \"/etc/runnel/cert.pem\"",
+            "tls_key = \"/etc/runnel/key.pem\"",
+            "tls_reload_secs = 0",
+            "allow_plaintext = false",
+        ] {
+            assert!(shown.contains(line), "{line} in {shown}");
+        }
+    }
+
+    #[test]
+    fn plain_http_beyond_loopback_with_keys_needs_allow_plaintext() {
+        let file = Some((Path::new("runnel.toml"), KEYED_BEYOND_LOOPBACK));
+        let err = RunnelConfig::layered(file, env(&[]))
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        for named in ["tls_cert", "tls_key", "allow_plaintext"] {
+            assert!(err.contains(named), "{err}");
+        }
+        let on_purpose =
+            RunnelConfig::layered(file, env(&[("RUNNEL_ALLOW_PLAINTEXT", "true")])).unwrap();
+        on_purpose.validate().unwrap();
+    }
+
     #[test]
     fn show_redacts_secrets_and_round_trips() {
         let config = RunnelConfig {

@@ -57,6 +57,17 @@ pub struct ConfigArgs {
     /// Refuse event types without a registered schema [config: require_schema].
     #[arg(long)]
     pub require_schema: bool,
+    /// Serve HTTPS with this PEM certificate chain (server certificate first); needs
+    /// --tls-key. Reloaded on SIGHUP and when the files change [config: tls_cert].
+    #[arg(long, value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert [config: tls_key].
+    #[arg(long, value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback --bind with API keys, on purpose (say, behind a
+    /// TLS-terminating proxy) [config: allow_plaintext].
+    #[arg(long)]
+    pub allow_plaintext: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -121,6 +132,15 @@ impl ConfigArgs {
         if self.require_schema {
             config.server.require_schema = true;
         }
+        if let Some(path) = &self.tls_cert {
+            config.server.tls_cert = path.clone();
+        }
+        if let Some(path) = &self.tls_key {
+            config.server.tls_key = path.clone();
+        }
+        if self.allow_plaintext {
+            config.server.allow_plaintext = true;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -141,7 +161,8 @@ pub struct ShowArgs {
     pub json: bool,
 }
 
-/// Runs the server until SIGTERM or SIGINT, then stops gracefully and exits.
+/// Runs the server until SIGTERM or SIGINT, then stops gracefully and exits; SIGHUP reloads
+/// the TLS certificate.
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config.effective()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -151,14 +172,53 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let server = config.bind().await?;
         let addr = server.local_addr()?;
+        // Watched before the first line is out, so a SIGHUP from then on never ends the
+        // process.
+        let reloads = watch_sighup(server.tls().cloned());
         // The first line on stdout says where to connect (tests with port 0 read it).
-        println!("runnel listening on http://{addr}");
+        println!("runnel listening on {}://{addr}", server.scheme());
         use std::io::Write;
         std::io::stdout().flush().ok();
         tracing::info!(%addr, "listening");
-        server.run(shutdown_signal()).await?;
+        let served = server.run(shutdown_signal()).await;
+        if let Some(reloads) = reloads {
+            reloads.abort();
+        }
+        served?;
         Ok(())
     })
+}
+
+/// From now on, reloads the TLS certificate and key on every SIGHUP; a bad pair is logged and
+/// the certificate in use stays. Without TLS a SIGHUP is logged and ignored.
+fn watch_sighup(tls: Option<runnel_server::TlsReloader>) -> Option<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::hangup()) {
+        Ok(hangups) => Some(tokio::spawn(reload_on_sighup(hangups, tls))),
+        Err(error) => {
+            tracing::error!(%error, "cannot watch SIGHUP; TLS reloads only when the files change");
+            None
+        }
+    }
+}
+
+async fn reload_on_sighup(
+    mut hangups: tokio::signal::unix::Signal,
+    tls: Option<runnel_server::TlsReloader>,
+) {
+    while hangups.recv().await.is_some() {
+        let Some(tls) = tls.clone() else {
+            tracing::info!("SIGHUP: no TLS configured, nothing to reload");
+            continue;
+        };
+        match tokio::task::spawn_blocking(move || tls.reload()).await {
+            Ok(Ok(())) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+            Ok(Err(error)) => {
+                tracing::error!(%error, "SIGHUP: TLS certificate not reloaded; the one in use stays")
+            }
+            Err(error) => tracing::error!(%error, "SIGHUP: TLS reload failed"),
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

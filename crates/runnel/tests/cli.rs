@@ -556,14 +556,15 @@ fn exit_codes_unreachable_is_3_usage_is_2_and_config_comes_from_env_and_cli_toml
         {
             let mut c = runnel(home.path());
             c.args(["streams"])
-                .env("RUNNEL_URL", "https://example.invalid");
+                .env("RUNNEL_URL", "ftp://127.0.0.1:8717");
             c
         },
         None,
     );
     assert_eq!(output.status.code(), Some(2));
     assert!(
-        String::from_utf8_lossy(&output.stderr).contains("RUNNEL_URL must be an http:// URL"),
+        String::from_utf8_lossy(&output.stderr)
+            .contains("RUNNEL_URL must be an http:// or https:// URL"),
         "the message names where the URL came from: {}",
         String::from_utf8_lossy(&output.stderr)
     );

@@ -1,11 +1,11 @@
 //! The operator's commands: each talks HTTP to a running server (`docs/http-api.md`) and
 //! prints a table for people or, with `--json`, JSON carrying the same figures for scripts.
 //!
-//! The connection flags (`--url`, `--key`, `--json`, `--data-dir`) are defined once, in
-//! [`ClientArgs`], and flattened into every command. Where they are not given: `RUNNEL_URL` /
-//! `RUNNEL_KEY`, then `~/.config/runnel/cli.toml` (`url = "…"`, `key = "…"`), then
-//! `http://127.0.0.1:8717`. `--data-dir` works on a stopped server's data directly (see
-//! [`local`]).
+//! The connection flags (`--url`, `--key`, `--ca-file`, `--json`, `--data-dir`) are defined
+//! once, in [`ClientArgs`], and flattened into every command. Where they are not given:
+//! `RUNNEL_URL` / `RUNNEL_KEY` / `RUNNEL_CA_FILE`, then `~/.config/runnel/cli.toml`
+//! (`url = "…"`, `key = "…"`, `ca_file = "…"`), then `http://127.0.0.1:8717`. `--data-dir`
+//! works on a stopped server's data directly (see [`local`]).
 //!
 //! Everything a command prints goes through [`write_line`] (or `outln!`), never `println!`:
 //! a reader that closed stdout (`runnel dlq list g | head -1`) is an error these return,
@@ -32,7 +32,7 @@ use clap::Args;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::api::Api;
+use crate::api::{Api, CaFile};
 
 /// The server the default configuration listens on.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8717";
@@ -46,12 +46,17 @@ pub struct ClientArgs {
     /// API key, sent as a bearer token [env: RUNNEL_KEY; cli.toml: key].
     #[arg(long, value_name = "KEY")]
     pub key: Option<String>,
+    /// PEM file of the CA that signed the server's certificate, for an https:// URL: only
+    /// its certificates are trusted [env: RUNNEL_CA_FILE; cli.toml: ca_file; default: the
+    /// webpki roots].
+    #[arg(long, value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
     /// Print JSON for scripts instead of tables.
     #[arg(long)]
     pub json: bool,
     /// Work on this embedded data directory directly (a stopped server's `data_dir`),
     /// through a server inside this command, instead of a server at --url.
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["url", "key"])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["url", "key", "ca_file"])]
     pub data_dir: Option<PathBuf>,
 }
 
@@ -61,6 +66,8 @@ pub struct ClientArgs {
 struct CliFile {
     url: Option<String>,
     key: Option<String>,
+    /// Relative to the file's own directory.
+    ca_file: Option<PathBuf>,
 }
 
 /// A usage error found after parsing (bad JSON in `--data`, a missing file): exit code 2.
@@ -104,18 +111,35 @@ impl ClientArgs {
             ))
             .into());
         }
-        if !url.starts_with("http://") {
-            return Err(UsageError(format!(
-                "{from} must be an http:// URL (no TLS in this client): {url}"
-            ))
-            .into());
+        if !url.starts_with("http://") && !url.starts_with("https://") {
+            return Err(
+                UsageError(format!("{from} must be an http:// or https:// URL: {url}")).into(),
+            );
         }
         let key = self
             .key
             .clone()
             .or_else(|| non_empty_env("RUNNEL_KEY"))
             .or(file.key);
-        Ok(Api::new(&url, key))
+        // Read only for https://, so a CA file meant for another server cannot break this.
+        let ca = if url.starts_with("https://") {
+            let path = self
+                .ca_file
+                .clone()
+                .or_else(|| non_empty_env("RUNNEL_CA_FILE").map(PathBuf::from))
+                .or_else(|| {
+                    let path = file.ca_file?;
+                    let dir = cli_file_path()?.parent()?.to_path_buf();
+                    Some(dir.join(path))
+                });
+            match path {
+                Some(path) => Some(CaFile::read(&path).map_err(|e| UsageError(e.to_string()))?),
+                None => None,
+            }
+        } else {
+            None
+        };
+        Ok(Api::with_ca(&url, key, ca.as_ref()))
     }
 }
 

@@ -16,6 +16,8 @@ use serde_json::Value;
 pub struct Serve {
     pub child: Child,
     pub addr: SocketAddr,
+    /// `http` or `https`, as its first line says.
+    pub scheme: String,
 }
 
 impl Serve {
@@ -46,17 +48,21 @@ impl Serve {
         BufReader::new(stdout)
             .read_line(&mut line)
             .expect("read the first line");
-        let addr = line
+        let (scheme, addr) = line
             .trim()
-            .strip_prefix("runnel listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .parse()
-            .expect("an address");
-        Self { child, addr }
+            .strip_prefix("runnel listening on ")
+            .and_then(|url| url.split_once("://"))
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
+        let addr = addr.parse().expect("an address");
+        Self {
+            child,
+            addr,
+            scheme: scheme.to_string(),
+        }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// Sends `signal` (SIGTERM, SIGKILL) to the server.
