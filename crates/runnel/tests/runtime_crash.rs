@@ -1,5 +1,4 @@
-//! Consumer processes killed with SIGKILL at random moments, restarted until their group has
-//! caught up:
+//! Consumer processes killed with SIGKILL at random moments, restarted, and then let finish:
 //! - consume → transform → publish yields exactly one output per input (deterministic output
 //!   ids + publish deduplication), however often the process died between publish and commit;
 //! - with the processed-id store on, an event runs again after a crash only if its handler was
@@ -12,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +23,8 @@ use runnel_runtime::{Runnel, RuntimeConfig};
 
 const EVENTS: u64 = 5_000;
 const MAX_IN_FLIGHT: usize = 8;
+/// Kills at random moments before a consumer is let finish.
+const KILLS: usize = 10;
 
 async fn open(dir: &Path) -> (Runnel, Arc<dyn Backend>) {
     let backend: Arc<dyn Backend> = Arc::new(
@@ -80,8 +81,9 @@ fn child_command(dir: &Path, mode: &str, out: Option<&Path>) -> Command {
 
 /// Starts the consumer child and waits for its `ready`: its group is configured and nothing
 /// is consumed yet, so a kill from here on lands on a consumer that was up.
-fn spawn_child(dir: &Path, mode: &str, out: Option<&Path>) -> Child {
+fn spawn_child(dir: &Path, mode: &str, out: Option<&Path>, extra: &[&str]) -> Child {
     let mut child = child_command(dir, mode, out)
+        .args(extra)
         .stdout(Stdio::piped())
         .spawn()
         .expect("start the consumer");
@@ -97,18 +99,18 @@ fn spawn_child(dir: &Path, mode: &str, out: Option<&Path>) -> Child {
     child
 }
 
-/// Runs the child, killing it at random moments, until `group` has no lag. Returns how many
-/// kills landed while work remained.
+/// Runs the child and kills it at random moments, up to [`KILLS`] times, then lets it run
+/// until `group` has no lag. Returns how many kills landed while work remained.
 async fn run_until_caught_up(dir: &Path, mode: &str, group: &str, out: Option<&Path>) -> usize {
     let mut rng = rand::rng();
-    for cycle in 0..30 {
-        let mut child = spawn_child(dir, mode, out);
-        // Early kills come soon after start, so several land while work remains.
-        let pause = if cycle < 6 {
+    for kill in 0..KILLS {
+        let mut child = spawn_child(dir, mode, out, &[]);
+        let pause = if kill < 4 {
+            // The first consumer takes its leases at once: soon after its start it is busy.
             rng.random_range(80..400)
         } else {
-            // Long enough to outlast the old lease (1 s) and finish recovering.
-            4_000
+            // A restarted one waits out its predecessor's leases (1 s) first.
+            rng.random_range(1_000..3_000)
         };
         tokio::time::sleep(Duration::from_millis(pause)).await;
         child.kill().unwrap();
@@ -122,10 +124,15 @@ async fn run_until_caught_up(dir: &Path, mode: &str, group: &str, out: Option<&P
         backend.close().await.unwrap();
         if lag == 0 {
             // Every kill before this one landed while work remained.
-            return cycle;
+            return kill;
         }
     }
-    panic!("{group} did not catch up in 30 restarts");
+    // The rest without kills, however long it takes on this machine: the child stops by
+    // itself once its group has no lag.
+    let child = spawn_child(dir, mode, out, &["--until-caught-up"]);
+    let status = wait_for_exit(child).await;
+    assert!(status.success(), "the consumer failed: {status}");
+    KILLS
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,37 +219,43 @@ enum Ending {
     CaughtUp,
 }
 
-/// Runs the poisoned consumer once, until it crashes or catches up. Its exit status says
-/// which, whenever it comes: before or after its `ready` line (not waited for), or after a
-/// slow start on a loaded machine.
-async fn run_poisoned_once(dir: &Path, out: &Path) -> Ending {
-    let mut child = child_command(dir, "poison", Some(out))
-        .arg("--until-caught-up")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start the consumer");
-    // Only against a hang: a run takes a second or two.
+/// Waits for the child to end by itself. There is no deadline to meet, only a guard against
+/// a hang: a slow machine just makes the wait longer.
+async fn wait_for_exit(mut child: Child) -> ExitStatus {
     let give_up = std::time::Instant::now() + Duration::from_secs(300);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
-            if status.success() {
-                return Ending::CaughtUp;
-            }
-            // Its error, if it failed otherwise, is on stderr, which the test shares.
-            assert_eq!(
-                status.signal(),
-                Some(libc::SIGABRT),
-                "the consumer only ever dies by the poison: {status}"
-            );
-            return Ending::Crashed;
+            return status;
         }
         if std::time::Instant::now() > give_up {
             child.kill().unwrap();
             child.wait().unwrap();
-            panic!("the poisoned consumer neither crashed nor caught up in 5 minutes");
+            panic!("the consumer neither ended nor crashed in 5 minutes");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Runs the poisoned consumer once, until it crashes or catches up. Its exit status says
+/// which, whenever it comes: before or after its `ready` line (not waited for), or after a
+/// slow start on a loaded machine.
+async fn run_poisoned_once(dir: &Path, out: &Path) -> Ending {
+    let child = child_command(dir, "poison", Some(out))
+        .arg("--until-caught-up")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start the consumer");
+    let status = wait_for_exit(child).await;
+    if status.success() {
+        return Ending::CaughtUp;
+    }
+    // Its error, if it failed otherwise, is on stderr, which the test shares.
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGABRT),
+        "the consumer only ever dies by the poison: {status}"
+    );
+    Ending::Crashed
 }
 
 /// Publishes `count` orders of different customers, the one at `poison` marked to abort the
