@@ -35,7 +35,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::config::{GroupConfig, Ordering};
-use super::delivery::{Delivery, FailureClass, Outcome, Settlement};
+use super::delivery::{Delivery, FailureClass, Outcome, Settlement, ack_expiry};
 use super::dlq::{self, DLQ_ENTRY_HEADER, DlqEntry};
 use super::keys;
 use super::member::AckClock;
@@ -47,7 +47,8 @@ use crate::schemas::SchemaRejection;
 
 const READ_BATCH: usize = 512;
 const COMMIT_EVERY: Duration = Duration::from_millis(100);
-/// How often due retries and `ack_wait` deadlines are checked.
+/// How often due retries and `ack_wait` deadlines are checked against the injected clock (so
+/// a manual clock moved past one takes effect within a tick).
 const TIMER_EVERY: Duration = Duration::from_millis(20);
 /// First deliveries are declared in flight this far ahead, renewed in the background when half
 /// is used, so deliveries rarely wait for a write; after a crash at most about this many
@@ -156,8 +157,9 @@ pub(crate) enum WorkerExit {
 enum State {
     Queued,
     InFlight {
-        /// `None` while a pull consumer has not taken it out of its channel yet.
-        deadline: Option<Instant>,
+        /// When its `ack_wait` is over (µs since the epoch, on the runtime's clock); `None`
+        /// while a pull consumer has not taken it out of its channel yet.
+        deadline: Option<Micros>,
     },
     Waiting {
         due: Micros,
@@ -881,14 +883,15 @@ impl Worker {
     }
 
     fn deliver_one(&mut self, offset: u64, permit: mpsc::Permit<'_, Delivery>) {
+        let now = self.now();
         let Some(pending) = self.pending.get_mut(&offset) else {
             return;
         };
         pending.attempt += 1;
-        let ack_deadline = Instant::now() + self.ctx.group.ack_wait;
+        let ack_expires_at = ack_expiry(now, self.ctx.group.ack_wait);
         pending.state = State::InFlight {
             deadline: match self.ctx.ack_clock {
-                AckClock::FromDelivery => Some(ack_deadline),
+                AckClock::FromDelivery => Some(ack_expires_at),
                 AckClock::FromTake => None,
             },
         };
@@ -900,7 +903,8 @@ impl Worker {
             offset,
             attempt: pending.attempt,
             from_dlq: pending.replay_of.is_some(),
-            ack_deadline,
+            ack_deadline: Instant::now() + self.ctx.group.ack_wait,
+            ack_expires_at,
             settle: self.settle_tx.clone(),
         });
     }
@@ -923,7 +927,7 @@ impl Worker {
         if let Outcome::Taken { at } = settlement.outcome {
             if let State::InFlight { deadline: None } = pending.state {
                 pending.state = State::InFlight {
-                    deadline: Some(at + self.ctx.group.ack_wait),
+                    deadline: Some(ack_expiry(at, self.ctx.group.ack_wait)),
                 };
             }
             return Ok(());
@@ -1218,9 +1222,10 @@ impl Worker {
         }
     }
 
-    /// Deliveries not settled within `ack_wait` count as transient failures.
+    /// Deliveries not settled within `ack_wait` (by the injected clock) count as transient
+    /// failures.
     async fn expire_unacknowledged(&mut self) -> Result<()> {
-        let now = Instant::now();
+        let now = self.now();
         let expired: Vec<u64> = self
             .in_flight
             .keys()
