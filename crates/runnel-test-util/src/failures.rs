@@ -83,8 +83,26 @@ async fn retry_with_attempts(runnel: &Runnel, group: &str, attempts: u32) -> Sch
     }
 }
 
+/// Waits (at most 20 s) until no retry of `group` is scheduled.
+async fn no_retries_left(runnel: &Runnel, group: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let retries = runnel.scheduled_retries(group).await.expect("retries");
+        if retries.is_empty() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{group}: retries still scheduled: {retries:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until `group`'s dead-letter queue holds `depth` entries. The limit only guards
+/// against a hang: the failure storm takes a minute or more on a busy machine.
 async fn dlq_depth_reaches(runnel: &Runnel, group: &str, depth: u64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
     loop {
         let now = runnel.dlq_depth(group).await.expect("depth").depth;
         if now >= depth {
@@ -147,13 +165,8 @@ pub async fn service_failures_back_off_1_2_4_8_seconds_with_jitter_and_the_fifth
         entry.reason
     );
     assert_eq!(deliveries_of(&seen, 0), vec![1, 2, 3, 4, 5]);
-    assert!(
-        runnel
-            .scheduled_retries("svc")
-            .await
-            .expect("retries")
-            .is_empty()
-    );
+    // Its retry record goes right after its entry is in.
+    no_retries_left(&runnel, "svc").await;
     handle.stop().await.expect("stop");
     let lag = runnel.lag("svc").await.expect("lag");
     assert_eq!(lag.total_events, 0, "the partition moved on: {lag:?}");
@@ -676,6 +689,9 @@ pub async fn a_failure_storm_ends_with_every_event_acked_or_dead_lettered(h: &im
         let config = GroupConfig {
             processed_ids: false,
             max_in_flight: 128,
+            // Far beyond the run, however fast the ticker moves time: this test is about
+            // failures the handler reports, not deliveries it is too slow to settle.
+            ack_wait: Duration::from_secs(7 * 24 * 3600),
             ..config(group)
         };
         running.push(run_group(&runnel, config, behaviour).await);
@@ -688,16 +704,12 @@ pub async fn a_failure_storm_ends_with_every_event_acked_or_dead_lettered(h: &im
         dlq_depth_reaches(&runnel, group, failing).await;
     }
     for (group, (handle, seen)) in groups.iter().zip(running) {
-        let acked: BTreeSet<u64> = {
-            let log = seen.lock().expect("seen").clone();
-            let mut ok = BTreeSet::new();
-            for (n, attempt, _) in log {
-                if behaviour_succeeds(n, attempt) {
-                    ok.insert(n);
-                }
-            }
-            ok
-        };
+        // The last dead-letter of a key lets its held events go: they may still be running.
+        eventually(&format!("{group}: the rest succeeded"), || {
+            succeeded(&seen).len() as u64 == EVENTS - failing
+        })
+        .await;
+        let acked = succeeded(&seen);
         let mut dead = BTreeSet::new();
         let mut after: Option<String> = None;
         loop {
@@ -729,6 +741,16 @@ pub async fn a_failure_storm_ends_with_every_event_acked_or_dead_lettered(h: &im
         assert_eq!(lag.total_events, 0, "{group}: {lag:?}");
     }
     ticker.abort();
+}
+
+/// The events whose handler succeeded at least once.
+fn succeeded(seen: &Seen) -> BTreeSet<u64> {
+    seen.lock()
+        .expect("seen")
+        .iter()
+        .filter(|(n, attempt, _)| behaviour_succeeds(*n, *attempt))
+        .map(|(n, _, _)| *n)
+        .collect()
 }
 
 fn behaviour_succeeds(n: u64, attempt: u32) -> bool {

@@ -2,6 +2,11 @@
 //! `--dir` until it is killed. `transform` publishes one `invoice.issued` per `order.placed`;
 //! `record` appends `b <id>` and `e <id>` lines around each handler run to `--out`; `poison`
 //! does the same but aborts the process on an event marked `"poison": true`.
+//!
+//! It prints `ready` once its group is configured and before it consumes anything, so a test
+//! that reads the line knows the process started, and no handler (not even one that aborts the
+//! process at once) has run yet. With `--until-caught-up` it stops cleanly and exits 0 once the
+//! group has no lag, so a test can tell "caught up" from "crashed" by the exit status alone.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -39,6 +44,9 @@ pub struct ConsumerChildArgs {
     /// Crashes before a suspect is quarantined (the runtime's default is 3).
     #[arg(long, default_value_t = 3)]
     pub max_crashes: u32,
+    /// Stop cleanly and exit 0 once the group has no lag, instead of running until killed.
+    #[arg(long)]
+    pub until_caught_up: bool,
 }
 
 pub fn run(args: ConsumerChildArgs) -> anyhow::Result<()> {
@@ -70,8 +78,13 @@ async fn serve(args: ConsumerChildArgs) -> anyhow::Result<()> {
         lease_ttl: Duration::from_secs(1),
         ..GroupConfig::new(name, TypePattern::new(filter)?)
     };
+    // Configured before `ready`, so that a test may ask for the group's lag after any kill;
+    // `ready` before `run`, so that nothing is consumed before the test has heard from us.
+    runnel.put_group(config.clone()).await?;
+    println!("ready");
+    std::io::stdout().flush()?;
     let group = runnel.group(name).config(config);
-    let _handle = match args.mode {
+    let handle = match args.mode {
         Mode::Transform => {
             group
                 .run(|message| async move {
@@ -126,9 +139,13 @@ async fn serve(args: ConsumerChildArgs) -> anyhow::Result<()> {
                 .await?
         }
     };
-    println!("ready");
-    std::io::stdout().flush()?;
-    // Run until killed.
-    std::future::pending::<()>().await;
+    if !args.until_caught_up {
+        // Run until killed.
+        std::future::pending::<()>().await;
+    }
+    while runnel.lag(name).await?.total_events > 0 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    handle.stop().await?;
     Ok(())
 }

@@ -1,15 +1,17 @@
-//! Consumer processes killed with SIGKILL at random moments, restarted until their group has
-//! caught up:
+//! Consumer processes killed with SIGKILL at random moments, restarted, and then let finish:
 //! - consume → transform → publish yields exactly one output per input (deterministic output
 //!   ids + publish deduplication), however often the process died between publish and commit;
 //! - with the processed-id store on, an event runs again after a crash only if its handler was
 //!   still running when the process died (at most `max_in_flight` per crash), never because
-//!   its offset was not yet committed.
+//!   its offset was not yet committed;
+//! - an event that aborts the process every time is quarantined as a crash loop after
+//!   `max_crashes` crashes, each counted however soon after the start it comes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +23,8 @@ use runnel_runtime::{Runnel, RuntimeConfig};
 
 const EVENTS: u64 = 5_000;
 const MAX_IN_FLIGHT: usize = 8;
+/// Kills at random moments before a consumer is let finish.
+const KILLS: usize = 10;
 
 async fn open(dir: &Path) -> (Runnel, Arc<dyn Backend>) {
     let backend: Arc<dyn Backend> = Arc::new(
@@ -56,14 +60,14 @@ async fn publish_orders(dir: &Path) -> Vec<String> {
     acks.into_iter().map(|a| a.id).collect()
 }
 
-fn spawn_child(dir: &Path, mode: &str, out: Option<&Path>) -> Child {
+/// The consumer child's command line.
+fn child_command(dir: &Path, mode: &str, out: Option<&Path>) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_runnel"));
     command
         .args(["__consumer-child", "--mode", mode, "--max-in-flight"])
         .arg(MAX_IN_FLIGHT.to_string())
         .arg("--dir")
-        .arg(dir)
-        .stdout(Stdio::piped());
+        .arg(dir);
     if let Some(out) = out {
         command.arg("--out").arg(out);
     }
@@ -72,26 +76,41 @@ fn spawn_child(dir: &Path, mode: &str, out: Option<&Path>) -> Child {
         // event may be quarantined for being in flight when the test killed the process.
         command.args(["--max-crashes", "1000"]);
     }
-    let mut child = command.spawn().expect("start the consumer");
+    command
+}
+
+/// Starts the consumer child and waits for its `ready`: its group is configured and nothing
+/// is consumed yet, so a kill from here on lands on a consumer that was up.
+fn spawn_child(dir: &Path, mode: &str, out: Option<&Path>, extra: &[&str]) -> Child {
+    let mut child = child_command(dir, mode, out)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the consumer");
     let stdout = child.stdout.take().unwrap();
     let mut ready = String::new();
     BufReader::new(stdout).read_line(&mut ready).unwrap();
+    if ready.is_empty() {
+        // Its own error is on stderr, which the test shares.
+        let status = child.wait().unwrap();
+        panic!("the consumer ended before it was ready: {status}");
+    }
     assert_eq!(ready.trim(), "ready");
     child
 }
 
-/// Runs the child, killing it at random moments, until `group` has no lag. Returns how many
-/// kills landed while work remained.
+/// Runs the child and kills it at random moments, up to [`KILLS`] times, then lets it run
+/// until `group` has no lag. Returns how many kills landed while work remained.
 async fn run_until_caught_up(dir: &Path, mode: &str, group: &str, out: Option<&Path>) -> usize {
     let mut rng = rand::rng();
-    for cycle in 0..30 {
-        let mut child = spawn_child(dir, mode, out);
-        // Early kills come soon after start, so several land while work remains.
-        let pause = if cycle < 6 {
+    for kill in 0..KILLS {
+        let mut child = spawn_child(dir, mode, out, &[]);
+        let pause = if kill < 4 {
+            // The first consumer takes its leases at once: soon after its start it is busy.
             rng.random_range(80..400)
         } else {
-            // Long enough to outlast the old lease (1 s) and finish recovering.
-            4_000
+            // A restarted one waits out its predecessor's leases (1 s) first.
+            rng.random_range(1_000..3_000)
         };
         tokio::time::sleep(Duration::from_millis(pause)).await;
         child.kill().unwrap();
@@ -105,10 +124,15 @@ async fn run_until_caught_up(dir: &Path, mode: &str, group: &str, out: Option<&P
         backend.close().await.unwrap();
         if lag == 0 {
             // Every kill before this one landed while work remained.
-            return cycle;
+            return kill;
         }
     }
-    panic!("{group} did not catch up in 30 restarts");
+    // The rest without kills, however long it takes on this machine: the child stops by
+    // itself once its group has no lag.
+    let child = spawn_child(dir, mode, out, &["--until-caught-up"]);
+    let status = wait_for_exit(child).await;
+    assert!(status.success(), "the consumer failed: {status}");
+    KILLS
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,66 +210,90 @@ async fn with_processed_ids_only_handlers_running_at_the_crash_run_again() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_event_that_keeps_crashing_the_consumer_is_quarantined_as_a_crash_loop() {
-    let dir = tempfile::tempdir().unwrap();
-    let poison_id = {
-        let (runnel, backend) = open(dir.path()).await;
-        let events: Vec<Event> = (0..30u64)
-            .map(|n| {
-                Event::builder(
-                    EventType::new("order.placed").unwrap(),
-                    Source::new("test").unwrap(),
-                )
-                .partition_key(format!("customer-{n}"))
-                .data_json(serde_json::json!({ "n": n, "poison": n == 10 }))
-                .build()
-                .unwrap()
-            })
-            .collect();
-        let acks = runnel.publish_batch(events).await.unwrap();
-        backend.close().await.unwrap();
-        acks[10].id.clone()
-    };
-    let out = dir.path().join("handled.txt");
-    std::fs::write(&out, "").unwrap();
-    let mut crashes = 0;
-    let mut survived = false;
-    for _ in 0..8 {
-        let mut child = spawn_child(dir.path(), "poison", Some(&out));
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        let mut exited = None;
-        while std::time::Instant::now() < deadline {
-            if let Some(status) = child.try_wait().unwrap() {
-                exited = Some(status);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+/// How one run of the poisoned consumer ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ending {
+    /// The poison aborted it.
+    Crashed,
+    /// It got past every event and stopped by itself.
+    CaughtUp,
+}
+
+/// Waits for the child to end by itself. There is no deadline to meet, only a guard against
+/// a hang: a slow machine just makes the wait longer.
+async fn wait_for_exit(mut child: Child) -> ExitStatus {
+    let give_up = std::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
         }
-        match exited {
-            Some(status) => {
-                assert!(
-                    !status.success(),
-                    "the consumer only ever dies by the poison"
-                );
-                crashes += 1;
-            }
-            None => {
-                child.kill().unwrap();
-                child.wait().unwrap();
-                let (runnel, backend) = open(dir.path()).await;
-                let lag = runnel.lag("poisoned").await.unwrap().total_events;
-                backend.close().await.unwrap();
-                if lag == 0 {
-                    survived = true;
-                    break;
-                }
-            }
+        if std::time::Instant::now() > give_up {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("the consumer neither ended nor crashed in 5 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs the poisoned consumer once, until it crashes or catches up. Its exit status says
+/// which, whenever it comes: before or after its `ready` line (not waited for), or after a
+/// slow start on a loaded machine.
+async fn run_poisoned_once(dir: &Path, out: &Path) -> Ending {
+    let child = child_command(dir, "poison", Some(out))
+        .arg("--until-caught-up")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start the consumer");
+    let status = wait_for_exit(child).await;
+    if status.success() {
+        return Ending::CaughtUp;
+    }
+    // Its error, if it failed otherwise, is on stderr, which the test shares.
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGABRT),
+        "the consumer only ever dies by the poison: {status}"
+    );
+    Ending::Crashed
+}
+
+/// Publishes `count` orders of different customers, the one at `poison` marked to abort the
+/// consumer; returns the poison's id.
+async fn publish_with_poison(dir: &Path, count: u64, poison: u64) -> String {
+    let (runnel, backend) = open(dir).await;
+    let events: Vec<Event> = (0..count)
+        .map(|n| {
+            Event::builder(
+                EventType::new("order.placed").unwrap(),
+                Source::new("test").unwrap(),
+            )
+            .partition_key(format!("customer-{n}"))
+            .data_json(serde_json::json!({ "n": n, "poison": n == poison }))
+            .build()
+            .unwrap()
+        })
+        .collect();
+    let acks = runnel.publish_batch(events).await.unwrap();
+    backend.close().await.unwrap();
+    acks[poison as usize].id.clone()
+}
+
+/// Restarts the poisoned consumer until it catches up; returns how many runs crashed.
+async fn crashes_until_caught_up(dir: &Path, out: &Path) -> u32 {
+    let mut crashes = 0;
+    for _ in 0..8 {
+        match run_poisoned_once(dir, out).await {
+            Ending::Crashed => crashes += 1,
+            Ending::CaughtUp => return crashes,
         }
     }
-    assert!(survived, "the consumer never got past the poison pill");
-    assert_eq!(crashes, 3, "quarantined after max_crashes (3) crashes");
-    let (runnel, backend) = open(dir.path()).await;
+    panic!("the consumer never got past the poison pill ({crashes} crashes)");
+}
+
+/// The group's dead-letter queue holds exactly the poison, quarantined as a crash loop.
+async fn assert_quarantined_as_crash_loop(dir: &Path, poison_id: &str) {
+    let (runnel, backend) = open(dir).await;
     let dlq = runnel
         .dlq_list("poisoned", &runnel_runtime::DlqFilter::default(), None, 10)
         .await
@@ -266,11 +314,44 @@ async fn an_event_that_keeps_crashing_the_consumer_is_quarantined_as_a_crash_loo
         dlq.entries[0].reason
     );
     backend.close().await.unwrap();
-    let handled = std::fs::read_to_string(&out).unwrap();
-    let finished: std::collections::HashSet<&str> = handled
+}
+
+/// Ids of the events whose handler finished.
+fn finished(out: &Path) -> std::collections::HashSet<String> {
+    std::fs::read_to_string(out)
+        .unwrap()
         .lines()
         .filter_map(|l| l.strip_prefix("e "))
-        .collect();
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_that_keeps_crashing_the_consumer_is_quarantined_as_a_crash_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let poison_id = publish_with_poison(dir.path(), 30, 10).await;
+    let out = dir.path().join("handled.txt");
+    std::fs::write(&out, "").unwrap();
+    let crashes = crashes_until_caught_up(dir.path(), &out).await;
+    assert_eq!(crashes, 3, "quarantined after max_crashes (3) crashes");
+    assert_quarantined_as_crash_loop(dir.path(), &poison_id).await;
+    let finished = finished(&out);
     assert_eq!(finished.len(), 29, "every other event was processed");
-    assert!(!finished.contains(poison_id.as_str()));
+    assert!(!finished.contains(&poison_id));
+}
+
+/// A consumer once reached its poison before it said `ready`, and the test took the crash for
+/// a consumer that never started. Here the poison is the first and only event, so each run
+/// dies as soon as it consumes anything: every one of those crashes is counted, until the
+/// quarantine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_dies_on_its_first_event_has_every_crash_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let poison_id = publish_with_poison(dir.path(), 1, 0).await;
+    let out = dir.path().join("handled.txt");
+    std::fs::write(&out, "").unwrap();
+    let crashes = crashes_until_caught_up(dir.path(), &out).await;
+    assert_eq!(crashes, 3, "quarantined after max_crashes (3) crashes");
+    assert_quarantined_as_crash_loop(dir.path(), &poison_id).await;
+    assert!(finished(&out).is_empty(), "the poison never finished");
 }

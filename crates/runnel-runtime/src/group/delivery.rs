@@ -2,8 +2,10 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use runnel_backend::{Partition, StreamName};
+use runnel_clock::Micros;
 use runnel_envelope::Event;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -75,9 +77,10 @@ impl std::error::Error for HandlerError {}
 /// A message from a consumer back to the worker that delivered an event.
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    /// A pull consumer handed the delivery out: its `ack_wait` runs from `at`.
+    /// A pull consumer handed the delivery out: its `ack_wait` runs from `at` (µs since the
+    /// epoch, on the runtime's clock).
     Taken {
-        at: tokio::time::Instant,
+        at: Micros,
     },
     Done,
     Failed(HandlerError),
@@ -107,9 +110,19 @@ pub struct Delivery {
     pub attempt: u32,
     /// Delivered again from the group's dead-letter queue (a replay).
     pub from_dlq: bool,
-    /// When it is delivered again unless settled: `ack_wait` after it was handed out.
+    /// When it is delivered again unless settled, on the monotonic clock: `ack_wait` after it
+    /// was handed out. For waiting in real time (the HTTP receipts lapse by it); under the
+    /// system clock it agrees with `ack_expires_at`, which is the one the runtime judges by.
     pub ack_deadline: tokio::time::Instant,
+    /// When it is delivered again unless settled, on the runtime's clock (µs since the epoch):
+    /// `ack_wait` after it was handed out. A manual clock moved past it expires the delivery.
+    pub ack_expires_at: Micros,
     pub(crate) settle: mpsc::UnboundedSender<Settlement>,
+}
+
+/// When a delivery handed out at `now` (the runtime's clock) is past its `ack_wait`.
+pub(crate) fn ack_expiry(now: Micros, ack_wait: Duration) -> Micros {
+    now.saturating_add(u64::try_from(ack_wait.as_micros()).unwrap_or(Micros::MAX))
 }
 
 impl Delivery {

@@ -24,7 +24,7 @@ use tokio::sync::{Mutex, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::config::{GroupConfig, StartFrom};
-use super::delivery::{Delivery, HandlerError, Outcome, Settlement};
+use super::delivery::{Delivery, HandlerError, Outcome, Settlement, ack_expiry};
 use super::keys;
 use super::stats::{GroupCounts, GroupStats};
 use super::worker::{self, DeliveryGate, WorkerCtx, WorkerExit};
@@ -382,8 +382,10 @@ impl Consumer {
             }
         };
         if self.member.ack_clock == AckClock::FromTake {
-            let at = tokio::time::Instant::now();
-            delivery.ack_deadline = at + self.member.group.ack_wait;
+            let ack_wait = self.member.group.ack_wait;
+            let at = self.member.shared.cfg.clock.now_micros();
+            delivery.ack_expires_at = ack_expiry(at, ack_wait);
+            delivery.ack_deadline = tokio::time::Instant::now() + ack_wait;
             let _ = delivery.settle.send(Settlement {
                 offset: delivery.offset,
                 attempt: delivery.attempt,

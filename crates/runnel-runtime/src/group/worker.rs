@@ -17,8 +17,23 @@
 //!   The same declared range says which events may have been processed but not committed, so
 //!   only those are checked against the processed ids when the partition changes hands (after
 //!   a clean stop too, but then nobody is blamed for a crash).
+//!
+//! This file is the worker's loop and an event's way through it (read, admit, deliver,
+//! settle, retry or finish, commit). Each of its parts has a file of its own:
+//! - [`gate`]: the delivery gate that lets a crash suspect run alone in its instance;
+//! - [`history`]: retry records, the durable failure history of an event;
+//! - [`in_flight`]: what may be in flight, declared before it is handed out;
+//! - [`dead_letter`]: giving an event up to the dead-letter queue;
+//! - [`key_queue`]: the line each partition key's events wait in;
+//! - [`deadlines`]: due retries and `ack_wait`, on the injected clock.
 
-use std::collections::hash_map::Entry;
+mod dead_letter;
+mod deadlines;
+mod gate;
+mod history;
+mod in_flight;
+mod key_queue;
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,106 +45,27 @@ use runnel_backend::{
 };
 use runnel_clock::Micros;
 use runnel_envelope::Event;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::config::{GroupConfig, Ordering};
-use super::delivery::{Delivery, FailureClass, Outcome, Settlement};
-use super::dlq::{self, DLQ_ENTRY_HEADER, DlqEntry};
+use super::config::GroupConfig;
+use super::delivery::{Delivery, FailureClass, Outcome, Settlement, ack_expiry};
+use super::dlq::{self, DLQ_ENTRY_HEADER};
 use super::keys;
 use super::member::AckClock;
 use super::stats::GroupStats;
-use crate::error::{Result, RuntimeError};
+use crate::error::Result;
 use crate::producer::{ID_HEADER, TYPE_HEADER};
 use crate::runtime::{Runnel, Shared};
 use crate::schemas::SchemaRejection;
+use dead_letter::Rejected;
+use deadlines::TIMER_EVERY;
+pub(crate) use gate::DeliveryGate;
+pub(crate) use history::RetryRecord;
+use key_queue::KeyLine;
 
 const READ_BATCH: usize = 512;
 const COMMIT_EVERY: Duration = Duration::from_millis(100);
-/// How often due retries and `ack_wait` deadlines are checked.
-const TIMER_EVERY: Duration = Duration::from_millis(20);
-/// First deliveries are declared in flight this far ahead, renewed in the background when half
-/// is used, so deliveries rarely wait for a write; after a crash at most about this many
-/// innocent events are delivered one at a time.
-const DECLARE_AHEAD: u64 = 256;
-
-/// The durable failure history of one event.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub(crate) struct RetryRecord {
-    /// Deliveries made so far.
-    pub attempts: u32,
-    pub transient_retries: u32,
-    pub service_retries: u32,
-    /// Times the consumer process died while it was in flight.
-    pub crashes: u32,
-    /// Not to be delivered before this time (µs since the epoch).
-    pub due_at: Micros,
-    pub class: Option<FailureClass>,
-    pub reason: String,
-    pub first_failure_at: Micros,
-    pub last_failure_at: Micros,
-}
-
-/// What may be in flight on one partition: first deliveries of any offset below
-/// `declared_to`, and the listed redeliveries (offset → attempt number).
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct InFlightList {
-    #[serde(default)]
-    declared_to: u64,
-    /// Written by a clean stop: nothing was in flight when the owner let go.
-    #[serde(default)]
-    clean: bool,
-    deliveries: BTreeMap<u64, u32>,
-}
-
-/// Deliveries in flight across every partition worker of one consumer instance. A crash
-/// takes the whole process down, so a crash suspect must run with nothing else in flight.
-#[derive(Debug, Default)]
-pub(crate) struct DeliveryGate {
-    state: std::sync::Mutex<GateState>,
-}
-
-#[derive(Debug, Default)]
-struct GateState {
-    in_flight: usize,
-    isolating: bool,
-}
-
-impl DeliveryGate {
-    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Admits `n` ordinary deliveries unless a suspect is running alone.
-    fn admit(&self, n: usize) -> bool {
-        let mut state = self.lock();
-        if state.isolating {
-            return false;
-        }
-        state.in_flight += n;
-        true
-    }
-
-    /// Admits a suspect if nothing else is in flight; then nothing else is admitted.
-    fn admit_alone(&self) -> bool {
-        let mut state = self.lock();
-        if state.isolating || state.in_flight > 0 {
-            return false;
-        }
-        state.isolating = true;
-        state.in_flight = 1;
-        true
-    }
-
-    fn release(&self, n: usize, was_alone: bool) {
-        let mut state = self.lock();
-        state.in_flight = state.in_flight.saturating_sub(n);
-        if was_alone {
-            state.isolating = false;
-        }
-    }
-}
 
 pub(crate) struct WorkerCtx {
     pub gate: Arc<DeliveryGate>,
@@ -156,21 +92,15 @@ pub(crate) enum WorkerExit {
 enum State {
     Queued,
     InFlight {
-        /// `None` while a pull consumer has not taken it out of its channel yet.
-        deadline: Option<Instant>,
+        /// When its `ack_wait` is over (µs since the epoch, on the runtime's clock); `None`
+        /// while a pull consumer has not taken it out of its channel yet.
+        deadline: Option<Micros>,
     },
     Waiting {
         due: Micros,
     },
     /// Done; its processed id is being written.
     Recording,
-}
-
-/// The pending events of one partition key: the one in front is the only one that may be
-/// delivered.
-struct KeyLine {
-    head: u64,
-    tail: u64,
 }
 
 struct PendingEvent {
@@ -189,13 +119,6 @@ struct PendingEvent {
     state: State,
     /// The dead-letter entry this replayed event came from.
     replay_of: Option<String>,
-}
-
-/// What is known of a record rejected before it became an event.
-struct Rejected {
-    event_id: String,
-    event_type: String,
-    reason: String,
 }
 
 struct Worker {
@@ -277,111 +200,14 @@ pub(crate) async fn run(ctx: WorkerCtx) -> Result<WorkerExit> {
         rng: rand::rngs::StdRng::from_os_rng(),
         ctx,
     };
-    worker.load_histories(start).await?;
+    worker.load_retry_records().await?;
+    worker.load_in_flight(start).await?;
     worker.run(settle_rx).await
 }
 
 impl Worker {
     fn now(&self) -> Micros {
         self.ctx.shared.cfg.clock.now_micros()
-    }
-
-    /// Loads scheduled retries, and counts a crash against every delivery that was in flight
-    /// when the previous owner died.
-    async fn load_histories(&mut self, start: u64) -> Result<()> {
-        let backend = self.ctx.shared.backend.clone();
-        let group = &self.ctx.group.name;
-        let prefix = keys::retry_prefix(group, &self.ctx.stream, self.ctx.partition);
-        let mut after: Option<String> = None;
-        loop {
-            let page = backend
-                .kv_scan(keys::RETRIES, &prefix, after.as_deref(), 1_000)
-                .await?;
-            for entry in &page {
-                let offset = entry.key[prefix.len()..].parse::<u64>().ok();
-                let record = serde_json::from_slice::<RetryRecord>(&entry.value).ok();
-                if let (Some(offset), Some(record)) = (offset, record) {
-                    self.histories.insert(offset, record);
-                }
-            }
-            match page.last() {
-                Some(last) if page.len() == 1_000 => after = Some(last.key.clone()),
-                _ => break,
-            }
-        }
-        let list_key = keys::partition_key(group, &self.ctx.stream, self.ctx.partition);
-        let Some(entry) = backend.kv_get(keys::INFLIGHT, &list_key).await? else {
-            return Ok(());
-        };
-        // An unreadable list is treated as covering everything: recheck, suspect nothing.
-        let in_flight: InFlightList =
-            serde_json::from_slice(&entry.value).unwrap_or(InFlightList {
-                declared_to: u64::MAX,
-                clean: true,
-                deliveries: BTreeMap::new(),
-            });
-        // Events below `declared_to` may have been processed: check their ids when read.
-        self.recheck_below = in_flight.declared_to;
-        // Keep that bound durable for whoever comes next.
-        self.declared_to = in_flight.declared_to;
-        if in_flight.clean {
-            return Ok(());
-        }
-        // First deliveries below `declared_to` are judged as they are read again (`admit`).
-        self.suspect_below = in_flight.declared_to;
-        for (offset, attempt) in in_flight.deliveries {
-            if offset < start {
-                continue; // finished and committed after all
-            }
-            let mut history = self.histories.remove(&offset).unwrap_or_default();
-            history.crashes += 1;
-            history.attempts = history.attempts.max(attempt);
-            self.store_history(offset, &history).await?;
-            tracing::warn!(
-                group = %self.ctx.group.name,
-                stream = %self.ctx.stream,
-                partition = self.ctx.partition,
-                offset,
-                crashes = history.crashes,
-                "a delivery was in flight when the consumer died"
-            );
-            self.histories.insert(offset, history);
-        }
-        // Counted once: a crash of this owner must not count them again.
-        let value = self.in_flight_value()?;
-        self.write_in_flight(value).await
-    }
-
-    async fn store_history(&self, offset: u64, history: &RetryRecord) -> Result<()> {
-        let key = keys::retry_key(
-            &self.ctx.group.name,
-            &self.ctx.stream,
-            self.ctx.partition,
-            offset,
-        );
-        let value =
-            serde_json::to_vec(history).map_err(|e| RuntimeError::Serialize(e.to_string()))?;
-        self.ctx
-            .shared
-            .backend
-            .kv_put(keys::RETRIES, &key, value.into(), Expect::Any, None)
-            .await?;
-        Ok(())
-    }
-
-    async fn forget_history(&self, offset: u64) -> Result<()> {
-        let key = keys::retry_key(
-            &self.ctx.group.name,
-            &self.ctx.stream,
-            self.ctx.partition,
-            offset,
-        );
-        self.ctx
-            .shared
-            .backend
-            .kv_delete(keys::RETRIES, &key, Expect::Any)
-            .await?;
-        Ok(())
     }
 
     async fn run(
@@ -604,13 +430,7 @@ impl Worker {
                     .await;
             }
         };
-        let key = match self.ctx.group.ordering {
-            Ordering::Key if !record.key.is_empty() => Some(xxhash_rust::xxh3::xxh3_64_with_seed(
-                &record.key,
-                self.key_seed,
-            )),
-            _ => None,
-        };
+        let key = self.line_of(&record.key);
         let mut stored_history = history.is_some();
         let mut history = history.unwrap_or_default();
         if record.offset < self.suspect_below && history.crashes == 0 {
@@ -657,75 +477,8 @@ impl Worker {
                 .await?;
             return Ok(());
         }
-        let eligible = match key {
-            Some(key) => match self.key_lines.entry(key) {
-                Entry::Occupied(mut line) => {
-                    let tail = std::mem::replace(&mut line.get_mut().tail, offset);
-                    if let Some(previous) = self.pending.get_mut(&tail) {
-                        previous.next_of_key = Some(offset);
-                    }
-                    false
-                }
-                Entry::Vacant(line) => {
-                    line.insert(KeyLine {
-                        head: offset,
-                        tail: offset,
-                    });
-                    true
-                }
-            },
-            None => true,
-        };
-        if eligible {
-            self.make_ready(offset);
-        }
+        self.join_key_line(offset, key);
         Ok(())
-    }
-
-    /// Dead-letters a record that never became a deliverable event (undecodable, or failing
-    /// its schema): permanent, no attempts.
-    async fn quarantine_record(
-        &mut self,
-        record: &StoredRecord,
-        rejected: Rejected,
-        replay_of: Option<String>,
-        had_history: bool,
-    ) -> Result<()> {
-        let now = self.now();
-        let entry = DlqEntry {
-            id: dlq::entry_id(&self.ctx.stream, self.ctx.partition, record.offset),
-            group: self.ctx.group.name.clone(),
-            event_id: rejected.event_id,
-            event_type: rejected.event_type,
-            class: FailureClass::Permanent,
-            reason: rejected.reason,
-            attempts: 0,
-            first_failure_at: now,
-            last_failure_at: now,
-            dead_lettered_at: now,
-            stream: self.ctx.stream.clone(),
-            partition: self.ctx.partition,
-            offset: record.offset,
-            replays: 0,
-            replay_pending: false,
-            original: record.value.clone(),
-        };
-        self.write_dead_letter(entry, replay_of.as_deref(), true)
-            .await?;
-        if had_history {
-            self.forget_history(record.offset).await?;
-        }
-        Ok(())
-    }
-
-    /// Puts an event that is first of its key in line for delivery, unless it waits for a
-    /// retry (the timer releases it when due).
-    fn make_ready(&mut self, offset: u64) {
-        if let Some(pending) = self.pending.get(&offset)
-            && matches!(pending.state, State::Queued)
-        {
-            self.ready.push_back(offset);
-        }
     }
 
     /// Hands out ready events while the consumer has room, recording them as in flight first.
@@ -767,39 +520,7 @@ impl Worker {
             }
             return Ok(Ok(()));
         }
-        self.settle_declaring(false).await?;
-        let mut needs_write = false;
-        for offset in &batch {
-            if let Some(pending) = self.pending.get(offset) {
-                let attempt = pending.attempt + 1;
-                self.in_flight.insert(*offset, attempt);
-                needs_write |= attempt > 1 || *offset >= self.declared_to;
-            }
-        }
-        let highest = batch.iter().max().copied().unwrap_or(0);
-        if needs_write {
-            // Wait for a background write first, so writes land in order.
-            self.settle_declaring(true).await?;
-            self.declared_to = self.declared_to.max(highest + 1 + DECLARE_AHEAD);
-            let value = self.in_flight_value()?;
-            self.write_in_flight(value).await?;
-        } else if self.declaring.is_none() && highest + DECLARE_AHEAD / 2 >= self.declared_to {
-            let target = highest + 1 + DECLARE_AHEAD;
-            let previous = std::mem::replace(&mut self.declared_to, target);
-            let value = self.in_flight_value()?;
-            self.declared_to = previous;
-            let backend = self.ctx.shared.backend.clone();
-            let key =
-                keys::partition_key(&self.ctx.group.name, &self.ctx.stream, self.ctx.partition);
-            let write = tokio::spawn(async move {
-                backend
-                    .kv_put(keys::INFLIGHT, &key, value, Expect::Any, None)
-                    .await
-                    .map(|_| ())
-                    .map_err(RuntimeError::from)
-            });
-            self.declaring = Some((target, write));
-        }
+        self.declare(&batch).await?;
         let deliveries = self.ctx.deliveries.clone();
         for (i, offset) in batch.iter().enumerate() {
             match deliveries.try_reserve() {
@@ -820,75 +541,16 @@ impl Worker {
         Ok(Ok(()))
     }
 
-    /// Forgets a delivery in flight (settled, expired, or never sent) and frees its place.
-    fn untrack(&mut self, offset: u64) {
-        if self.in_flight.remove(&offset).is_some() {
-            let alone = self.isolating == Some(offset);
-            if alone {
-                self.isolating = None;
-            }
-            self.ctx.gate.release(1, alone);
-        }
-    }
-
-    /// Takes the result of the background declaration when it is done (or, with `wait`,
-    /// waits for it).
-    async fn settle_declaring(&mut self, wait: bool) -> Result<()> {
-        let finished = self
-            .declaring
-            .as_ref()
-            .is_some_and(|(_, h)| h.is_finished());
-        if !(finished || wait) {
-            return Ok(());
-        }
-        if let Some((target, write)) = self.declaring.take() {
-            write
-                .await
-                .map_err(|e| RuntimeError::Serialize(format!("in-flight write task: {e}")))??;
-            self.declared_to = self.declared_to.max(target);
-        }
-        Ok(())
-    }
-
-    async fn write_in_flight(&self, value: Bytes) -> Result<()> {
-        let key = keys::partition_key(&self.ctx.group.name, &self.ctx.stream, self.ctx.partition);
-        self.ctx
-            .shared
-            .backend
-            .kv_put(keys::INFLIGHT, &key, value, Expect::Any, None)
-            .await?;
-        Ok(())
-    }
-
-    fn in_flight_value(&self) -> Result<Bytes> {
-        self.in_flight_list(false)
-    }
-
-    fn in_flight_list(&self, clean: bool) -> Result<Bytes> {
-        let list = InFlightList {
-            declared_to: self.declared_to,
-            clean,
-            deliveries: self
-                .in_flight
-                .iter()
-                .filter(|(_, attempt)| **attempt > 1)
-                .map(|(o, a)| (*o, *a))
-                .collect(),
-        };
-        let value =
-            serde_json::to_vec(&list).map_err(|e| RuntimeError::Serialize(e.to_string()))?;
-        Ok(value.into())
-    }
-
     fn deliver_one(&mut self, offset: u64, permit: mpsc::Permit<'_, Delivery>) {
+        let now = self.now();
         let Some(pending) = self.pending.get_mut(&offset) else {
             return;
         };
         pending.attempt += 1;
-        let ack_deadline = Instant::now() + self.ctx.group.ack_wait;
+        let ack_expires_at = ack_expiry(now, self.ctx.group.ack_wait);
         pending.state = State::InFlight {
             deadline: match self.ctx.ack_clock {
-                AckClock::FromDelivery => Some(ack_deadline),
+                AckClock::FromDelivery => Some(ack_expires_at),
                 AckClock::FromTake => None,
             },
         };
@@ -900,7 +562,8 @@ impl Worker {
             offset,
             attempt: pending.attempt,
             from_dlq: pending.replay_of.is_some(),
-            ack_deadline,
+            ack_deadline: Instant::now() + self.ctx.group.ack_wait,
+            ack_expires_at,
             settle: self.settle_tx.clone(),
         });
     }
@@ -923,7 +586,7 @@ impl Worker {
         if let Outcome::Taken { at } = settlement.outcome {
             if let State::InFlight { deadline: None } = pending.state {
                 pending.state = State::InFlight {
-                    deadline: Some(at + self.ctx.group.ack_wait),
+                    deadline: Some(ack_expiry(at, self.ctx.group.ack_wait)),
                 };
             }
             return Ok(());
@@ -1067,182 +730,15 @@ impl Worker {
         Ok(())
     }
 
-    /// Writes the event to the group's dead-letter queue, then lets the partition move on.
-    async fn dead_letter(
-        &mut self,
-        offset: u64,
-        class: FailureClass,
-        reason: String,
-        quarantine: bool,
-    ) -> Result<()> {
-        let Some(pending) = self.pending.get(&offset) else {
-            return Ok(());
-        };
-        let now = self.now();
-        let history = &pending.history;
-        let entry = DlqEntry {
-            id: dlq::entry_id(&self.ctx.stream, self.ctx.partition, offset),
-            group: self.ctx.group.name.clone(),
-            event_id: pending.event.id().as_str().to_string(),
-            event_type: pending.event.event_type().as_str().to_string(),
-            class,
-            reason,
-            attempts: pending.attempt,
-            first_failure_at: if history.first_failure_at == 0 {
-                now
-            } else {
-                history.first_failure_at
-            },
-            last_failure_at: now,
-            dead_lettered_at: now,
-            stream: self.ctx.stream.clone(),
-            partition: self.ctx.partition,
-            offset,
-            replays: 0,
-            replay_pending: false,
-            original: pending.raw.clone(),
-        };
-        let (stored, replay_of) = (pending.stored_history, pending.replay_of.clone());
-        self.write_dead_letter(entry, replay_of.as_deref(), quarantine)
-            .await?;
-        if stored {
-            self.forget_history(offset).await?;
-        }
-        self.finish(offset);
-        Ok(())
-    }
-
-    /// Stores an entry; a failed replay updates the entry it came from instead.
-    async fn write_dead_letter(
-        &mut self,
-        mut entry: DlqEntry,
-        replay_of: Option<&str>,
-        quarantine: bool,
-    ) -> Result<()> {
-        if let Some(original_id) = replay_of {
-            match self.runnel.dlq_get(&self.ctx.group.name, original_id).await {
-                Ok(original) => {
-                    entry.id = original.id;
-                    entry.stream = original.stream;
-                    entry.partition = original.partition;
-                    entry.offset = original.offset;
-                    entry.first_failure_at = original.first_failure_at;
-                    entry.replays = original.replays + 1;
-                }
-                Err(RuntimeError::UnknownDlqEntry { .. }) => {
-                    entry.id = original_id.to_string();
-                    entry.replays = 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        tracing::warn!(
-            group = %entry.group,
-            id = entry.event_id.as_str(),
-            entry = %entry.id,
-            class = %entry.class,
-            reason = entry.reason.as_str(),
-            attempts = entry.attempts,
-            "dead-lettered"
-        );
-        dlq::put_entry(&self.runnel, &entry).await?;
-        self.ctx.stats.record_dead_lettered(quarantine);
-        if let Some(threshold) = self.ctx.group.dlq_alert_threshold {
-            // Workers of the group dead-letter concurrently; the count that started last
-            // has seen every entry put before it, and its answer is the one that stays.
-            let ticket = self.ctx.stats.dlq_count_ticket();
-            let depth = dlq::count_entries(&self.runnel, &self.ctx.group.name).await?;
-            let alert = depth >= threshold;
-            if alert {
-                tracing::warn!(group = %self.ctx.group.name, depth, threshold, "dead-letter queue over its alert threshold");
-            }
-            self.ctx.stats.set_dlq_alert(ticket, alert);
-        }
-        Ok(())
-    }
-
     /// The event is done: its key moves to the next event in line.
     fn finish(&mut self, offset: u64) {
         self.untrack(offset);
         let Some(pending) = self.pending.remove(&offset) else {
             return;
         };
-        let Some(key) = pending.key else {
-            return;
-        };
-        let Entry::Occupied(mut line) = self.key_lines.entry(key) else {
-            return;
-        };
-        if line.get().head == offset {
-            match pending.next_of_key {
-                Some(next) => {
-                    line.get_mut().head = next;
-                    self.make_ready(next);
-                }
-                None => {
-                    line.remove();
-                }
-            }
-            return;
+        if let Some(key) = pending.key {
+            self.leave_key_line(key, offset, pending.next_of_key);
         }
-        // Not at the front (dead-lettered as it was admitted): unlink it where it is.
-        let mut previous = line.get().head;
-        while let Some(next) = self.pending.get(&previous).and_then(|p| p.next_of_key) {
-            if next == offset {
-                if let Some(before) = self.pending.get_mut(&previous) {
-                    before.next_of_key = pending.next_of_key;
-                }
-                if line.get().tail == offset {
-                    line.get_mut().tail = previous;
-                }
-                return;
-            }
-            previous = next;
-        }
-    }
-
-    /// Retries whose time has come go back in line.
-    fn release_due(&mut self) {
-        let now = self.now();
-        while let Some(&(due, offset)) = self.waiting.first() {
-            if due > now {
-                break;
-            }
-            self.waiting.pop_first();
-            if let Some(pending) = self.pending.get_mut(&offset)
-                && matches!(pending.state, State::Waiting { .. })
-            {
-                pending.state = State::Queued;
-                self.ready.push_back(offset);
-            }
-        }
-    }
-
-    /// Deliveries not settled within `ack_wait` count as transient failures.
-    async fn expire_unacknowledged(&mut self) -> Result<()> {
-        let now = Instant::now();
-        let expired: Vec<u64> = self
-            .in_flight
-            .keys()
-            .filter(|o| {
-                self.pending.get(o).is_some_and(
-                    |p| matches!(p.state, State::InFlight { deadline: Some(deadline) } if deadline <= now),
-                )
-            })
-            .copied()
-            .collect();
-        for offset in expired {
-            self.ctx.stats.record_ack_timeout();
-            self.untrack(offset);
-            let wait = self.ctx.group.ack_wait;
-            self.fail(
-                offset,
-                FailureClass::Transient,
-                format!("not acknowledged within ack_wait ({wait:?})"),
-            )
-            .await?;
-        }
-        Ok(())
     }
 
     /// Commits the lowest offset not yet done. Returns false when fenced by another owner.
