@@ -51,7 +51,7 @@ pub enum CheckpointError {
         /// The head's key.
         key: String,
         /// What the backend said.
-        source: BackendError,
+        source: Box<BackendError>,
     },
     /// Another instance wrote the checkpoint since this one read it: the partition moved.
     #[error("checkpoint `{key}` was written by another instance: the partition moved")]
@@ -135,7 +135,7 @@ impl Checkpoints {
         let key = self.key(stream, partition);
         let failed = |source| CheckpointError::Backend {
             key: key.clone(),
-            source,
+            source: Box::new(source),
         };
         let damaged = |reason: String| CheckpointError::Damaged {
             key: key.clone(),
@@ -203,7 +203,7 @@ impl Checkpoints {
         let key = self.key(stream, partition);
         let failed = |source| CheckpointError::Backend {
             key: key.clone(),
-            source,
+            source: Box::new(source),
         };
         let payload = postcard::to_allocvec(saved).map_err(|e| CheckpointError::Damaged {
             key: key.clone(),

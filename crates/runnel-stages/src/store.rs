@@ -80,7 +80,7 @@ pub enum StoreError {
         /// The entity key.
         key: String,
         /// What the backend said.
-        source: BackendError,
+        source: Box<BackendError>,
     },
     /// The stored value is not a feature value.
     #[error("feature store `{set}/{key}` holds an unreadable value: {reason}")]
@@ -190,7 +190,7 @@ impl FeatureStore {
             .map_err(|source| StoreError::Backend {
                 set: set.to_string(),
                 key: key.to_string(),
-                source,
+                source: Box::new(source),
             })?;
         entry
             .map(|entry| {
@@ -249,7 +249,7 @@ impl FeatureStore {
                     return Err(StoreError::Backend {
                         set: set.to_string(),
                         key: key.to_string(),
-                        source,
+                        source: Box::new(source),
                     });
                 }
             }
