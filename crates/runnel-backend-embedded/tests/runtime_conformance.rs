@@ -45,3 +45,7 @@ async fn with_group_fsync_a_publish_dropped_while_appending_settles_and_a_retry_
 mod failures {
     runnel_test_util::failure_conformance_tests!(super::harness());
 }
+
+mod features {
+    runnel_test_util::features_conformance_tests!(super::harness());
+}

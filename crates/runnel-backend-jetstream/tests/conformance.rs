@@ -1,7 +1,7 @@
-//! The three conformance suites (`runnel-test-util`) against a real nats-server with
-//! JetStream: the backend suite, the runtime suite and the failure-handling suite. Each test
-//! gets a namespace of its own, so they run in parallel on one server; `open()` reconnects
-//! (a restart). Needs `RUNNEL_TEST_NATS_URL` (see `common`).
+//! The four conformance suites (`runnel-test-util`) against a real nats-server with
+//! JetStream: the backend suite, the runtime suite, the failure-handling suite and the
+//! feature-pipeline suite. Each test gets a namespace of its own, so they run in parallel on
+//! one server; `open()` reconnects (a restart). Needs `RUNNEL_TEST_NATS_URL` (see `common`).
 
 mod common;
 
@@ -15,4 +15,8 @@ mod runtime {
 
 mod failures {
     runnel_test_util::failure_conformance_tests!(crate::harness_or_skip!());
+}
+
+mod features {
+    runnel_test_util::features_conformance_tests!(crate::harness_or_skip!());
 }

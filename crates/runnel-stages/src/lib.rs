@@ -4,8 +4,10 @@
 //! which events, keyed by which entity, in which windows, with which aggregates. The runtime
 //! consumes the input stream as a consumer group and drives a [`FeatureStage`]; each window
 //! that closes becomes a result event (`feature.computed`) in a stream, replayable and
-//! diffable like any other. This crate is that stage's core: pure and synchronous, with no
-//! I/O, no clock reads and no runtime dependency, so it is tested as a function of its inputs.
+//! diffable like any other. This crate is that stage: its core is pure and synchronous, with
+//! no I/O and no clock reads, so it is tested as a function of its inputs; [`FeaturePipeline`]
+//! runs it over the runtime's consumer groups, with checkpoints and the online
+//! [`FeatureStore`] in the backend's key-value store.
 //!
 //! Modules, one concern each (one window operator per file, as Arroyo lays them out):
 //! - `spec`, `duration`: the typed configuration and its validation, errors naming the field.
@@ -17,6 +19,9 @@
 //! - `keys`: interned window keys.
 //! - `result`: results and their deterministic ids.
 //! - `stage`: the API the integration calls; `snapshot`: its checkpoint format.
+//! - `pipeline`: the integration (a stage per leased input partition of a consumer group);
+//!   `checkpoint`: the stage's durable checkpoints with their outbox; `store`: the online
+//!   feature store.
 //!
 //! Semantics (Flink's where the issue is silent) are written down in `docs/features.md`.
 //!
@@ -29,14 +34,19 @@
 //! - Sums of integers are exact; every aggregate but a float sum gives the same result
 //!   whatever the arrival order of events within the out-of-orderness bound.
 //! - A stage restored from a snapshot continues exactly as the original would have.
+//! - A pipeline writes a checkpoint (snapshot, offsets, and the outputs of the advance it
+//!   reflects) before it publishes those outputs or acknowledges those inputs: a crash at any
+//!   moment and a restart publish exactly the results of an uninterrupted run.
 
 #![warn(missing_docs)]
 
 mod aggregate;
+mod checkpoint;
 mod duration;
 mod extract;
 mod keys;
 mod panes;
+mod pipeline;
 mod result;
 mod session;
 mod sketch;
@@ -44,14 +54,21 @@ mod sliding;
 mod snapshot;
 mod spec;
 mod stage;
+mod store;
 mod tumbling;
 mod watermark;
 
 pub use aggregate::InputError;
+pub use checkpoint::{CHECKPOINT_BUCKET, CHUNK_BYTES, CheckpointError, INLINE_BYTES};
 pub use duration::{HumanDuration, InvalidDuration};
 pub use extract::{
     EventTime, ExtractError, Extractor, FieldValue, MAX_EVENT_TIME, MIN_EVENT_TIME, Record,
     format_time,
+};
+pub use pipeline::{
+    FeaturePipeline, FeaturePipelineHandle, LATE_FEATURE_EXTENSION, LATE_REASON_EXTENSION,
+    MAX_PIPELINE_NAME_LEN, PartitionStatus, PipelineError, PipelineOptions, PipelineStatus,
+    group_name,
 };
 pub use result::{RESULT_ID_NAMESPACE, WindowResult};
 pub use sketch::{
@@ -64,4 +81,5 @@ pub use spec::{
     SpecProblem, TimeSource, WindowSpec, validate_features,
 };
 pub use stage::{FeatureStage, LateEvent, Outcome, StageCounters, StageStats};
+pub use store::{FeatureStore, FeatureValue, STORE_BUCKET, StoreError, store_key};
 pub use watermark::{PartitionWatermark, WatermarkTracker};

@@ -76,8 +76,9 @@ pub struct FeatureSpec {
     pub aggregates: Vec<AggregateSpec>,
     /// The type of the result events, e.g. `feature.computed`.
     pub output: EventType,
-    /// Where events too late for any window go, with the reason. Default: the input's stream
-    /// followed by `.late` (`payment.late`).
+    /// The stream events too late for any window go to, with the reason. Default: the input's
+    /// stream followed by `_late` (`payment_late`). A stream name holds no `.` (a stream is an
+    /// event type's domain), so a late `payment.charged` is published as `payment_late.charged`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub late_stream: Option<String>,
 }
@@ -420,8 +421,8 @@ pub enum SpecProblem {
         /// The input pattern.
         input: String,
     },
-    /// A late stream name that is not a lowercase name.
-    #[error("must be segments of `a-z`, `0-9` and `_` separated by `.`")]
+    /// A late stream name that is not a stream name.
+    #[error("must be a stream name: 1 to 64 of `a-z`, `0-9` and `_`, a letter first")]
     BadStreamName,
 }
 
@@ -462,7 +463,7 @@ impl FeatureSpec {
     pub fn late_stream(&self) -> Option<String> {
         match &self.late_stream {
             Some(stream) => Some(stream.clone()),
-            None => input_stream(&self.input).map(|stream| format!("{stream}.late")),
+            None => input_stream(&self.input).map(|stream| format!("{stream}{LATE_SUFFIX}")),
         }
     }
 
@@ -556,6 +557,11 @@ impl FeatureSpec {
                 fail("late_stream", SpecProblem::BadStreamName)
             }
             Some(_) => {}
+            None if input_stream(&self.input)
+                .is_some_and(|s| !is_stream_name(&format!("{s}{LATE_SUFFIX}"))) =>
+            {
+                fail("late_stream", SpecProblem::BadStreamName)
+            }
             None if !self.input.is_empty() && input_stream(&self.input).is_none() => fail(
                 "late_stream",
                 SpecProblem::LateStreamRequired {
@@ -610,9 +616,13 @@ fn is_stream_segment(segment: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
+/// A stream name (an event type's domain): no `.`, at most 64 characters.
 fn is_stream_name(name: &str) -> bool {
-    name.split('.').all(is_stream_segment)
+    name.len() <= 64 && is_stream_segment(name)
 }
+
+/// What the default late stream adds to the input's stream name.
+const LATE_SUFFIX: &str = "_late";
 
 fn is_name(name: &str) -> bool {
     !name.is_empty()

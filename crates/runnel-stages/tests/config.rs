@@ -47,7 +47,7 @@ fn a_feature_declared_in_runnel_toml_is_typed_with_defaults() {
     );
     assert!(matches!(spec.window, WindowSpec::Sliding { .. }));
     assert_eq!(spec.idle_timeout.to_string(), "1m");
-    assert_eq!(spec.late_stream().as_deref(), Some("payment.late"));
+    assert_eq!(spec.late_stream().as_deref(), Some("payment_late"));
     assert_eq!(
         spec.fields().iter().map(|f| f.as_str()).collect::<Vec<_>>(),
         ["/amount", "/merchant"]

@@ -160,7 +160,7 @@ fn an_event_beyond_allowed_lateness_goes_to_the_late_stream_with_its_reason_and_
     assert_eq!(feed.stage.offsets()[&0], 3, "its offset is consumed");
     assert_eq!(
         feed.stage.spec().late_stream().as_deref(),
-        Some("payment.late")
+        Some("payment_late")
     );
 }
 

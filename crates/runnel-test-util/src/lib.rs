@@ -22,6 +22,7 @@
 
 pub mod conformance;
 pub mod failures;
+pub mod features;
 mod fixtures;
 mod harness;
 pub mod runtime;
@@ -147,6 +148,23 @@ macro_rules! failure_conformance_tests {
             dlq_replay_reaches_this_group_only_and_the_entry_leaves_on_success,
             dlq_list_filters_paginates_and_purge_removes_only_what_matches,
             a_failure_storm_ends_with_every_event_acked_or_dead_lettered,
+        }
+    };
+}
+
+/// Expands to one `#[tokio::test]` (multi-threaded) per feature-pipeline conformance test:
+/// `runnel-stages`' pipeline over the runtime's groups and the backend the harness opens.
+#[macro_export]
+macro_rules! features_conformance_tests {
+    ($harness:expr) => {
+        $crate::__conformance_group! { $harness; features;
+            a_pipeline_publishes_what_the_pure_operator_computes_and_serves_the_latest_window,
+            a_late_event_revises_its_window_and_a_too_late_one_goes_to_the_late_stream,
+            an_idle_partition_does_not_hold_back_the_watermark,
+            an_event_without_a_key_is_dead_lettered_naming_the_field,
+            a_crash_in_the_middle_and_a_restart_give_the_results_of_an_uninterrupted_run,
+            two_instances_share_the_partitions_and_one_stopping_hands_its_windows_over,
+            the_store_never_replaces_a_newer_window_with_an_older_one,
         }
     };
 }
