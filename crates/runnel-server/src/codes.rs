@@ -301,6 +301,11 @@ pub const ERROR_CODES: &[ErrorCode] = &[
         404,
         "The stream has no such partition.",
     ),
+    code(
+        "tls.required",
+        400,
+        "Plain HTTP was sent to a port that speaks HTTPS.",
+    ),
 ];
 
 /// Whether `code` is one of [`ERROR_CODES`].
