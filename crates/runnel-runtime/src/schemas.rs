@@ -81,7 +81,8 @@ impl Schemas {
         })?;
         match self.registry.validate(&subject, Some(version), data).await {
             Ok(_) => {}
-            Err(source @ ValidationError::Invalid { .. }) if named.is_none() => {
+            // Only when an earlier version exists is "you validated against the latest" news.
+            Err(source @ ValidationError::Invalid { .. }) if named.is_none() && version > 1 => {
                 return Err(RuntimeError::InvalidForLatest { version, source });
             }
             Err(error) => return Err(error.into()),
