@@ -381,12 +381,12 @@ pub async fn an_idle_partition_does_not_hold_back_the_watermark(h: &impl Backend
         result.data().as_json().expect("json")["values"]["payments"],
         1
     );
+    // The status is reported after a cycle publishes: wait for the report that follows.
+    wait_for("every partition reported", &pipeline, |s| {
+        s.partitions.len() == PARTITIONS as usize
+    })
+    .await;
     let status = pipeline.status();
-    assert_eq!(
-        status.partitions.len(),
-        PARTITIONS as usize,
-        "it runs every partition"
-    );
     assert_eq!(
         status
             .partitions
