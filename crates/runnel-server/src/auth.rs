@@ -264,9 +264,36 @@ pub async fn authenticate(
             .headers()
             .get(header::AUTHORIZATION)
             .map(|v| v.as_bytes()),
-    )?;
+    );
+    let caller = match caller {
+        Ok(caller) => caller,
+        Err(error) if request.uri().path().starts_with("/registry") => {
+            return Ok(registry_refusal(&error, 40101));
+        }
+        Err(error) => return Err(error),
+    };
     request.extensions_mut().insert(caller);
     Ok(next.run(request).await)
+}
+
+/// A refusal under `/registry` in the shape Confluent's clients read (`error_code`, `message`;
+/// 40101 unauthenticated, 40301 forbidden), not a problem document.
+fn registry_refusal(error: &ApiError, error_code: u32) -> Response {
+    use axum::response::IntoResponse;
+    let body = serde_json::json!({ "error_code": error_code, "message": error.problem().detail });
+    let mut response = (error.status(), body.to_string()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(crate::routes::registry::CONTENT_TYPE),
+    );
+    if error.status() == axum::http::StatusCode::UNAUTHORIZED {
+        headers.insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"runnel\""),
+        );
+    }
+    response
 }
 
 /// Middleware for the schema registry: reading needs any valid key, changing needs `admin`.
@@ -276,8 +303,11 @@ pub async fn registry_guard(request: Request, next: Next) -> Result<Response, Ap
         .get::<Caller>()
         .cloned()
         .unwrap_or(Caller::Open);
-    if request.method() != axum::http::Method::GET && request.method() != axum::http::Method::HEAD {
-        caller.require_admin()?;
+    if request.method() != axum::http::Method::GET
+        && request.method() != axum::http::Method::HEAD
+        && let Err(error) = caller.require_admin()
+    {
+        return Ok(registry_refusal(&error, 40301));
     }
     Ok(next.run(request).await)
 }

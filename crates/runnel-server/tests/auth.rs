@@ -70,12 +70,26 @@ async fn no_key_or_an_unknown_key_is_401_on_every_protected_route() {
         ("POST", "/v1/groups/billing/pull", JSON, "{}".to_string()),
         ("GET", "/v1/streams", JSON, String::new()),
         ("GET", "/v1/groups/billing/dlq", JSON, String::new()),
-        ("GET", "/registry/subjects", JSON, String::new()),
     ] {
         for key in [None, Some("not-a-key-at-all-000000")] {
             let reply = as_key(&router, key, method, path, ct, body.clone()).await;
             assert_problem(&reply, 401, "auth.unauthenticated");
         }
+    }
+    // The registry answers in the shape Confluent's clients read, not a problem document.
+    for key in [None, Some("not-a-key-at-all-000000")] {
+        let reply = as_key(
+            &router,
+            key,
+            "GET",
+            "/registry/subjects",
+            JSON,
+            String::new(),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text);
+        assert_eq!(reply.content_type, "application/vnd.schemaregistry.v1+json");
+        assert_eq!(reply.body["error_code"], 40101, "{}", reply.text);
     }
     let raw = Request::builder()
         .method("GET")
@@ -247,11 +261,13 @@ async fn admin_scope_administers_and_guards_registry_writes() {
         .status,
         StatusCode::OK
     );
-    assert_problem(
-        &as_key(&router, Some(CONSUMER), "POST", path, JSON, schema.clone()).await,
-        403,
-        "auth.forbidden",
+    let refused = as_key(&router, Some(CONSUMER), "POST", path, JSON, schema.clone()).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
+    assert_eq!(
+        refused.content_type,
+        "application/vnd.schemaregistry.v1+json"
     );
+    assert_eq!(refused.body["error_code"], 40301, "{}", refused.text);
     assert_eq!(
         as_key(&router, Some(ADMIN), "POST", path, JSON, schema)
             .await
