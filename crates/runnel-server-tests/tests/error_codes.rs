@@ -1,6 +1,6 @@
 //! One catalogue of error codes: `docs/errors.md` is generated from `runnel_server::codes`,
 //! every code the server, runtime and envelope can produce is in it, and nothing in it is
-//! stale. `RUNNEL_BLESS=1 cargo test -p runnel-server --test error_codes` rewrites the doc.
+//! stale. `RUNNEL_BLESS=1 cargo test -p runnel-server-tests --test error_codes` rewrites the doc.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -71,7 +71,7 @@ fn docs_errors_md_is_the_catalogue() {
     assert_eq!(
         read(&path),
         expected,
-        "docs/errors.md is out of date: RUNNEL_BLESS=1 cargo test -p runnel-server --test error_codes"
+        "docs/errors.md is out of date: RUNNEL_BLESS=1 cargo test -p runnel-server-tests --test error_codes"
     );
 }
 
