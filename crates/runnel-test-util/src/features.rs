@@ -382,9 +382,14 @@ pub async fn an_idle_partition_does_not_hold_back_the_watermark(h: &impl Backend
         1
     );
     // The status is reported after a cycle publishes: wait for the report that follows.
-    wait_for("every partition reported", &pipeline, |s| {
-        s.partitions.len() == PARTITIONS as usize
-    })
+    wait_for(
+        "every partition reported, one with a watermark",
+        &pipeline,
+        |s| {
+            s.partitions.len() == PARTITIONS as usize
+                && s.partitions.values().any(|p| p.watermark.is_some())
+        },
+    )
     .await;
     let status = pipeline.status();
     assert_eq!(
