@@ -100,12 +100,26 @@ fn consume(base: String, stop: Arc<AtomicBool>, record: Arc<Mutex<Consumed>>) {
             &format!("{base}/v1/groups/billing/ack"),
             &json!({ "receipts": receipts }),
         );
+        // A 404/409 answer acknowledges every receipt it does not list as unknown or lapsed
+        // (a lapsed one is delivered again, wherever its partition went).
+        let refused: HashSet<String> = match &answer {
+            Some((404 | 409, problem)) => ["unknown", "expired"]
+                .iter()
+                .flat_map(|member| problem[*member].as_array().cloned().unwrap_or_default())
+                .filter_map(|receipt| receipt.as_str().map(str::to_string))
+                .collect(),
+            _ => HashSet::new(),
+        };
         let mut record = record.lock().expect("record lock");
         for m in &messages {
             let id = m["event"]["id"].as_str().unwrap_or_default().to_string();
             let partition = m["partition"].as_u64().unwrap_or(u64::MAX) as u32;
+            let receipt = m["receipt"].as_str().unwrap_or_default();
             match answer {
                 Some((200, _)) => record.acked.push((id, partition)),
+                Some((404 | 409, _)) if !refused.contains(receipt) => {
+                    record.acked.push((id, partition))
+                }
                 None => record.unanswered.push(id),
                 // Refused (e.g. a lapsed receipt): it will be delivered again.
                 Some(_) => {}
