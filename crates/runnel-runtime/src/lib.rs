@@ -19,6 +19,7 @@ mod pattern;
 mod producer;
 mod runtime;
 mod schemas;
+pub mod trace;
 
 pub use config::RuntimeConfig;
 pub use error::{Result, RuntimeError};

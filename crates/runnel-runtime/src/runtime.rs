@@ -25,6 +25,16 @@ pub(crate) struct Shared {
     pub cfg: RuntimeConfig,
     pub schemas: Schemas,
     streams: tokio::sync::Mutex<HashMap<StreamName, Arc<StreamState>>>,
+    /// Streams this runtime created: its running group members whose filter matches one
+    /// rebalance at once instead of at their next heartbeat (a third of the lease TTL).
+    pub created: tokio::sync::broadcast::Sender<StreamName>,
+}
+
+impl Shared {
+    pub(crate) fn stream_created(&self, name: &StreamName) {
+        // No receiver (no group running here) is not an error.
+        let _ = self.created.send(name.clone());
+    }
 }
 
 /// What the producer keeps per stream.
@@ -82,6 +92,7 @@ impl Runnel {
                 backend,
                 cfg,
                 streams: tokio::sync::Mutex::new(HashMap::new()),
+                created: tokio::sync::broadcast::channel(64).0,
             }),
         }
     }
@@ -125,6 +136,7 @@ impl Runnel {
     /// Creates a stream explicitly (streams are otherwise created on first publish).
     pub async fn create_stream(&self, name: &StreamName, config: StreamConfig) -> Result<()> {
         self.shared.backend.create_stream(name, config).await?;
+        self.shared.stream_created(name);
         Ok(())
     }
 
@@ -168,6 +180,9 @@ impl Runnel {
         };
         self.shared.backend.create_stream(name, config).await?;
         let info = self.shared.backend.describe_stream(name).await?;
+        if !existed {
+            self.shared.stream_created(name);
+        }
         Ok((info, !existed))
     }
 }
@@ -189,7 +204,10 @@ impl Shared {
                     retention: self.cfg.default_retention,
                 };
                 match self.backend.create_stream(name, defaults).await {
-                    Ok(info) => info,
+                    Ok(info) => {
+                        self.stream_created(name);
+                        info
+                    }
                     // Created by someone else in between.
                     Err(BackendError::StreamExists { .. }) => {
                         self.backend.describe_stream(name).await?

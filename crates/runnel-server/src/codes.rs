@@ -306,6 +306,16 @@ pub const ERROR_CODES: &[ErrorCode] = &[
         400,
         "Plain HTTP was sent to a port that speaks HTTPS.",
     ),
+    code(
+        "trace.disabled",
+        404,
+        "The correlation index is off on this server (`trace_index = false`).",
+    ),
+    code(
+        "trace.unknown",
+        404,
+        "No event is indexed under that correlation id (yet: the index follows the log).",
+    ),
 ];
 
 /// Whether `code` is one of [`ERROR_CODES`].

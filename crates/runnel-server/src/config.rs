@@ -75,6 +75,12 @@ pub struct ServerConfig {
     /// in clear (say, behind a TLS-terminating proxy on a trusted network). Default false:
     /// such a `bind` needs `tls_cert` and `tls_key`.
     pub allow_plaintext: bool,
+    /// Keep the correlation index behind `GET /v1/trace/{id}` and `runnel trace`: the
+    /// consumer group `trace-index` (filter `>`) writes one key-value entry per event, off the
+    /// publish path. Default true.
+    pub trace_index: bool,
+    /// Days an entry of the correlation index is kept. Default 7.
+    pub trace_retention_days: u64,
 }
 
 impl Default for ServerConfig {
@@ -96,6 +102,8 @@ impl Default for ServerConfig {
             tls_key: PathBuf::new(),
             tls_reload_secs: 5,
             allow_plaintext: false,
+            trace_index: true,
+            trace_retention_days: 7,
         }
     }
 }

@@ -267,6 +267,11 @@ impl Consumers {
         self
     }
 
+    /// The instance id this server's consumers join their groups as, if it has a stable one.
+    pub fn instance(&self) -> Option<&str> {
+        self.instance.as_deref()
+    }
+
     /// Called after a publish: a stream this server has not published to before may be new,
     /// and a running consumer would otherwise find it only at its next heartbeat (a third of
     /// the lease TTL, 5 s by default), so the consumers whose filter can match it rebalance now.

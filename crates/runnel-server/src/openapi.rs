@@ -14,7 +14,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, ObjectBuilder, Required, ResponseBuilder, Type};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, events, groups, ops};
+use crate::routes::{admin, events, groups, ops, trace};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -43,6 +43,7 @@ use crate::routes::{admin, events, groups, ops};
         admin::replay_dlq,
         admin::purge_dlq,
         admin::delete_dlq_entry,
+        trace::get_trace,
         ops::healthz,
         ops::readyz,
         ops::metrics,
@@ -55,6 +56,7 @@ use crate::routes::{admin, events, groups, ops};
         (name = "groups", description = "Consumer group settings and state"),
         (name = "streams", description = "Streams (admin)"),
         (name = "dlq", description = "Dead-letter queues (admin)"),
+        (name = "trace", description = "One workflow's events across streams (admin)"),
         (name = "registry", description = "Schema registry, Confluent-compatible"),
         (name = "operations", description = "Health, readiness, metrics"),
     )

@@ -51,6 +51,8 @@ pub enum ServerError {
 pub struct App {
     state: AppState,
     sweeper: JoinHandle<()>,
+    /// Starts the correlation index's consumer and holds it (see [`run_trace_index`]).
+    trace_index: Option<JoinHandle<()>>,
     /// Holds `<data_dir>/server-id` locked while this server runs.
     _identity: Option<std::fs::File>,
 }
@@ -123,9 +125,14 @@ impl App {
             config,
         }));
         let sweeper = tokio::spawn(sweep_idle(state.clone(), idle));
+        let trace_index = state
+            .config
+            .trace_index
+            .then(|| tokio::spawn(run_trace_index(state.clone())));
         Ok(Self {
             state,
             sweeper,
+            trace_index,
             _identity: lock,
         })
     }
@@ -150,9 +157,13 @@ impl App {
     }
 
     /// Stops consumers and closes the backend (flushing it).
-    pub async fn close(self) -> Result<(), ServerError> {
+    pub async fn close(mut self) -> Result<(), ServerError> {
         self.state.shutdown.trigger();
         self.sweeper.abort();
+        if let Some(index) = self.trace_index.take() {
+            // It sees the shutdown and stops its consumer (committing what is indexed).
+            let _ = tokio::time::timeout(Duration::from_secs(30), index).await;
+        }
         self.state.consumers.stop_all().await;
         self.state.runnel.backend().close().await?;
         Ok(())
@@ -162,6 +173,39 @@ impl App {
 impl Drop for App {
     fn drop(&mut self) {
         self.sweeper.abort();
+        if let Some(index) = &self.trace_index {
+            index.abort();
+        }
+    }
+}
+
+/// Runs the correlation index (`runnel_runtime::trace`) until shutdown: its consumer is
+/// started (again after a failure, every few seconds) with this server's instance id, and
+/// stopped cleanly when the server stops.
+async fn run_trace_index(state: AppState) {
+    use runnel_runtime::trace::{TraceIndexOptions, TraceIndexer};
+    let options = TraceIndexOptions {
+        ttl: Duration::from_secs(state.config.trace_retention_days.max(1) * 24 * 3600),
+        instance_id: state.consumers.instance().map(str::to_string),
+    };
+    let consumer = loop {
+        if state.shutdown.is_triggered() {
+            return;
+        }
+        match TraceIndexer::start(&state.runnel, options.clone()).await {
+            Ok(consumer) => break consumer,
+            Err(error) => {
+                tracing::warn!(%error, "the correlation index could not start; trying again in 5 s");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = state.shutdown.wait() => return,
+                }
+            }
+        }
+    };
+    state.shutdown.wait().await;
+    if let Err(error) = consumer.stop().await {
+        tracing::warn!(%error, "the correlation index did not stop cleanly");
     }
 }
 

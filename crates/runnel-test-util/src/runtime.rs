@@ -1003,3 +1003,75 @@ pub async fn a_clean_stop_counts_no_crash_against_unsettled_deliveries(h: &impl 
     handle.stop().await.expect("stop");
     assert_eq!(runnel.lag("clean").await.expect("lag").total_events, 0);
 }
+
+/// The correlation index answers every event of one workflow across streams, in causal order,
+/// and nothing of another workflow.
+pub async fn the_trace_index_answers_a_workflow_across_streams_in_causal_order(
+    h: &impl BackendHarness,
+) {
+    use runnel_runtime::trace::{TraceIndexOptions, TraceIndexer, trace};
+    let clock = h.clock();
+    let runnel = runtime(h).await;
+    let root = numbered_event(&clock, "order.placed", "customer-1", 1);
+    let other = numbered_event(&clock, "order.placed", "customer-2", 2);
+    runnel.publish(root.clone()).await.expect("publish");
+    runnel.publish(other.clone()).await.expect("publish");
+    let scorer =
+        runnel
+            .group("scorer")
+            .subscribe("order.placed")
+            .run(|message| async move {
+                Ok(vec![message.reply("fraud.scored", serde_json::json!({}))?])
+            })
+            .await
+            .expect("run scorer");
+    let charger = runnel
+        .group("charger")
+        .subscribe("fraud.scored")
+        .run(|message| async move {
+            Ok(vec![
+                message.reply("payment.requested", serde_json::json!({}))?,
+            ])
+        })
+        .await
+        .expect("run charger");
+    let indexer = TraceIndexer::start(&runnel, TraceIndexOptions::default())
+        .await
+        .expect("start the indexer");
+    let root_id = root.id().as_str().to_string();
+    let mut steps = Vec::new();
+    for _ in 0..400 {
+        steps = trace(&runnel, &root_id).await.expect("trace").0;
+        if steps.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seen: Vec<(usize, String, String)> = steps
+        .iter()
+        .map(|s| (s.depth, s.entry.event_type.clone(), s.entry.stream.clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (0, "order.placed".to_string(), "order".to_string()),
+            (1, "fraud.scored".to_string(), "fraud".to_string()),
+            (2, "payment.requested".to_string(), "payment".to_string()),
+        ],
+        "the workflow of {root_id}, causes before effects"
+    );
+    assert_eq!(steps[0].entry.id, root_id);
+    assert_eq!(
+        steps[1].entry.causationid.as_deref(),
+        Some(root_id.as_str())
+    );
+    assert!(
+        steps.iter().all(|s| s.entry.id != other.id().as_str()),
+        "another workflow's event is not in this trace"
+    );
+    let (unknown, _) = trace(&runnel, "no-such-correlation").await.expect("trace");
+    assert!(unknown.is_empty());
+    for handle in [scorer, charger, indexer] {
+        handle.stop().await.expect("stop");
+    }
+}

@@ -72,6 +72,9 @@ enum Command {
         #[command(subcommand)]
         command: cli::schema::SchemaCommand,
     },
+    /// Show one workflow's events across streams as a causal tree (from the correlation
+    /// index: `GET /v1/trace/{id}`).
+    Trace(cli::trace::TraceArgs),
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
@@ -162,6 +165,7 @@ fn main() -> ExitCode {
         Command::Lag(args) => cli::inspect::lag(args),
         Command::Dlq { command } => cli::dlq::run(command),
         Command::Schema { command } => cli::schema::run(command),
+        Command::Trace(args) => cli::trace::trace(args),
         Command::Config {
             command: ConfigCommand::Show(args),
         } => serve::show(args),

@@ -312,6 +312,7 @@ impl Runnel {
                 },
             )
             .await?;
+        self.shared.stream_created(&stream);
         let mut report = ReplayReport {
             missing,
             ..ReplayReport::default()

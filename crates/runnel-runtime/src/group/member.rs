@@ -361,8 +361,10 @@ impl Consumer {
             gate: Arc::default(),
             ack_clock,
         });
+        // Subscribed before the first rebalance, so a stream created in between is not missed.
+        let created = member.shared.created.subscribe();
         member.rebalance().await?;
-        let heartbeat = tokio::spawn(heartbeat_loop(member.clone(), stop_rx));
+        let heartbeat = tokio::spawn(heartbeat_loop(member.clone(), stop_rx, created));
         Ok(Self {
             deliveries: rx,
             member,
@@ -492,12 +494,27 @@ pub(crate) struct Member {
     ack_clock: AckClock,
 }
 
-async fn heartbeat_loop(member: Arc<Member>, mut stop: watch::Receiver<bool>) {
+async fn heartbeat_loop(
+    member: Arc<Member>,
+    mut stop: watch::Receiver<bool>,
+    mut created: tokio::sync::broadcast::Receiver<StreamName>,
+) {
     let every = member.group.lease_ttl / 3;
+    let mut next_beat = tokio::time::Instant::now() + every;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep_until(next_beat) => next_beat += every,
             _ = stop.changed() => return,
+            stream = created.recv() => match stream {
+                Ok(stream) if !super::dlq::group_reads_stream(&member.group, &stream) => continue,
+                // A stream this group reads was created here (or some were missed): take
+                // its partitions now; the heartbeats keep their own rhythm.
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    created = member.shared.created.subscribe();
+                    continue;
+                }
+            },
         }
         if *stop.borrow() {
             return;

@@ -11,6 +11,7 @@ pub mod events;
 pub mod groups;
 pub mod ops;
 pub mod registry;
+pub mod trace;
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -77,6 +78,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/groups/{group}/dlq/{id}",
             get(admin::get_dlq_entry).delete(admin::delete_dlq_entry),
         )
+        .route("/v1/trace/{correlationid}", get(trace::get_trace))
         .with_state(state.clone());
     let registry = registry::router(state.registry.clone()).layer(from_fn(auth::registry_guard));
     let protected = api

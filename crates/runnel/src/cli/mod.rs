@@ -24,6 +24,7 @@ pub mod inspect;
 pub mod local;
 pub mod publish;
 pub mod schema;
+pub mod trace;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
