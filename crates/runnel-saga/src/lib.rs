@@ -1,0 +1,20 @@
+//! Runnel's saga stage: workflows that span services, as local steps with compensations.
+//!
+//! A saga type (a `[[sagas]]` table of `runnel.toml`, see [`SagaSpec`]) is data: an event
+//! that starts it, ordered steps each published as a command event and answered by a success
+//! or failure reply correlated by the instance's id (`correlationid`), timeouts, retries by
+//! failure class, conditional steps and parallel groups, and for each step the command that
+//! undoes it.
+//!
+//! Modules, one concern each:
+//! - `spec`, `condition`: the typed definition and its validation, errors naming the field.
+#![warn(missing_docs)]
+
+mod condition;
+mod spec;
+
+pub use condition::{Condition, InvalidCondition};
+pub use spec::{
+    Compensation, CompensationSpec, MAX_SAGA_NAME_LEN, Saga, SagaSpec, SpecError, SpecErrors,
+    Stage, Step, StepSpec, TRIGGER_ROOT, TriggerSpec, validate_sagas,
+};
