@@ -173,10 +173,7 @@ success = "inventory.reserved"
 fn unknown_keys_and_duplicate_sagas_are_refused() {
     let unknown = toml::from_str::<Config>(&ORDER.replace("timeout = \"10s\"", "timeout_s = 10"));
     assert!(unknown.unwrap_err().to_string().contains("timeout_s"));
-    let twice = format!(
-        "{ORDER}\n{}",
-        ORDER.replace("[[sagas]]\nname = \"order\"", "[[sagas]]\nname = \"order\"")
-    );
+    let twice = format!("{ORDER}\n{ORDER}");
     let err = validate_sagas(&parse(&twice)).unwrap_err();
     assert_eq!(err.errors[0].field, "sagas[1].name");
 }
