@@ -8,12 +8,18 @@
 //!
 //! Modules, one concern each:
 //! - `spec`, `condition`: the typed definition and its validation, errors naming the field.
+//! - `machine`: the orchestrator's pure core: an instance's states and transitions.
 #![warn(missing_docs)]
 
 mod condition;
+mod machine;
 mod spec;
 
 pub use condition::{Condition, InvalidCondition};
+pub use machine::{
+    Command, CommandKind, Happened, Instance, NotStuck, Reply, SagaState, StepRun, StepStatus,
+    TimelineEntry, Transition, Trigger,
+};
 pub use spec::{
     Compensation, CompensationSpec, MAX_SAGA_NAME_LEN, Saga, SagaSpec, SpecError, SpecErrors,
     Stage, Step, StepSpec, TRIGGER_ROOT, TriggerSpec, validate_sagas,

@@ -551,6 +551,7 @@ impl SagaSpec {
                 if let Some(mut step) = check.step(&at, spec) {
                     step.when = when;
                     stage.steps.push(steps.len());
+                    stage.compensation_order.push(steps.len());
                     steps.push(step);
                 }
             } else {
