@@ -20,3 +20,7 @@ mod failures {
 mod features {
     runnel_test_util::features_conformance_tests!(crate::harness_or_skip!());
 }
+
+mod sagas {
+    runnel_test_util::saga_conformance_tests!(crate::harness_or_skip!());
+}

@@ -12,10 +12,14 @@
 #![warn(missing_docs)]
 
 mod condition;
+mod driver;
 mod machine;
 mod spec;
+mod store;
+mod visibility;
 
 pub use condition::{Condition, InvalidCondition};
+pub use driver::{SagaDriver, SagaError, SagaHandle, SagaOptions, reply_group, trigger_group};
 pub use machine::{
     Command, CommandKind, Happened, Instance, NotStuck, Reply, SagaState, StepRun, StepStatus,
     TimelineEntry, Transition, Trigger,
@@ -24,3 +28,5 @@ pub use spec::{
     Compensation, CompensationSpec, MAX_SAGA_NAME_LEN, Saga, SagaSpec, SpecError, SpecErrors,
     Stage, Step, StepSpec, TRIGGER_ROOT, TriggerSpec, validate_sagas,
 };
+pub use store::{ACTIVE_BUCKET, INSTANCE_BUCKET, InstanceStore, StoreError, Stored};
+pub use visibility::{InstanceSummary, MAX_LIST, SagaQuery, Sagas};

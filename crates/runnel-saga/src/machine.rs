@@ -27,8 +27,9 @@
 //! - Only steps that succeeded are undone, each once, in the reverse order of the top-level
 //!   steps and, within a parallel group, in its `compensation_order`; a group that fails
 //!   waits for its members still in flight before undoing anything.
-//! - A reply is applied at most once (its id is in the timeline); a reply to an earlier
-//!   attempt or after the outcome changes nothing.
+//! - A reply is applied at most once (its id is in the timeline). A success answering an
+//!   earlier attempt of a step still waiting is taken (the step was done, or undone); any
+//!   other reply to an earlier attempt, or after the outcome, changes nothing.
 
 use runnel_clock::Micros;
 use runnel_envelope::{EventId, Source};
@@ -547,6 +548,12 @@ impl Saga {
             None if candidates.len() == 1 => Some(candidates[0]),
             None => None,
         };
+        if chosen.is_none()
+            && let Some(cause) = &reply.causation_id
+            && let Some((k, kind, attempt)) = self.earlier_attempt(instance, cause, reply)
+        {
+            return self.late_success(instance, k, kind, attempt, reply, now);
+        }
         let Some(k) = chosen else {
             // A reply to an earlier attempt, to a step no longer waiting, or ambiguous: kept
             // in the timeline (so a redelivery is recognised), nothing else changes.
@@ -614,6 +621,88 @@ impl Saga {
             }
         }
         self.advance(instance, now, &cause, &mut out);
+        out
+    }
+
+    /// The step, kind and attempt of an earlier attempt that `reply` is the success of,
+    /// if that step is still waiting to succeed (or to be undone).
+    fn earlier_attempt(
+        &self,
+        instance: &Instance,
+        cause: &str,
+        reply: &Reply,
+    ) -> Option<(usize, CommandKind, u32)> {
+        for (k, step) in self.steps().iter().enumerate() {
+            let run = &instance.steps[k];
+            let (kind, attempts) =
+                if step.success.as_str() == reply.event_type && run.status == StepStatus::Running {
+                    (CommandKind::Step, run.attempts)
+                } else if step
+                    .compensation
+                    .as_ref()
+                    .is_some_and(|c| c.success.as_str() == reply.event_type)
+                    && run.status == StepStatus::Compensating
+                {
+                    (CommandKind::Compensation, run.compensation_attempts)
+                } else {
+                    continue;
+                };
+            for attempt in 1..=attempts {
+                if self.command_id(&instance.trigger, &step.name, kind, attempt) == cause {
+                    return Some((k, kind, attempt));
+                }
+            }
+        }
+        None
+    }
+
+    /// A success that answers an earlier attempt (one that timed out, or failed after it had
+    /// in fact been done): the step did happen — or was undone — so it is taken, and the
+    /// attempt in flight or scheduled is no longer waited for. A stuck instance whose
+    /// compensation succeeds this way goes on compensating.
+    fn late_success(
+        &self,
+        instance: &mut Instance,
+        k: usize,
+        kind: CommandKind,
+        attempt: u32,
+        reply: &Reply,
+        now: Micros,
+    ) -> Transition {
+        let mut out = Transition {
+            changed: true,
+            ..Transition::default()
+        };
+        instance.updated_at = now;
+        let name = self.steps()[k].name.clone();
+        let what = match kind {
+            CommandKind::Step => Happened::Succeeded,
+            CommandKind::Compensation => Happened::Compensated,
+        };
+        let entry = instance.note(now, what, Some(&name));
+        entry.attempt = Some(attempt);
+        entry.event_type = Some(reply.event_type.clone());
+        entry.event_id = Some(reply.id.clone());
+        entry.detail = Some(format!("a late reply to attempt {attempt}"));
+        let run = &mut instance.steps[k];
+        run.in_flight = None;
+        run.retry_at = None;
+        match kind {
+            CommandKind::Step => {
+                run.status = StepStatus::Succeeded;
+                run.result = Some(reply.data.clone());
+                run.finished_at = Some(now);
+            }
+            CommandKind::Compensation => {
+                run.status = StepStatus::Compensated;
+                run.compensated_at = Some(now);
+                if instance.state == SagaState::Stuck {
+                    instance.state = SagaState::Compensating;
+                    instance.ended_at = None;
+                }
+            }
+        }
+        self.advance(instance, now, &reply.id, &mut out);
         out
     }
 

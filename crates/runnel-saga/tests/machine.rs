@@ -654,3 +654,44 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_late_success_of_an_earlier_attempt_is_taken_and_heals_a_stuck_instance() {
+    let saga = order_saga();
+    let (mut instance, t) = saga.start(trigger(json!({})), T0);
+    let first = t.commands[0].clone();
+    saga.on_tick(&mut instance, first.deadline);
+    let wake = instance.next_wake().unwrap();
+    let second = saga.on_tick(&mut instance, wake).commands[0].clone();
+    assert_eq!(second.attempt, 2);
+    // The first attempt was done after all: reserve succeeded, charge goes out.
+    let t = saga.on_reply(&mut instance, &success(&first), wake + SEC);
+    assert_eq!(t.commands[0].step, "charge");
+    assert_eq!(
+        instance.step("reserve").unwrap().status,
+        StepStatus::Succeeded
+    );
+    // A failure of an earlier attempt is stale.
+    let t = saga.on_reply(&mut instance, &failure(&second, "permanent"), wake + SEC);
+    assert!(t.commands.is_empty());
+    assert_eq!(instance.state, SagaState::Running);
+
+    // Undoing reserve times out until stuck; then its first undo's success arrives.
+    let charge = instance.in_flight()[0].clone();
+    let undo = saga
+        .on_reply(&mut instance, &failure(&charge, "permanent"), wake + SEC)
+        .commands[0]
+        .clone();
+    let mut now = undo.deadline;
+    loop {
+        saga.on_tick(&mut instance, now);
+        if instance.state == SagaState::Stuck {
+            break;
+        }
+        now = instance.next_wake().unwrap();
+    }
+    let t = saga.on_reply(&mut instance, &success(&undo), now + SEC);
+    assert_eq!(t.outcome, Some(SagaState::Compensated));
+    assert_eq!(outcomes(&instance), 2, "stuck, then healed to compensated");
+    assert_eq!(instance.state, SagaState::Compensated);
+}
