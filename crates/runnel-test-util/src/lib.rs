@@ -183,6 +183,7 @@ macro_rules! saga_conformance_tests {
             a_conditional_step_branches_on_the_order,
             a_parallel_group_undoes_the_members_that_succeeded,
             two_drivers_share_instances_and_one_stopping_hands_its_instances_over,
+            an_instance_written_but_not_published_before_a_crash_is_finished_by_the_next_driver,
         }
     };
 }

@@ -19,8 +19,8 @@ use runnel_clock::{Clock, ManualClock};
 use runnel_envelope::{Event, EventType, Source};
 use runnel_runtime::{ConsumerHandle, HandlerError, Message, Runnel};
 use runnel_saga::{
-    Command, CommandKind, Happened, Instance, InstanceSummary, Saga, SagaDriver, SagaHandle,
-    SagaOptions, SagaQuery, SagaSpec, SagaState, Sagas, StepStatus,
+    Command, CommandKind, Happened, Instance, InstanceStore, InstanceSummary, Saga, SagaDriver,
+    SagaHandle, SagaOptions, SagaQuery, SagaSpec, SagaState, Sagas, StepStatus, Trigger,
 };
 use serde_json::{Value, json};
 
@@ -823,5 +823,50 @@ pub async fn two_drivers_share_instances_and_one_stopping_hands_its_instances_ov
         }
     }
     b.stop().await.expect("stop b");
+    services.stop().await;
+}
+
+pub async fn an_instance_written_but_not_published_before_a_crash_is_finished_by_the_next_driver(
+    h: &impl BackendHarness,
+) {
+    let runnel = runtime_with(h, false).await;
+    let saga = order_saga(|_| {});
+    // A driver wrote an instance and its first command, then died before publishing it.
+    let placed = order(7, json!({}));
+    let partition = runnel_runtime::partition_for_key("order-7", 4);
+    let trigger = Trigger {
+        id: placed.id().clone(),
+        source: placed.source().clone(),
+        event_type: "order.placed".into(),
+        data: placed.data().as_json().cloned().unwrap_or_default(),
+        correlation_id: None,
+        stream: "order".into(),
+        partition,
+    };
+    let clock = h.clock();
+    let (instance, t) = saga.start(trigger, clock.now_micros());
+    assert_eq!(t.commands.len(), 1);
+    let store = InstanceStore::new(runnel.backend().clone());
+    store.create(&instance).await.expect("write").expect("new");
+    store.activate(&instance).await.expect("index");
+
+    let services = Services::start(&runnel, &saga, Arc::new(|_, _, _, _| Act::Succeed)).await;
+    let driver = start(&runnel, &saga, "next").await;
+    let sagas = Sagas::new(&runnel, vec![saga.clone()]).expect("sagas");
+    let all = wait_for(&sagas, SagaState::Completed, 1).await;
+    assert_eq!(all[0].id, instance.id);
+    // The trigger, delivered now, finds the instance it started.
+    place(&runnel, vec![placed]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ledger = services.ledger.lock().unwrap().clone_counts();
+    assert_ledger_consistent(&ledger, &sagas.list(&SagaQuery::default()).await.unwrap());
+    let reserve = &ledger.ids[&(instance.id.clone(), "reserve".to_string(), "do")];
+    assert_eq!(
+        reserve.iter().collect::<Vec<_>>(),
+        vec![&t.commands[0].id],
+        "the command written before the crash, under its id"
+    );
+    assert_eq!(sagas.list(&SagaQuery::default()).await.unwrap().len(), 1);
+    driver.stop().await.expect("stop");
     services.stop().await;
 }
