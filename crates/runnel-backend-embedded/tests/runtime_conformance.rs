@@ -49,3 +49,7 @@ mod failures {
 mod features {
     runnel_test_util::features_conformance_tests!(super::harness());
 }
+
+mod sagas {
+    runnel_test_util::saga_conformance_tests!(super::harness());
+}

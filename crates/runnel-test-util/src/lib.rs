@@ -26,6 +26,7 @@ pub mod features;
 mod fixtures;
 mod harness;
 pub mod runtime;
+pub mod sagas;
 pub mod schemas;
 
 pub use fixtures::{
@@ -166,6 +167,24 @@ macro_rules! features_conformance_tests {
             a_crash_in_the_middle_and_a_restart_give_the_results_of_an_uninterrupted_run,
             two_instances_share_the_partitions_and_one_stopping_hands_its_windows_over,
             the_store_never_replaces_a_newer_window_with_an_older_one,
+        }
+    };
+}
+
+/// Expands to one `#[tokio::test]` (multi-threaded) per saga conformance test:
+/// `runnel-saga`'s driver over the runtime's groups and the backend the harness opens.
+#[macro_export]
+macro_rules! saga_conformance_tests {
+    ($harness:expr) => {
+        $crate::__conformance_group! { $harness; sagas;
+            three_step_sagas_complete_and_each_command_runs_once,
+            a_failure_at_each_step_compensates_what_was_done_in_reverse,
+            a_step_that_never_replies_times_out_and_is_compensated,
+            a_compensation_that_keeps_failing_is_stuck_until_an_operator_retries,
+            a_conditional_step_branches_on_the_order,
+            a_parallel_group_undoes_the_members_that_succeeded,
+            two_drivers_share_instances_and_one_stopping_hands_its_instances_over,
+            an_instance_written_but_not_published_before_a_crash_is_finished_by_the_next_driver,
         }
     };
 }
