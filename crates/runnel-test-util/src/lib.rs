@@ -105,6 +105,7 @@ macro_rules! runtime_conformance_tests {
             a_group_starting_at_latest_gets_what_was_published_after_it_was_created,
             deliveries_queued_for_a_partition_that_moved_are_not_handed_out,
             a_clean_stop_counts_no_crash_against_unsettled_deliveries,
+            a_relay_keeps_the_attempts_it_handed_out_and_no_others,
         }
         $crate::__conformance_group! { $harness; schemas;
             a_publish_is_validated_and_rejected_with_every_failing_path,
