@@ -260,6 +260,31 @@ fn wait_for_lag(server: &TestServer, group: &str, expected: u64) -> Value {
 }
 
 /// A raw PUT for test setup (the CLI has no command to create groups).
+/// Waits until group `mailer`'s dead-letter queue holds `n` entries: a nack is answered when
+/// the runtime has it, and the entry is written just after.
+fn wait_for_dead_letters(base: &str, n: usize) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let mut response = agent
+            .get(format!("{base}/v1/groups/mailer/dlq"))
+            .call()
+            .unwrap();
+        let body: Value = response.body_mut().read_json().unwrap();
+        if body["entries"].as_array().map_or(0, Vec::len) >= n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} dead letters never came: {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 fn ureq_put(base: &str, path: &str, body: Value) -> u16 {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -317,6 +342,7 @@ fn dlq_list_show_replay_and_purge() {
         }
     }
 
+    wait_for_dead_letters(&server.url, 5);
     let page = server.json(&["dlq", "list", "mailer"]);
     let entries = page["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 5);
@@ -1240,6 +1266,7 @@ fn dlq_list_and_show_keep_the_event_data_as_written() {
         "/v1/groups/mailer/nack",
         json!({"receipt": message["receipt"], "class": "permanent", "reason": "bad"}),
     );
+    wait_for_dead_letters(&server.url, 1);
     let list = server.ok(&["dlq", "list", "mailer", "--json"]);
     assert!(
         list.contains(data),
