@@ -147,6 +147,14 @@ impl Caller {
         }
     }
 
+    /// The API key's name; `None` when no keys are configured.
+    pub fn key_name(&self) -> Option<&str> {
+        match self {
+            Caller::Key(k) => Some(k.name.as_str()),
+            Caller::Open => None,
+        }
+    }
+
     fn forbid(&self, needed: String) -> ApiError {
         let name = match self {
             Caller::Key(k) => k.name.as_str(),

@@ -31,7 +31,7 @@ use tokio::time::Instant;
 
 use crate::metrics::Metrics;
 use crate::problem::ApiError;
-use crate::views::{ClassView, MessageView};
+use crate::views::{ClassView, InFlightView, MessageView, rfc3339};
 
 /// How often a running consumer's configuration is compared with the stored one (which
 /// another server may have changed).
@@ -74,6 +74,20 @@ struct Held {
     delivery: Delivery,
     handed_at: Instant,
     expires_at: Instant,
+    /// When it was handed out, µs since the epoch (for operators).
+    held_since: u64,
+    /// The API key that pulled it.
+    holder: Option<String>,
+}
+
+/// At most this many in-flight deliveries are listed per group.
+const IN_FLIGHT_LISTED: usize = 1_000;
+
+/// The wall clock in µs since the epoch.
+fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 type Position = (StreamName, Partition, u64);
@@ -126,7 +140,7 @@ impl Receipts {
 
     /// Files a delivery under a fresh receipt that lapses when the runtime would deliver it
     /// again (`ack_wait` after the pull took it).
-    fn insert(&mut self, delivery: Delivery, now: Instant) -> String {
+    fn insert(&mut self, delivery: Delivery, now: Instant, holder: Option<String>) -> String {
         let position = (delivery.stream.clone(), delivery.partition, delivery.offset);
         if let Some(old) = self.by_position.get(&position).cloned() {
             self.lapse(&old, "delivered again");
@@ -141,6 +155,8 @@ impl Receipts {
                 delivery,
                 handed_at: now,
                 expires_at,
+                held_since: now_micros(),
+                holder,
             },
         );
         receipt
@@ -228,6 +244,36 @@ impl Session {
     pub fn counts(&self) -> GroupCounts {
         self.handle.stats()
     }
+
+    /// The deliveries clients hold, oldest first (at most [`IN_FLIGHT_LISTED`]).
+    pub fn in_flight(&self) -> Vec<InFlightView> {
+        let mut receipts = self.receipts();
+        let now = Instant::now();
+        receipts.sweep(now);
+        let wall = now_micros();
+        let mut held: Vec<&Held> = receipts.live.values().collect();
+        held.sort_by_key(|h| (h.handed_at, h.delivery.offset));
+        held.into_iter()
+            .take(IN_FLIGHT_LISTED)
+            .map(|h| {
+                let d = &h.delivery;
+                let left = h.expires_at.saturating_duration_since(now);
+                let lapses_at =
+                    wall.saturating_add(u64::try_from(left.as_micros()).unwrap_or(u64::MAX));
+                InFlightView {
+                    event_id: d.event.id().as_str().to_string(),
+                    event_type: d.event.event_type().as_str().to_string(),
+                    stream: d.stream.to_string(),
+                    partition: d.partition,
+                    offset: d.offset,
+                    attempt: d.attempt,
+                    held_since: rfc3339(h.held_since).unwrap_or_default(),
+                    lapses_at: rfc3339(lapses_at).unwrap_or_default(),
+                    held_by: h.holder.clone(),
+                }
+            })
+            .collect()
+    }
 }
 
 /// Every group's consumer on this server.
@@ -243,6 +289,8 @@ pub struct Consumers {
     streams: StdMutex<HashSet<StreamName>>,
     /// The instance id this server's consumers join their groups as; random when `None`.
     instance: Option<String>,
+    /// When this server started (µs since the epoch): counters count from then.
+    started_at: u64,
 }
 
 impl Consumers {
@@ -256,6 +304,7 @@ impl Consumers {
             idle,
             streams: StdMutex::new(HashSet::new()),
             instance: None,
+            started_at: now_micros(),
         }
     }
 
@@ -270,6 +319,11 @@ impl Consumers {
     /// The instance id this server's consumers join their groups as, if it has a stable one.
     pub fn instance(&self) -> Option<&str> {
         self.instance.as_deref()
+    }
+
+    /// When this server started (µs since the epoch): its counters count from then.
+    pub fn started_at(&self) -> u64 {
+        self.started_at
     }
 
     /// Called after a publish: a stream this server has not published to before may be new,
@@ -323,7 +377,8 @@ impl Consumers {
             return Ok(session.clone());
         }
         let config = self.runnel.group_config(group).await?;
-        let mut builder = self.runnel.group(group);
+        // The server relays deliveries to HTTP clients: its own death is no event's crash.
+        let mut builder = self.runnel.group(group).relay();
         if let Some(instance) = &self.instance {
             builder = builder.instance_id(instance.clone());
         }
@@ -374,12 +429,14 @@ impl Consumers {
         }
     }
 
-    /// Takes up to `max` messages, waiting up to `wait` for the first.
+    /// Takes up to `max` messages, waiting up to `wait` for the first, for `holder` (the
+    /// caller's API key name).
     pub async fn pull(
         &self,
         group: &str,
         max: usize,
         wait: Duration,
+        holder: Option<&str>,
     ) -> Result<Vec<MessageView>, ApiError> {
         let session = self.session(group).await?;
         let deadline = Instant::now() + wait;
@@ -422,6 +479,18 @@ impl Consumers {
                 }
             }
         }
+        // Answer once the hand-outs are durable: a restart then delivers them as the next
+        // attempt (and events that stayed in the server keep theirs).
+        let listed =
+            futures::future::join_all(taken.iter_mut().map(|d| d.hand_out_recorded())).await;
+        let unlisted = listed.iter().filter(|listed| !**listed).count();
+        if unlisted > 0 {
+            tracing::warn!(
+                group,
+                unlisted,
+                "hand-outs could not be recorded; after a crash they may come back under the same attempt number"
+            );
+        }
         session.touch();
         let now = Instant::now();
         let mut receipts = session.receipts();
@@ -445,7 +514,7 @@ impl Consumers {
                     attempt = delivery.attempt,
                     "handed out"
                 );
-                let receipt = receipts.insert(delivery, now);
+                let receipt = receipts.insert(delivery, now, holder.map(str::to_string));
                 MessageView { receipt, ..view }
             })
             .collect())

@@ -266,9 +266,12 @@ impl From<GroupLag> for LagView {
     }
 }
 
-/// Counters of this server's consumer of a group since the server started.
+/// Counters of this server's consumers of a group since the server started: they are kept
+/// in memory and start again from 0 when the server restarts (`since` says when).
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
 pub struct CountersView {
+    /// When this server started, so when these counters started from 0 (RFC 3339).
+    pub since: String,
     pub delivered: u64,
     pub redelivered: u64,
     pub acked: u64,
@@ -284,9 +287,11 @@ pub struct CountersView {
     pub quarantined: u64,
 }
 
-impl From<GroupCounts> for CountersView {
-    fn from(c: GroupCounts) -> Self {
+impl CountersView {
+    /// `c`, counted since `since` (µs since the epoch).
+    pub fn new(c: GroupCounts, since: u64) -> Self {
         Self {
+            since: rfc3339(since).unwrap_or_default(),
             delivered: c.delivered,
             redelivered: c.redelivered,
             acked: c.acked,
@@ -330,6 +335,32 @@ pub struct ConsumerView {
     pub running: bool,
     /// Messages handed out and not yet acknowledged, nacked or expired.
     pub outstanding: usize,
+    /// The instance id this server's consumers join their groups as (kept in
+    /// `<data_dir>/server-id`); absent when the server has none and uses random ones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// The deliveries handed out and not settled, oldest first (at most 1,000 of
+    /// `outstanding`).
+    pub in_flight: Vec<InFlightView>,
+}
+
+/// A delivery a client of this server holds.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct InFlightView {
+    pub event_id: String,
+    pub event_type: String,
+    pub stream: String,
+    pub partition: u32,
+    pub offset: u64,
+    /// 1 on the first delivery.
+    pub attempt: u32,
+    /// When the pull that took it answered (RFC 3339).
+    pub held_since: String,
+    /// When its receipt lapses and the event is delivered again (RFC 3339).
+    pub lapses_at: String,
+    /// The name of the API key that pulled it; absent when the server has no keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<String>,
 }
 
 /// A consumer group.

@@ -107,6 +107,7 @@ macro_rules! runtime_conformance_tests {
             deliveries_queued_for_a_partition_that_moved_are_not_handed_out,
             a_clean_stop_counts_no_crash_against_unsettled_deliveries,
             the_trace_index_answers_a_workflow_across_streams_in_causal_order,
+            a_relay_keeps_the_attempts_it_handed_out_and_no_others,
         }
         $crate::__conformance_group! { $harness; schemas;
             a_publish_is_validated_and_rejected_with_every_failing_path,

@@ -1075,3 +1075,64 @@ pub async fn the_trace_index_answers_a_workflow_across_streams_in_causal_order(
         handle.stop().await.expect("stop");
     }
 }
+
+/// A relay (the HTTP server's consumer) hands deliveries to clients elsewhere: what a client
+/// took comes back as its next attempt after the relay stops, what stayed in the relay keeps
+/// its attempt, and nothing is counted as a crash.
+pub async fn a_relay_keeps_the_attempts_it_handed_out_and_no_others(h: &impl BackendHarness) {
+    let clock = h.clock();
+    let runnel = runtime(h).await;
+    for n in 0..3 {
+        runnel
+            .publish(numbered_event(&clock, "order.placed", &format!("k{n}"), n))
+            .await
+            .expect("publish");
+    }
+    let mut consumer = runnel
+        .group("relay")
+        .subscribe("order.*")
+        .relay()
+        .start()
+        .await
+        .expect("start");
+    let mut held = next_delivery(&mut consumer, "a delivery").await;
+    assert_eq!(held.attempt, 1);
+    assert!(
+        held.hand_out_recorded().await,
+        "the hand-out is recorded before it is answered"
+    );
+    let held_number = number(&held.event);
+    // The others wait in the consumer's channel, never taken.
+    consumer.handle().stop().await.expect("stop");
+    drop(consumer);
+
+    let mut again = runnel
+        .group("relay")
+        .relay()
+        .start()
+        .await
+        .expect("restart");
+    let mut attempts = std::collections::BTreeMap::new();
+    for _ in 0..3 {
+        let delivery = next_delivery(&mut again, "delivered again").await;
+        attempts.insert(number(&delivery.event), delivery.attempt);
+        delivery.ack();
+    }
+    let expected: std::collections::BTreeMap<u64, u32> = (0..3)
+        .map(|n| (n, if n == held_number { 2 } else { 1 }))
+        .collect();
+    assert_eq!(
+        attempts, expected,
+        "only the delivery a client took counts as an attempt"
+    );
+    let retries = runnel.scheduled_retries("relay").await.expect("retries");
+    assert!(
+        retries.iter().all(|r| r.crashes == 0),
+        "a relay counts no crash: {retries:?}"
+    );
+    drop(held);
+    let handle = again.handle();
+    eventually("acked", || handle.stats().acked == 3).await;
+    handle.stop().await.expect("stop");
+    assert_eq!(runnel.lag("relay").await.expect("lag").total_events, 0);
+}

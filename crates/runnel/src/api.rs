@@ -156,6 +156,19 @@ impl Api {
         self.finish("GET", &url, request.call())
     }
 
+    /// As [`Api::get`], the answer as its JSON text: numbers and key order exactly as sent
+    /// (event data keeps its text).
+    pub fn get_text(&self, path: &str) -> Result<String, ApiError> {
+        let url = self.url(path);
+        let request = self.auth(self.agent.get(&url));
+        let (status, text) = self.read(request.call())?;
+        if (200..300).contains(&status) {
+            Ok(text)
+        } else {
+            Err(self.problem("GET", &url, status, text))
+        }
+    }
+
     pub fn delete(&self, path: &str) -> Result<Value, ApiError> {
         let url = self.url(path);
         let request = self.auth(self.agent.delete(&url));

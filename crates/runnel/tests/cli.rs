@@ -260,6 +260,31 @@ fn wait_for_lag(server: &TestServer, group: &str, expected: u64) -> Value {
 }
 
 /// A raw PUT for test setup (the CLI has no command to create groups).
+/// Waits until group `mailer`'s dead-letter queue holds `n` entries: a nack is answered when
+/// the runtime has it, and the entry is written just after.
+fn wait_for_dead_letters(base: &str, n: usize) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let mut response = agent
+            .get(format!("{base}/v1/groups/mailer/dlq"))
+            .call()
+            .unwrap();
+        let body: Value = response.body_mut().read_json().unwrap();
+        if body["entries"].as_array().map_or(0, Vec::len) >= n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} dead letters never came: {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 fn ureq_put(base: &str, path: &str, body: Value) -> u16 {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -317,6 +342,7 @@ fn dlq_list_show_replay_and_purge() {
         }
     }
 
+    wait_for_dead_letters(&server.url, 5);
     let page = server.json(&["dlq", "list", "mailer"]);
     let entries = page["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 5);
@@ -1214,5 +1240,132 @@ fn dlq_list_pages_with_after_and_filters_by_reason_and_time() {
             "TIMEOUT"
         ]),
         2
+    );
+}
+
+/// `dlq list/show` keep the event data's text (key order, numbers as written), with and
+/// without `--json`, as every other command does (issue 20, item 13).
+#[test]
+fn dlq_list_and_show_keep_the_event_data_as_written() {
+    let server = TestServer::start();
+    let data = r#"{"zeta":1,"alpha":2.50,"mid":{"b":true,"a":null}}"#;
+    server.ok(&["publish", "--type", "order.placed", "--data", data]);
+    ureq_put(
+        &server.url,
+        "/v1/groups/mailer",
+        json!({"filter": "order.*", "start": "earliest"}),
+    );
+    let pulled = ureq_post(
+        &server.url,
+        "/v1/groups/mailer/pull",
+        json!({"max": 1, "wait_ms": 5000}),
+    );
+    let message = &pulled["messages"][0];
+    ureq_post(
+        &server.url,
+        "/v1/groups/mailer/nack",
+        json!({"receipt": message["receipt"], "class": "permanent", "reason": "bad"}),
+    );
+    wait_for_dead_letters(&server.url, 1);
+    let list = server.ok(&["dlq", "list", "mailer", "--json"]);
+    assert!(
+        list.contains(data),
+        "dlq list --json re-wrote the data: {list}"
+    );
+    let page: Value = serde_json::from_str(&list).unwrap();
+    let id = page["entries"][0]["id"].as_str().unwrap().to_string();
+    let show = server.ok(&["dlq", "show", "mailer", &id, "--json"]);
+    assert!(
+        show.contains(data),
+        "dlq show --json re-wrote the data: {show}"
+    );
+    let human = server.ok(&["dlq", "show", "mailer", &id]);
+    assert!(human.contains(data), "dlq show re-wrote the data: {human}");
+}
+
+/// `groups show G` lists what the group's clients hold on this server, and the counters say
+/// since when they count (issue 20, item 14 and 8).
+#[test]
+fn groups_show_lists_the_deliveries_held_and_when_the_counters_started() {
+    let server = TestServer::start();
+    let output = server.run_with_stdin(&["publish"], Some(&order_lines(2, 0)));
+    assert_success(&["publish"], &output);
+    ureq_put(
+        &server.url,
+        "/v1/groups/mailer",
+        json!({"filter": "order.*", "start": "earliest"}),
+    );
+    let pulled = ureq_post(
+        &server.url,
+        "/v1/groups/mailer/pull",
+        json!({"max": 1, "wait_ms": 5000}),
+    );
+    let id = pulled["messages"][0]["event"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let view = server.json(&["groups", "show", "mailer"]);
+    let held = view["consumer"]["in_flight"].as_array().unwrap();
+    assert_eq!(held.len(), 1, "{view}");
+    assert_eq!(held[0]["event_id"], id.as_str());
+    assert_eq!(held[0]["attempt"], 1);
+    assert!(
+        held[0]["held_since"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{view}"
+    );
+    assert!(held[0]["lapses_at"].as_str().is_some(), "{view}");
+    assert!(
+        view["counters"]["since"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "the counters say since when they count: {view}"
+    );
+    let human = server.ok(&["groups", "show", "mailer"]);
+    assert!(human.contains(&id), "{human}");
+    assert!(human.contains("1 in flight"), "{human}");
+    // The list of groups is still `runnel groups`.
+    let table = server.ok(&["groups"]);
+    assert!(table.contains("mailer"), "{table}");
+}
+
+/// `streams create` and `groups create` set up what a first publish or pull would create
+/// with defaults; creating a group twice never replaces its settings (issue 20, item 14).
+#[test]
+fn streams_create_and_groups_create_set_up_ahead_and_never_replace() {
+    let server = TestServer::start();
+    let stream = server.json(&["streams", "create", "order", "--partitions", "2"]);
+    assert_eq!(stream["partitions"], 2, "{stream}");
+    let listed = server.json(&["streams"]);
+    assert_eq!(listed[0]["name"], "order", "{listed}");
+    // The same partition count again is fine; another is refused.
+    server.ok(&["streams", "create", "order", "--partitions", "2"]);
+    let output = server.run(&["streams", "create", "order", "--partitions", "3"]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+
+    let human = server.ok(&[
+        "groups",
+        "create",
+        "mailer",
+        "--filter",
+        "order.*",
+        "--max-deliver",
+        "7",
+    ]);
+    assert!(human.contains("mailer"), "{human}");
+    let view = server.json(&["groups", "show", "mailer"]);
+    assert_eq!(view["config"]["filter"], "order.*", "{view}");
+    assert_eq!(view["config"]["max_deliver"], 7, "{view}");
+    let output = server.run(&["groups", "create", "mailer", "--filter", ">"]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("exists already"),
+        "{output:?}"
+    );
+    let view = server.json(&["groups", "show", "mailer"]);
+    assert_eq!(
+        view["config"]["filter"], "order.*",
+        "the settings were kept: {view}"
     );
 }

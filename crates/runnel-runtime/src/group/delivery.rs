@@ -118,6 +118,8 @@ pub struct Delivery {
     /// `ack_wait` after it was handed out. A manual clock moved past it expires the delivery.
     pub ack_expires_at: Micros,
     pub(crate) settle: mpsc::UnboundedSender<Settlement>,
+    /// A relay's hand-out being listed (see [`Delivery::hand_out_recorded`]).
+    pub(crate) hand_out: Option<oneshot::Receiver<bool>>,
 }
 
 /// When a delivery handed out at `now` (the runtime's clock) is past its `ack_wait`.
@@ -131,6 +133,18 @@ impl Delivery {
     /// (or will be) delivered again there, and this delivery is as good as lapsed.
     pub fn is_current(&self) -> bool {
         !self.settle.is_closed()
+    }
+
+    /// Resolves once this hand-out is durable, for a consumer started with
+    /// [`crate::GroupBuilder::relay`] (at once for others): a restart after it delivers the
+    /// event as the next attempt. `false` when it could not be listed (the store failed, or the
+    /// delivery was settled or superseded before it was taken); the delivery is still valid,
+    /// but a crash before it settles may hand it out again under the same attempt number.
+    pub async fn hand_out_recorded(&mut self) -> bool {
+        match self.hand_out.take() {
+            Some(rx) => rx.await.unwrap_or(false),
+            None => true,
+        }
     }
 
     /// The event was processed.

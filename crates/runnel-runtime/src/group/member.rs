@@ -88,6 +88,7 @@ pub struct GroupBuilder {
     filter: Option<String>,
     config: Option<GroupConfig>,
     instance: Option<String>,
+    relay: bool,
 }
 
 /// Where a group starts on partitions it has not committed on, read once per group.
@@ -152,6 +153,7 @@ impl Runnel {
             filter: None,
             config: None,
             instance: None,
+            relay: false,
         }
     }
 
@@ -263,6 +265,19 @@ impl GroupBuilder {
         self
     }
 
+    /// This instance relays deliveries to clients in other processes (as the HTTP server
+    /// does): its own death is then no event's crash. A delivery counts as handed out when
+    /// [`Consumer::next`] takes it, and [`Delivery::hand_out_recorded`] says when that is
+    /// durable; after an unclean stop the next owner keeps the attempts handed out, counts no
+    /// crash against any event and delivers in batches as usual. Without it (the default),
+    /// handlers are taken to run in this process: after an unclean stop every event that may
+    /// have been in flight is a crash suspect, delivered alone, and quarantined as
+    /// `crash_loop` after `max_crashes`.
+    pub fn relay(mut self) -> Self {
+        self.relay = true;
+        self
+    }
+
     /// Joins the group and returns a stream of deliveries to settle by hand. Each
     /// delivery's `ack_wait` runs from the moment [`Consumer::next`] hands it out, so
     /// deliveries waiting for a slow puller are not redelivered (nor dead-lettered) unseen.
@@ -299,7 +314,14 @@ impl GroupBuilder {
         let instance = self
             .instance
             .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
-        Consumer::start(runnel.shared.clone(), Arc::new(config), instance, ack_clock).await
+        Consumer::start(
+            runnel.shared.clone(),
+            Arc::new(config),
+            instance,
+            ack_clock,
+            self.relay,
+        )
+        .await
     }
 
     /// Joins the group and runs `handler` on every delivery, up to `max_in_flight` at once.
@@ -346,6 +368,7 @@ impl Consumer {
         group: Arc<GroupConfig>,
         instance: String,
         ack_clock: AckClock,
+        relay: bool,
     ) -> Result<Self> {
         let (tx, rx) = mpsc::channel(group.max_in_flight);
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -360,6 +383,7 @@ impl Consumer {
             stop: stop_tx,
             gate: Arc::default(),
             ack_clock,
+            relay,
         });
         // Subscribed before the first rebalance, so a stream created in between is not missed.
         let created = member.shared.created.subscribe();
@@ -388,11 +412,19 @@ impl Consumer {
             let at = self.member.shared.cfg.clock.now_micros();
             delivery.ack_expires_at = ack_expiry(at, ack_wait);
             delivery.ack_deadline = tokio::time::Instant::now() + ack_wait;
+            // A relay's hand-out is listed durably; the receiver says when.
+            let recorded = if self.member.relay {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                delivery.hand_out = Some(rx);
+                Some(tx)
+            } else {
+                None
+            };
             let _ = delivery.settle.send(Settlement {
                 offset: delivery.offset,
                 attempt: delivery.attempt,
                 outcome: Outcome::Taken { at },
-                recorded: None,
+                recorded,
             });
         }
         Some(delivery)
@@ -492,6 +524,7 @@ pub(crate) struct Member {
     stop: watch::Sender<bool>,
     gate: Arc<DeliveryGate>,
     ack_clock: AckClock,
+    relay: bool,
 }
 
 async fn heartbeat_loop(
@@ -676,6 +709,7 @@ impl Member {
             deliveries: self.deliveries.clone(),
             stop: stop_rx,
             ack_clock: self.ack_clock,
+            relay: self.relay,
         };
         OwnedPartition {
             lease_revision,

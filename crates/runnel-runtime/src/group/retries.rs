@@ -11,7 +11,9 @@ use super::worker::RetryRecord;
 use crate::error::Result;
 use crate::runtime::Runnel;
 
-/// An event that failed and waits for its next delivery (or was in flight at a crash).
+/// An event that failed and waits for its next delivery, or that was in flight when its
+/// consumer stopped: at a crash (`crashes` > 0), or held by a relay's client when the relay
+/// restarted (its `attempts` kept, no class).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ScheduledRetry {
     pub stream: StreamName,

@@ -77,6 +77,8 @@ pub(crate) struct WorkerCtx {
     pub deliveries: mpsc::Sender<Delivery>,
     pub stop: watch::Receiver<bool>,
     pub ack_clock: AckClock,
+    /// The consumer relays deliveries to clients in other processes (see [`in_flight`]).
+    pub relay: bool,
 }
 
 /// Why a worker ended.
@@ -145,10 +147,17 @@ struct Worker {
     /// Events waiting for a retry, by due time.
     waiting: std::collections::BTreeSet<(Micros, u64)>,
     in_flight: BTreeMap<u64, u32>,
+    /// A relay's deliveries its clients took (offset → attempt), listed durably.
+    held: BTreeMap<u64, u32>,
+    /// Writes the in-flight list, in order.
+    list_writer: mpsc::UnboundedSender<in_flight::ListWrite>,
     /// First deliveries of offsets below this are covered by the stored in-flight list.
     declared_to: u64,
     /// A background write extending `declared_to` to its target.
-    declaring: Option<(u64, tokio::task::JoinHandle<Result<()>>)>,
+    declaring: Option<(
+        u64,
+        tokio::sync::oneshot::Receiver<std::result::Result<(), String>>,
+    )>,
     /// Unprocessed events below this were possibly in flight when the last owner died.
     suspect_below: u64,
     /// A suspect of a crash is in flight: nothing else is delivered until it settles.
@@ -175,6 +184,10 @@ pub(crate) async fn run(ctx: WorkerCtx) -> Result<WorkerExit> {
         ),
     };
     let replay = dlq::replay_stream(&group).is_ok_and(|s| s == ctx.stream);
+    let list_writer = in_flight::spawn_writer(
+        backend.clone(),
+        keys::partition_key(&group, &ctx.stream, ctx.partition),
+    );
     let mut worker = Worker {
         runnel: Runnel {
             shared: shared.clone(),
@@ -193,6 +206,8 @@ pub(crate) async fn run(ctx: WorkerCtx) -> Result<WorkerExit> {
         ready: VecDeque::new(),
         waiting: std::collections::BTreeSet::new(),
         in_flight: BTreeMap::new(),
+        held: BTreeMap::new(),
+        list_writer,
         declared_to: 0,
         declaring: None,
         suspect_below: 0,
@@ -565,6 +580,7 @@ impl Worker {
             ack_deadline: Instant::now() + self.ctx.group.ack_wait,
             ack_expires_at,
             settle: self.settle_tx.clone(),
+            hand_out: None,
         });
     }
 
@@ -584,10 +600,18 @@ impl Worker {
             return Ok(()); // a stale delivery, superseded by a redelivery
         }
         if let Outcome::Taken { at } = settlement.outcome {
-            if let State::InFlight { deadline: None } = pending.state {
-                pending.state = State::InFlight {
-                    deadline: Some(ack_expiry(at, self.ctx.group.ack_wait)),
-                };
+            let State::InFlight { deadline } = &mut pending.state else {
+                tell(recorded, false);
+                return Ok(()); // settled before it was taken
+            };
+            if deadline.is_none() {
+                *deadline = Some(ack_expiry(at, self.ctx.group.ack_wait));
+            }
+            match recorded {
+                Some(recorded) if self.ctx.relay => {
+                    self.handed_out(settlement.offset, settlement.attempt, recorded)
+                }
+                recorded => tell(recorded, true),
             }
             return Ok(());
         }

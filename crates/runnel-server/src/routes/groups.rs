@@ -136,11 +136,13 @@ pub async fn describe_group(
         name: group.into(),
         config: GroupSpec::from_config(&config),
         lag: LagView::from(lag),
-        counters: CountersView::from(counts),
+        counters: CountersView::new(counts, state.consumers.started_at()),
         dlq: DlqDepthView::from(dlq),
         consumer: ConsumerView {
             running: running.is_some(),
-            outstanding: running.map_or(0, |s| s.outstanding()),
+            outstanding: running.as_ref().map_or(0, |s| s.outstanding()),
+            instance: state.consumers.instance().map(str::to_string),
+            in_flight: running.map(|s| s.in_flight()).unwrap_or_default(),
         },
     }))
 }
@@ -186,7 +188,10 @@ pub async fn pull(
             .unwrap_or(0)
             .min(state.config.max_pull_wait_ms),
     );
-    let messages = state.consumers.pull(&group, max, wait).await?;
+    let messages = state
+        .consumers
+        .pull(&group, max, wait, caller.key_name())
+        .await?;
     Ok(Json(PullResponse { messages }))
 }
 
@@ -286,34 +291,41 @@ pub async fn event_stream(
     caller.require_consume(&group)?;
     // Unknown groups are a 404 now, not an error event later.
     state.consumers.session(&group).await?;
+    let holder = caller.key_name().map(str::to_string);
     let stream = futures::stream::unfold(
         (state, group, VecDeque::<MessageView>::new(), false),
-        |(state, group, mut buffer, done)| async move {
-            if done {
-                return None;
-            }
-            loop {
-                if let Some(message) = buffer.pop_front() {
-                    let event = SseEvent::default()
-                        .event("message")
-                        .id(message.receipt.clone())
-                        .json_data(&message)
-                        .unwrap_or_else(|e| SseEvent::default().event("error").data(e.to_string()));
-                    return Some((Ok(event), (state, group, buffer, false)));
-                }
-                if state.shutdown.is_triggered() {
+        move |(state, group, mut buffer, done)| {
+            let holder = holder.clone();
+            async move {
+                if done {
                     return None;
                 }
-                match state
-                    .consumers
-                    .pull(&group, STREAM_BATCH, STREAM_POLL)
-                    .await
-                {
-                    Ok(messages) => buffer.extend(messages),
-                    Err(error) => {
-                        let problem = serde_json::to_string(&error.problem()).unwrap_or_default();
-                        let event = SseEvent::default().event("error").data(problem);
-                        return Some((Ok(event), (state, group, buffer, true)));
+                loop {
+                    if let Some(message) = buffer.pop_front() {
+                        let event = SseEvent::default()
+                            .event("message")
+                            .id(message.receipt.clone())
+                            .json_data(&message)
+                            .unwrap_or_else(|e| {
+                                SseEvent::default().event("error").data(e.to_string())
+                            });
+                        return Some((Ok(event), (state, group, buffer, false)));
+                    }
+                    if state.shutdown.is_triggered() {
+                        return None;
+                    }
+                    match state
+                        .consumers
+                        .pull(&group, STREAM_BATCH, STREAM_POLL, holder.as_deref())
+                        .await
+                    {
+                        Ok(messages) => buffer.extend(messages),
+                        Err(error) => {
+                            let problem =
+                                serde_json::to_string(&error.problem()).unwrap_or_default();
+                            let event = SseEvent::default().event("error").data(problem);
+                            return Some((Ok(event), (state, group, buffer, true)));
+                        }
                     }
                 }
             }

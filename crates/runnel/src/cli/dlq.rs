@@ -150,14 +150,16 @@ fn list(args: ListArgs) -> anyhow::Result<()> {
     .into_iter()
     .filter_map(|(name, value)| Some(format!("{name}={}", segment(value?))))
     .collect();
-    let page = api.get(&format!(
+    let path = format!(
         "/v1/groups/{}/dlq?{}",
         segment(&args.group),
         query.join("&")
-    ))?;
+    );
     if args.client.json {
-        return print_json(&page);
+        // The server's text as it is: event data keeps its key order and numbers.
+        return outln!("{}", api.get_text(&path)?.trim_end());
     }
+    let page = api.get(&path)?;
     let entries = page["entries"].as_array().cloned().unwrap_or_default();
     let rows: Vec<Vec<String>> = entries
         .iter()
@@ -193,14 +195,21 @@ fn list(args: ListArgs) -> anyhow::Result<()> {
 
 fn show(args: ShowArgs) -> anyhow::Result<()> {
     let api = args.client.api()?;
-    let entry = api.get(&format!(
+    let text = api.get_text(&format!(
         "/v1/groups/{}/dlq/{}",
         segment(&args.group),
         segment(&args.id)
     ))?;
     if args.client.json {
-        return print_json(&entry);
+        // The server's text as it is: event data keeps its key order and numbers.
+        return outln!("{}", text.trim_end());
     }
+    let entry: Value = serde_json::from_str(&text).map_err(|e| {
+        anyhow::anyhow!("a dead-letter entry is not what the server documents: {e}")
+    })?;
+    let event: EventText = serde_json::from_str(&text).map_err(|e| {
+        anyhow::anyhow!("a dead-letter entry is not what the server documents: {e}")
+    })?;
     for field in [
         "id",
         "event_id",
@@ -217,8 +226,17 @@ fn show(args: ShowArgs) -> anyhow::Result<()> {
         outln!("{field:<18} {}", cell(&entry[field]))?;
     }
     outln!("event:")?;
-    outln!("{}", serde_json::to_string_pretty(&entry["event"])?)?;
+    match event.event {
+        Some(raw) => outln!("{}", raw.get())?,
+        None => outln!("(the original event cannot be decoded; see the entry's reason)")?,
+    }
     Ok(())
+}
+
+/// The original event of a dead-letter entry, as the server's text.
+#[derive(serde::Deserialize)]
+struct EventText {
+    event: Option<Box<serde_json::value::RawValue>>,
 }
 
 /// Entries replayed per request, so a large replay shows progress.

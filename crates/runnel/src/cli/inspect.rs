@@ -11,12 +11,41 @@ use super::{ClientArgs, cell, print_json, print_table, segment, stdout_error};
 
 #[derive(Debug, Args)]
 pub struct StreamsArgs {
+    #[command(subcommand)]
+    pub command: Option<StreamsCommand>,
     #[command(flatten)]
     pub client: ClientArgs,
 }
 
+/// `runnel streams` lists every stream; this sets one up.
+#[derive(Debug, clap::Subcommand)]
+pub enum StreamsCommand {
+    /// Creates a stream ahead of its first publish (its partition count is fixed then).
+    Create(super::manage::StreamCreateArgs),
+}
+
 #[derive(Debug, Args)]
 pub struct GroupsArgs {
+    #[command(subcommand)]
+    pub command: Option<GroupsCommand>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `runnel groups` lists every group; these look into one.
+#[derive(Debug, clap::Subcommand)]
+pub enum GroupsCommand {
+    /// One group: settings, lag, counters (since the server started), and the deliveries its
+    /// clients hold on this server (event id, attempt, held since, by which key).
+    Show(GroupShowArgs),
+    /// Creates a group (refused when it exists: its settings are never replaced by accident).
+    Create(super::manage::GroupCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GroupShowArgs {
+    /// The consumer group.
+    pub group: String,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -64,6 +93,9 @@ fn stream_events(stream: &Value) -> u64 {
 }
 
 pub fn streams(args: StreamsArgs) -> anyhow::Result<()> {
+    if let Some(StreamsCommand::Create(create)) = args.command {
+        return super::manage::stream_create(create);
+    }
     let api = args.client.api()?;
     let streams = api.get("/v1/streams")?;
     let list = streams.as_array().cloned().unwrap_or_default();
@@ -98,6 +130,11 @@ pub fn streams(args: StreamsArgs) -> anyhow::Result<()> {
 }
 
 pub fn groups(args: GroupsArgs) -> anyhow::Result<()> {
+    match args.command {
+        Some(GroupsCommand::Show(show)) => return group_show(show),
+        Some(GroupsCommand::Create(create)) => return super::manage::group_create(create),
+        None => {}
+    }
     let api = args.client.api()?;
     let groups = api.get("/v1/groups")?;
     let mut out = Vec::new();
@@ -138,6 +175,84 @@ pub fn groups(args: GroupsArgs) -> anyhow::Result<()> {
         ],
         &rows,
     )?;
+    Ok(())
+}
+
+/// `runnel groups show G`.
+fn group_show(args: GroupShowArgs) -> anyhow::Result<()> {
+    let api = args.client.api()?;
+    let view = api.get(&format!("/v1/groups/{}", segment(&args.group)))?;
+    if args.client.json {
+        return print_json(&view);
+    }
+    let config = &view["config"];
+    outln!("group              {}", cell(&view["name"]))?;
+    outln!("filter             {}", cell(&config["filter"]))?;
+    outln!(
+        "lag                {} events, {}s",
+        cell(&view["lag"]["total_events"]),
+        view["lag"]["max_seconds"].as_f64().unwrap_or(0.0)
+    )?;
+    outln!("dlq depth          {}", cell(&view["dlq"]["depth"]))?;
+    let counters = &view["counters"];
+    outln!(
+        "since {}: delivered {}, acked {}, redelivered {}, retries {}, dead-lettered {}",
+        cell(&counters["since"]),
+        cell(&counters["delivered"]),
+        cell(&counters["acked"]),
+        cell(&counters["redelivered"]),
+        cell(&counters["retries_scheduled"]),
+        cell(&counters["dead_lettered"]),
+    )?;
+    let consumer = &view["consumer"];
+    if consumer["running"] != true {
+        outln!("consumer           not running on this server")?;
+        return Ok(());
+    }
+    outln!(
+        "consumer           running as {}, {} in flight",
+        consumer["instance"]
+            .as_str()
+            .unwrap_or("(a random instance id)"),
+        cell(&consumer["outstanding"])
+    )?;
+    let rows: Vec<Vec<String>> = consumer["in_flight"]
+        .as_array()
+        .map(|held| {
+            held.iter()
+                .map(|d| {
+                    vec![
+                        cell(&d["event_id"]),
+                        cell(&d["event_type"]),
+                        format!(
+                            "{}/{}@{}",
+                            cell(&d["stream"]),
+                            cell(&d["partition"]),
+                            cell(&d["offset"])
+                        ),
+                        cell(&d["attempt"]),
+                        cell(&d["held_since"]),
+                        cell(&d["lapses_at"]),
+                        d["held_by"].as_str().unwrap_or("-").to_string(),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if !rows.is_empty() {
+        print_table(
+            &[
+                "event id",
+                "type",
+                "position",
+                "attempt",
+                "held since",
+                "lapses at",
+                "held by",
+            ],
+            &rows,
+        )?;
+    }
     Ok(())
 }
 

@@ -22,6 +22,7 @@ macro_rules! outln {
 pub mod dlq;
 pub mod inspect;
 pub mod local;
+pub mod manage;
 pub mod publish;
 pub mod schema;
 pub mod trace;
