@@ -72,6 +72,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::schema::SchemaCommand,
     },
+    /// Feature sets: list, show, a key's values, point-in-time export for training sets.
+    Features {
+        #[command(subcommand)]
+        command: cli::features::FeaturesCommand,
+    },
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
@@ -162,6 +167,7 @@ fn main() -> ExitCode {
         Command::Lag(args) => cli::inspect::lag(args),
         Command::Dlq { command } => cli::dlq::run(command),
         Command::Schema { command } => cli::schema::run(command),
+        Command::Features { command } => cli::features::run(command),
         Command::Config {
             command: ConfigCommand::Show(args),
         } => serve::show(args),

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod events;
+pub mod features;
 pub mod groups;
 pub mod ops;
 pub mod registry;
@@ -26,6 +27,7 @@ use runnel_schema::SchemaRegistry;
 use crate::auth::{self, Keys};
 use crate::config::ServerConfig;
 use crate::consume::{Consumers, Shutdown};
+use crate::features::Features;
 use crate::metrics::Metrics;
 
 /// What every handler can reach. Cheap to clone.
@@ -41,6 +43,7 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub shutdown: Shutdown,
     pub keys: Arc<Keys>,
+    pub features: Features,
 }
 
 impl Deref for AppState {
@@ -48,6 +51,18 @@ impl Deref for AppState {
     fn deref(&self) -> &Shared {
         &self.0
     }
+}
+
+/// The feature sets' routes (kept apart: `features.rs` holds their handlers).
+fn features_router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/features", get(features::list_features))
+        .route(
+            "/v1/features/{set}",
+            get(features::describe_feature).post(features::point_in_time),
+        )
+        .route("/v1/features/{set}/{key}", get(features::get_feature_value))
+        .with_state(state)
 }
 
 /// Every route of the server.
@@ -77,7 +92,8 @@ pub fn router(state: AppState) -> Router {
             "/v1/groups/{group}/dlq/{id}",
             get(admin::get_dlq_entry).delete(admin::delete_dlq_entry),
         )
-        .with_state(state.clone());
+        .with_state(state.clone())
+        .merge(features_router(state.clone()));
     let registry = registry::router(state.registry.clone()).layer(from_fn(auth::registry_guard));
     let protected = api
         .nest("/registry", registry)
