@@ -253,6 +253,17 @@ fn serve_runs_a_declared_feature_and_serves_its_values_metrics_and_exports() {
         ],
         "{csv}"
     );
+    let (status, problem) = common::json(
+        "POST",
+        &format!("{base}/v1/features/spend"),
+        &json!({"rows": [
+            {"key": "c1", "time": "2999-01-01T00:00:00Z"},
+            {"key": "c1", "time": "yesterday"},
+        ]}),
+    )
+    .expect("reachable");
+    assert_eq!(status, 400, "{problem}");
+    assert_eq!(problem["errors"][0]["path"], "/rows/1/time", "{problem}");
     let out = runnel(&[
         "features",
         "export",
