@@ -149,6 +149,21 @@ pub const ERROR_CODES: &[ErrorCode] = &[
         "Event data could not be serialised.",
     ),
     code(
+        "feature.store_unavailable",
+        503,
+        "The online feature store could not be read; retry.",
+    ),
+    code(
+        "feature.unknown_key",
+        404,
+        "The feature set has no value for that key yet (none of its windows has fired).",
+    ),
+    code(
+        "feature.unknown_set",
+        404,
+        "No feature set of that name runs on this server (`[[features]]` in runnel.toml).",
+    ),
+    code(
         "group.invalid_config",
         400,
         "A group setting is out of range (the field names it).",

@@ -13,6 +13,7 @@
 //! - [`auth`]: API keys and scopes;
 //! - [`binding`]: the CloudEvents HTTP binding;
 //! - [`consume`]: a runtime consumer per group and the receipt table behind ack/nack;
+//! - [`features`]: the feature pipelines the binary started beside the server;
 //! - [`problem`]: RFC 9457 problem documents, the one error type of every handler;
 //! - [`tls`]: HTTPS from `tls_cert`/`tls_key`, reloaded without dropping connections;
 //! - [`metrics`], [`openapi`], and [`server`] (start, graceful stop).
@@ -34,6 +35,7 @@ pub mod codes;
 pub mod config;
 pub mod consume;
 pub mod extract;
+pub mod features;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;

@@ -40,6 +40,22 @@ impl Default for Metrics {
     }
 }
 
+/// What a feature pipeline reports about one input partition at scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct FeaturePartitionSnapshot {
+    pub feature: String,
+    pub stream: String,
+    pub partition: u32,
+    /// Now minus the partition's watermark; `None` before its first event.
+    pub watermark_lag_seconds: Option<f64>,
+    pub open_windows: u64,
+    pub state_bytes: u64,
+    /// Events sent to the late stream (cumulative: kept in the partition's checkpoint).
+    pub late_events: u64,
+    /// Results emitted (cumulative, likewise).
+    pub results: u64,
+}
+
 /// What the runtime reports about one group at scrape time.
 #[derive(Debug, Default)]
 pub struct GroupSnapshot {
@@ -110,6 +126,35 @@ impl Metrics {
 
     /// Renders everything, after setting the scrape-time figures.
     pub fn render(&self, groups: &[GroupSnapshot]) -> String {
+        self.render_with(groups, &[])
+    }
+
+    /// Renders everything, with the feature pipelines' figures too.
+    pub fn render_with(
+        &self,
+        groups: &[GroupSnapshot],
+        features: &[FeaturePartitionSnapshot],
+    ) -> String {
+        for f in features {
+            let partition = f.partition.to_string();
+            let l = &[
+                ("feature", f.feature.as_str()),
+                ("stream", f.stream.as_str()),
+                ("partition", partition.as_str()),
+            ];
+            if let Some(lag) = f.watermark_lag_seconds {
+                self.gauge("runnel_feature_watermark_lag_seconds", l)
+                    .set(lag);
+            }
+            self.gauge("runnel_feature_open_windows", l)
+                .set(f.open_windows as f64);
+            self.gauge("runnel_feature_state_bytes", l)
+                .set(f.state_bytes as f64);
+            self.counter("runnel_late_events_total", l)
+                .absolute(f.late_events);
+            self.counter("runnel_feature_results_total", l)
+                .absolute(f.results);
+        }
         for snapshot in groups {
             let group = snapshot.group.as_str();
             if let Some(c) = &snapshot.counts {
@@ -198,6 +243,33 @@ mod tests {
             "runnel_dlq_alert{group=\"billing\"} 1",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn feature_partitions_show_watermark_lag_windows_state_and_late_events() {
+        let text = Metrics::new().render_with(
+            &[],
+            &[FeaturePartitionSnapshot {
+                feature: "card_spend".into(),
+                stream: "payment".into(),
+                partition: 3,
+                watermark_lag_seconds: Some(12.5),
+                open_windows: 40,
+                state_bytes: 4096,
+                late_events: 2,
+                results: 7,
+            }],
+        );
+        let l = "feature=\"card_spend\",stream=\"payment\",partition=\"3\"";
+        for needle in [
+            format!("runnel_feature_watermark_lag_seconds{{{l}}} 12.5"),
+            format!("runnel_feature_open_windows{{{l}}} 40"),
+            format!("runnel_feature_state_bytes{{{l}}} 4096"),
+            format!("runnel_late_events_total{{{l}}} 2"),
+            format!("runnel_feature_results_total{{{l}}} 7"),
+        ] {
+            assert!(text.contains(&needle), "missing {needle} in\n{text}");
         }
     }
 

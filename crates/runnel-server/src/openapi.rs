@@ -14,7 +14,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, ObjectBuilder, Required, ResponseBuilder, Type};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, events, groups, ops, trace};
+use crate::routes::{admin, events, features, groups, ops, trace};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,7 +22,7 @@ use crate::routes::{admin, events, groups, ops, trace};
         title = "Runnel",
         description = "Runnel's HTTP API: CloudEvents 1.0 over HTTP (structured, binary and \
                        batch), consumer groups with pull, ack, nack and Server-Sent Events, \
-                       dead-letter queues, streams, the schema registry, health and metrics. \
+                       dead-letter queues, streams, feature sets, the schema registry, health and metrics. \
                        Errors are RFC 9457 problem documents with a stable `code`. With API \
                        keys configured, `/v1` and `/registry` need `Authorization: Bearer <key>`."
     ),
@@ -44,6 +44,10 @@ use crate::routes::{admin, events, groups, ops, trace};
         admin::purge_dlq,
         admin::delete_dlq_entry,
         trace::get_trace,
+        features::list_features,
+        features::describe_feature,
+        features::get_feature_value,
+        features::point_in_time,
         ops::healthz,
         ops::readyz,
         ops::metrics,
@@ -57,6 +61,7 @@ use crate::routes::{admin, events, groups, ops, trace};
         (name = "streams", description = "Streams (admin)"),
         (name = "dlq", description = "Dead-letter queues (admin)"),
         (name = "trace", description = "One workflow's events across streams (admin)"),
+        (name = "features", description = "Feature sets: pipelines and the online feature store"),
         (name = "registry", description = "Schema registry, Confluent-compatible"),
         (name = "operations", description = "Health, readiness, metrics"),
     )

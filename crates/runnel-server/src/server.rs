@@ -7,7 +7,7 @@
 //! the TLS certificate if one is configured, bind. Stop, once the shutdown future resolves: stop
 //! accepting, let requests in flight finish (long polls and event streams end early, up to
 //! `shutdown_grace_secs` in all), stop every consumer (workers commit what is done and
-//! release their partitions), then close the backend, which flushes.
+//! release their partitions; feature pipelines before them), then close the backend, which flushes.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,6 +18,7 @@ use axum::Router;
 use runnel_backend::{Backend, BackendError};
 use runnel_envelope::Limits;
 use runnel_runtime::{Runnel, RuntimeConfig};
+use runnel_stages::FeatureStore;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
@@ -25,6 +26,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::auth::Keys;
 use crate::config::{ConfigError, ServerConfig};
 use crate::consume::{Consumers, Shutdown};
+use crate::features::Features;
 use crate::metrics::Metrics;
 use crate::routes::{AppState, Shared, router};
 use crate::tls::TlsReloader;
@@ -53,6 +55,8 @@ pub struct App {
     sweeper: JoinHandle<()>,
     /// Starts the correlation index's consumer and holds it (see [`run_trace_index`]).
     trace_index: Option<JoinHandle<()>>,
+    /// The server id of `<data_dir>/server-id`, when this server holds it.
+    instance_id: Option<String>,
     /// Holds `<data_dir>/server-id` locked while this server runs.
     _identity: Option<std::fs::File>,
 }
@@ -109,10 +113,11 @@ impl App {
         let shutdown = Shutdown::default();
         let idle = Duration::from_secs(config.consumer_idle_secs.max(1));
         let consumers = Consumers::new(runnel.clone(), metrics.clone(), shutdown.clone(), idle);
-        let (consumers, lock) = match identity {
-            Some((id, lock)) => (consumers.with_instance(id), Some(lock)),
-            None => (consumers, None),
+        let (consumers, lock, instance_id) = match identity {
+            Some((id, lock)) => (consumers.with_instance(id.clone()), Some(lock), Some(id)),
+            None => (consumers, None, None),
         };
+        let features = Features::new(FeatureStore::new(backend.clone()));
         let keys = Arc::new(Keys::new(&config.api_keys));
         let state = AppState(Arc::new(Shared {
             runnel,
@@ -123,6 +128,7 @@ impl App {
             shutdown,
             keys,
             config,
+            features,
         }));
         let sweeper = tokio::spawn(sweep_idle(state.clone(), idle));
         let trace_index = state
@@ -133,6 +139,7 @@ impl App {
             state,
             sweeper,
             trace_index,
+            instance_id,
             _identity: lock,
         })
     }
@@ -151,6 +158,17 @@ impl App {
         &self.state.config
     }
 
+    /// The feature pipelines this server serves and stops (the binary adds them).
+    pub fn features(&self) -> &Features {
+        &self.state.features
+    }
+
+    /// This server's stable id (`<data_dir>/server-id`), when it holds it: stages started
+    /// beside the server join their groups with it, so a restart re-adopts their leases at once.
+    pub fn instance_id(&self) -> Option<&str> {
+        self.instance_id.as_deref()
+    }
+
     /// Ends long polls and event streams and refuses new consumption.
     pub fn begin_shutdown(&self) {
         self.state.shutdown.trigger();
@@ -160,6 +178,8 @@ impl App {
     pub async fn close(mut self) -> Result<(), ServerError> {
         self.state.shutdown.trigger();
         self.sweeper.abort();
+        // Pipelines first: their last cycle publishes and writes through the backend.
+        self.state.features.stop_all().await;
         if let Some(index) = self.trace_index.take() {
             // It sees the shutdown and stops its consumer (committing what is indexed).
             let _ = tokio::time::timeout(Duration::from_secs(30), index).await;

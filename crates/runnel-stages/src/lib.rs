@@ -21,7 +21,8 @@
 //! - `stage`: the API the integration calls; `snapshot`: its checkpoint format.
 //! - `pipeline`: the integration (a stage per leased input partition of a consumer group);
 //!   `checkpoint`: the stage's durable checkpoints with their outbox; `store`: the online
-//!   feature store.
+//!   feature store; `point_in_time`: what the result stream said at a past moment (training
+//!   sets without leakage).
 //!
 //! Semantics (Flink's where the issue is silent) are written down in `docs/features.md`.
 //!
@@ -47,6 +48,7 @@ mod extract;
 mod keys;
 mod panes;
 mod pipeline;
+mod point_in_time;
 mod result;
 mod session;
 mod sketch;
@@ -70,6 +72,7 @@ pub use pipeline::{
     MAX_PIPELINE_NAME_LEN, PartitionStatus, PipelineError, PipelineOptions, PipelineStatus,
     group_name,
 };
+pub use point_in_time::{PointInTime, PointInTimeError, PublishedResult, read_results};
 pub use result::{RESULT_ID_NAMESPACE, WindowResult};
 pub use sketch::{
     DISTINCT_RELATIVE_STANDARD_ERROR, EXACT_QUANTILE_VALUES, QUANTILE_RELATIVE_ACCURACY,

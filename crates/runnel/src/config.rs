@@ -11,19 +11,27 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use runnel_backend::{Backend, BackendError};
 use runnel_backends::BackendSettings;
-use runnel_server::{ConfigError, Server, ServerConfig, ServerError};
+use runnel_server::{App, ConfigError, Server, ServerConfig};
+use runnel_stages::{FeaturePipeline, FeatureSpec, PipelineOptions, validate_features};
 use serde::{Deserialize, Serialize};
 
 /// Everything `runnel serve` can be told, as one flat `runnel.toml`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunnelConfig {
     #[serde(flatten)]
     pub server: ServerConfig,
     #[serde(flatten)]
     pub storage: BackendSettings,
+    /// `[[features]]`: feature pipelines run beside the server, one per table.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<FeatureSpec>,
 }
+
+/// The key of the `[[features]]` tables (not in the defaults: there are none by default).
+const FEATURES_KEY: &str = "features";
 
 /// Environment variables starting with this prefix may set a field.
 pub const ENV_PREFIX: &str = "RUNNEL_";
@@ -69,8 +77,17 @@ impl RunnelConfig {
                         message: e.to_string(),
                     })?;
             for (key, value) in from_file {
+                if key == FEATURES_KEY {
+                    check_feature_tables(&value).map_err(|message| ConfigError::File {
+                        path: path.to_path_buf(),
+                        message,
+                    })?;
+                    table.insert(key, value);
+                    continue;
+                }
                 if !defaults.contains_key(&key) {
                     let mut known: Vec<&str> = defaults.keys().map(String::as_str).collect();
+                    known.push(FEATURES_KEY);
                     known.sort_unstable();
                     return Err(ConfigError::File {
                         path: path.to_path_buf(),
@@ -119,12 +136,42 @@ impl RunnelConfig {
 }
 
 impl RunnelConfig {
-    /// Checks both parts.
+    /// Checks every part: the server's settings, the storage settings and the features.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
         self.storage
             .validate()
-            .map_err(|e| ConfigError::Invalid(e.to_string()))
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        validate_features(&self.features).map_err(|errors| {
+            ConfigError::Invalid(
+                errors
+                    .errors()
+                    .iter()
+                    .map(|e| format!("{}: {}", self.name_feature_path(&e.path), e.problem))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })
+    }
+
+    /// `features[0].window.slide` → `features[0] (card_spend).window.slide`.
+    fn name_feature_path(&self, path: &str) -> String {
+        let Some(rest) = path.strip_prefix("features[") else {
+            return path.to_string();
+        };
+        let Some((index, field)) = rest.split_once(']') else {
+            return path.to_string();
+        };
+        match index
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| self.features.get(i))
+        {
+            Some(feature) if !feature.name.is_empty() => {
+                format!("features[{index}] ({}){field}", feature.name)
+            }
+            _ => path.to_string(),
+        }
     }
 
     /// A copy with secrets replaced, for printing and logging.
@@ -132,6 +179,7 @@ impl RunnelConfig {
         Self {
             server: self.server.redacted(),
             storage: self.storage.redacted(),
+            features: self.features.clone(),
         }
     }
 
@@ -146,12 +194,50 @@ impl RunnelConfig {
         self.storage.open(&self.server.data_dir, dedup_window).await
     }
 
-    /// Opens the backend and binds a server over it: what `runnel serve` runs.
-    pub async fn bind(self) -> Result<Server, ServerError> {
+    /// Opens the backend, binds a server over it and starts the feature pipelines beside it:
+    /// what `runnel serve` runs. The server stops the pipelines when it stops.
+    pub async fn bind(self) -> anyhow::Result<Server> {
         self.validate()?;
         let backend = self.open_backend().await?;
-        Server::bind(self.server, backend).await
+        let app = App::open(self.server, backend)?;
+        let server = Server::with_app(app).await?;
+        for spec in self.features {
+            let name = spec.name.clone();
+            let app = server.app();
+            let options = PipelineOptions {
+                // The server's id: a restarted server takes the pipeline's leases back at once.
+                instance_id: app.instance_id().map(str::to_string),
+                store: Some(app.features().store().clone()),
+                ..PipelineOptions::default()
+            };
+            let handle = FeaturePipeline::start(app.runnel(), spec.clone(), options)
+                .await
+                .with_context(|| format!("starting feature pipeline `{name}`"))?;
+            tracing::info!(feature = name.as_str(), "feature pipeline started");
+            app.features().add(spec, handle);
+        }
+        Ok(server)
     }
+}
+
+/// Reads each `[[features]]` table on its own, so an error names the table (index and name)
+/// before the field: `features[1] (card_spend): unknown field `sise`, expected …`.
+fn check_feature_tables(value: &toml::Value) -> Result<(), String> {
+    let toml::Value::Array(tables) = value else {
+        return Err(format!(
+            "`{FEATURES_KEY}` must be an array of tables (`[[features]]`), got a {}",
+            value.type_str()
+        ));
+    };
+    for (i, table) in tables.iter().enumerate() {
+        let named = match table.get("name").and_then(toml::Value::as_str) {
+            Some(name) => format!("{FEATURES_KEY}[{i}] ({name})"),
+            None => format!("{FEATURES_KEY}[{i}]"),
+        };
+        FeatureSpec::deserialize(table.clone())
+            .map_err(|e| format!("{named}: {}", e.to_string().trim_end()))?;
+    }
+    Ok(())
 }
 
 fn read_file(path: &Path) -> Result<(PathBuf, String), ConfigError> {
@@ -400,6 +486,70 @@ mod tests {
         on_purpose.validate().unwrap();
     }
 
+    const FEATURE: &str = "[[features]]\nname = \"spend\"\ninput = \"payment.charged\"\n\
+        window = { kind = \"sliding\", size = \"10m\", slide = \"1m\" }\n\
+        output = \"feature.computed\"\n\
+        aggregates = [{ name = \"payments\", kind = \"count\" }]\n";
+
+    #[test]
+    fn features_are_read_from_the_file_and_shown_with_their_defaults() {
+        let file = format!("default_partitions = 2\n{FEATURE}");
+        let config =
+            RunnelConfig::layered(Some((Path::new("runnel.toml"), &file)), env(&[])).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.features.len(), 1);
+        assert_eq!(config.features[0].name, "spend");
+        let shown = config.to_toml();
+        assert!(shown.contains("[[features]]"), "{shown}");
+        assert!(
+            shown.contains("idle_timeout = \"1m\""),
+            "defaults filled: {shown}"
+        );
+        let back = RunnelConfig::layered(Some((Path::new("x"), &shown)), env(&[])).unwrap();
+        assert_eq!(back.features, config.features, "config show round-trips");
+        let none = RunnelConfig::layered(None, env(&[])).unwrap();
+        assert!(!none.to_toml().contains("features"), "no tables, no key");
+    }
+
+    #[test]
+    fn a_bad_feature_table_is_named_by_index_and_name_then_field() {
+        let unknown = FEATURE.replace("input =", "inptu =");
+        let err = RunnelConfig::layered(Some((Path::new("runnel.toml"), &unknown)), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("features[0] (spend): unknown field `inptu`"),
+            "{err}"
+        );
+        let wrong_kind = FEATURE.replace("size = \"10m\"", "size = 10");
+        let err = RunnelConfig::layered(Some((Path::new("runnel.toml"), &wrong_kind)), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("features[0] (spend)"), "{err}");
+        let rule = format!(
+            "{FEATURE}{}",
+            FEATURE.replace("slide = \"1m\"", "slide = \"11m\"")
+        );
+        let err = RunnelConfig::layered(Some((Path::new("runnel.toml"), &rule)), env(&[]))
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("features[1] (spend).window.slide: must not be longer than size"),
+            "{err}"
+        );
+        assert!(
+            err.contains("features[1] (spend).name: `spend` is already the name of features[0]"),
+            "{err}"
+        );
+        let not_tables =
+            RunnelConfig::layered(Some((Path::new("runnel.toml"), "features = 3\n")), env(&[]))
+                .unwrap_err()
+                .to_string();
+        assert!(not_tables.contains("array of tables"), "{not_tables}");
+    }
+
     #[test]
     fn show_redacts_secrets_and_round_trips() {
         let config = RunnelConfig {
@@ -415,6 +565,7 @@ mod tests {
                 nats_password: "s3cret-password".into(),
                 ..BackendSettings::default()
             },
+            features: Vec::new(),
         };
         let text = config.redacted().to_toml();
         assert!(!text.contains("0123456789abcdef"));

@@ -75,6 +75,11 @@ enum Command {
     /// Show one workflow's events across streams as a causal tree (from the correlation
     /// index: `GET /v1/trace/{id}`).
     Trace(cli::trace::TraceArgs),
+    /// Feature sets: list, show, a key's values, point-in-time export for training sets.
+    Features {
+        #[command(subcommand)]
+        command: cli::features::FeaturesCommand,
+    },
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
@@ -166,6 +171,7 @@ fn main() -> ExitCode {
         Command::Dlq { command } => cli::dlq::run(command),
         Command::Schema { command } => cli::schema::run(command),
         Command::Trace(args) => cli::trace::trace(args),
+        Command::Features { command } => cli::features::run(command),
         Command::Config {
             command: ConfigCommand::Show(args),
         } => serve::show(args),

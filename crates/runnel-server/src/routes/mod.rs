@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod events;
+pub mod features;
 pub mod groups;
 pub mod ops;
 pub mod registry;
@@ -27,6 +28,7 @@ use runnel_schema::SchemaRegistry;
 use crate::auth::{self, Keys};
 use crate::config::ServerConfig;
 use crate::consume::{Consumers, Shutdown};
+use crate::features::Features;
 use crate::metrics::Metrics;
 
 /// What every handler can reach. Cheap to clone.
@@ -42,6 +44,7 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub shutdown: Shutdown,
     pub keys: Arc<Keys>,
+    pub features: Features,
 }
 
 impl Deref for AppState {
@@ -49,6 +52,18 @@ impl Deref for AppState {
     fn deref(&self) -> &Shared {
         &self.0
     }
+}
+
+/// The feature sets' routes (kept apart: `features.rs` holds their handlers).
+fn features_router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/features", get(features::list_features))
+        .route(
+            "/v1/features/{set}",
+            get(features::describe_feature).post(features::point_in_time),
+        )
+        .route("/v1/features/{set}/{key}", get(features::get_feature_value))
+        .with_state(state)
 }
 
 /// Every route of the server.
@@ -79,7 +94,8 @@ pub fn router(state: AppState) -> Router {
             get(admin::get_dlq_entry).delete(admin::delete_dlq_entry),
         )
         .route("/v1/trace/{correlationid}", get(trace::get_trace))
-        .with_state(state.clone());
+        .with_state(state.clone())
+        .merge(features_router(state.clone()));
     let registry = registry::router(state.registry.clone()).layer(from_fn(auth::registry_guard));
     let protected = api
         .nest("/registry", registry)

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use runnel_backend::Expect;
 
 use super::AppState;
-use crate::metrics::GroupSnapshot;
+use crate::metrics::{FeaturePartitionSnapshot, GroupSnapshot};
 use crate::problem::{ApiError, Problem};
 use crate::views::StatusView;
 
@@ -71,7 +71,8 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<StatusView>, A
 }
 
 /// Prometheus text format: publishes, duplicates, consumption, handler latency, failures,
-/// retries, lag per group and partition (events and seconds), DLQ depth and alert.
+/// retries, lag per group and partition (events and seconds), DLQ depth and alert, and per
+/// feature pipeline partition: watermark lag, open windows, state bytes, late events, results.
 #[utoipa::path(
     get,
     path = "/metrics",
@@ -99,13 +100,39 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         }
         Err(error) => tracing::warn!(%error, "metrics: cannot list groups"),
     }
-    let text = state.metrics.render(&snapshots);
+    let text = state
+        .metrics
+        .render_with(&snapshots, &feature_snapshots(&state));
     let mut response = (StatusCode::OK, text).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     response
+}
+
+/// The figures of every input partition the feature pipelines of this server run.
+fn feature_snapshots(state: &AppState) -> Vec<FeaturePartitionSnapshot> {
+    let now = chrono::Utc::now().timestamp_micros();
+    let mut out = Vec::new();
+    for set in state.features.sets() {
+        let Some(status) = set.status else { continue };
+        for ((stream, partition), p) in status.partitions {
+            out.push(FeaturePartitionSnapshot {
+                feature: set.spec.name.clone(),
+                stream: stream.to_string(),
+                partition,
+                watermark_lag_seconds: p
+                    .watermark
+                    .map(|w| now.saturating_sub(w).max(0) as f64 / 1e6),
+                open_windows: p.open_windows,
+                state_bytes: p.state_bytes as u64,
+                late_events: p.counters.too_late,
+                results: p.counters.results,
+            });
+        }
+    }
+    out
 }
 
 /// This document.

@@ -5,6 +5,7 @@ mod compare;
 mod http;
 mod log;
 mod runtime;
+mod stages;
 
 use clap::{Subcommand, ValueEnum};
 use runnel_log::FsyncPolicy;
@@ -17,6 +18,10 @@ pub enum BenchTarget {
     /// The runtime over the embedded backend (or JetStream, beside raw async-nats): consume
     /// throughput, publish→handler latency, memory with many keys.
     Runtime(runtime::RuntimeBenchArgs),
+    /// Feature windows: events/s through a 10-minute sliding window (1-minute slide) with
+    /// count + sum + mean + distinct, the operator alone and end to end from the log as a
+    /// ratio to a plain consumer group on the same backlog.
+    Stages(stages::StagesBenchArgs),
     /// Publishing over HTTP to an in-process server: 1, 16 and 64 connections, single events
     /// and batches of 100.
     Http(http::HttpBenchArgs),
@@ -30,6 +35,7 @@ pub fn run(target: BenchTarget) -> anyhow::Result<()> {
         BenchTarget::Log(args) => log::run(args),
         BenchTarget::Runtime(args) => runtime::run(args),
         BenchTarget::Http(args) => http::run(args),
+        BenchTarget::Stages(args) => stages::run(args),
         BenchTarget::Compare(args) => compare::run(args),
     }
 }

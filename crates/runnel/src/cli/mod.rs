@@ -20,6 +20,7 @@ macro_rules! outln {
 }
 
 pub mod dlq;
+pub mod features;
 pub mod inspect;
 pub mod local;
 pub mod manage;
