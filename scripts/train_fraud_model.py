@@ -7,7 +7,8 @@ feature store: order count, sum, mean, distinct merchants). The label says wheth
 was fraud, drawn from a hidden rule plus noise.
 
 Writes, into the output directory (default `models/`):
-- `fraud_lr.onnx`: a scikit-learn logistic regression;
+- `fraud_lr.onnx`: a scikit-learn logistic regression (its coefficients in standard ONNX
+  operators: tract has no `LinearClassifier`);
 - `fraud_rf.onnx`: a 20-tree random forest (depth at most 6, to stay small);
 - `fraud_testset.csv`: 200 held-out rows, their label, and scikit-learn's probability of fraud
   under each model (the Rust tests compare tract's answers with these to 1e-5);
@@ -80,6 +81,53 @@ def train():
     return lr, rf, x_test, y_test, y_train
 
 
+def write_lr_onnx(model, path):
+    """The logistic regression in standard ONNX operators (MatMul, Add, Sigmoid).
+
+    skl2onnx writes it as `ai.onnx.ml.LinearClassifier`, which tract does not implement; the
+    same function in plain operators runs everywhere: p = sigmoid(x·w + b), probabilities
+    `[1 - p, p]` (scikit-learn's binary `predict_proba`), label `p > 0.5`.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    weights = np.asarray(model.coef_, dtype=np.float32).reshape(len(INPUTS), 1)
+    bias = np.asarray(model.intercept_, dtype=np.float32).reshape(1)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["input", "weights"], ["dot"]),
+            helper.make_node("Add", ["dot", "bias"], ["logit"]),
+            helper.make_node("Sigmoid", ["logit"], ["p1"]),
+            helper.make_node("Sub", ["one", "p1"], ["p0"]),
+            helper.make_node("Concat", ["p0", "p1"], ["probabilities"], axis=1),
+            helper.make_node("Greater", ["p1", "half"], ["fraud"]),
+            helper.make_node("Cast", ["fraud"], ["label_column"], to=TensorProto.INT64),
+            helper.make_node("Reshape", ["label_column", "flat"], ["label"]),
+        ],
+        "fraud_lr",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, len(INPUTS)])],
+        [
+            helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 2]),
+        ],
+        initializer=[
+            helper.make_tensor("weights", TensorProto.FLOAT, weights.shape, weights.flatten()),
+            helper.make_tensor("bias", TensorProto.FLOAT, [1], bias),
+            helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0]),
+            helper.make_tensor("half", TensorProto.FLOAT, [1], [0.5]),
+            helper.make_tensor("flat", TensorProto.INT64, [1], [-1]),
+        ],
+    )
+    onnx_model = helper.make_model(
+        graph,
+        producer_name="runnel scripts/train_fraud_model.py",
+        opset_imports=[helper.make_opsetid("", 13)],
+    )
+    onnx.checker.check_model(onnx_model)
+    with open(path, "wb") as f:
+        f.write(onnx_model.SerializeToString())
+
+
 def write_onnx(model, path):
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import FloatTensorType
@@ -116,7 +164,7 @@ def main():
     import skl2onnx
 
     os.makedirs(args.out, exist_ok=True)
-    write_onnx(lr, os.path.join(args.out, "fraud_lr.onnx"))
+    write_lr_onnx(lr, os.path.join(args.out, "fraud_lr.onnx"))
     write_onnx(rf, os.path.join(args.out, "fraud_rf.onnx"))
     p_lr = lr.predict_proba(x_test)[:, 1]
     p_rf = rf.predict_proba(x_test)[:, 1]
