@@ -129,9 +129,9 @@ impl RemoteModel {
             .clone()
             .or_else(|| metadata.versions.first().cloned())
             .unwrap_or_else(|| "unversioned".to_string());
-        Ok(Self {
+        let mut model = Self {
             info: ModelInfo {
-                name: options.name,
+                name: options.name.clone(),
                 version,
                 inputs: options.inputs,
                 outputs: options.outputs,
@@ -140,7 +140,28 @@ impl RemoteModel {
             infer_url: format!("{versioned}/infer"),
             input_name: options.input_name,
             output: options.output,
-        })
+        };
+        // A row of zeros checks the input width and the output's shape now, and names the
+        // version the server answers with when its metadata lists none.
+        let probe = tokio::time::timeout(
+            options.connect_timeout,
+            model.infer(vec![vec![0.0; options.inputs]]),
+        )
+        .await
+        .map_err(|_| {
+            load(format!(
+                "POST {}: no answer within {:?}",
+                model.infer_url, options.connect_timeout
+            ))
+        })?
+        .map_err(|e| load(format!("scoring a row of zeros: {e}")))?;
+        if options.version.is_none()
+            && metadata.versions.is_empty()
+            && let Some(version) = probe.1.filter(|v| !v.is_empty())
+        {
+            model.info.version = version;
+        }
+        Ok(model)
     }
 
     /// The URL each call posts to.
@@ -175,9 +196,19 @@ impl Model for RemoteModel {
     }
 
     async fn predict(&self, rows: Vec<Vec<f64>>) -> Result<Vec<Vec<f64>>, ModelError> {
+        Ok(self.infer(rows).await?.0)
+    }
+}
+
+impl RemoteModel {
+    /// One inference call: the outputs, and the version the server says answered.
+    async fn infer(
+        &self,
+        rows: Vec<Vec<f64>>,
+    ) -> Result<(Vec<Vec<f64>>, Option<String>), ModelError> {
         check_rows(&self.info, &rows)?;
         if rows.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         }
         let n = rows.len();
         let request = InferRequest {
@@ -254,8 +285,8 @@ impl Model for RemoteModel {
                 values.len()
             )));
         }
-        let answer: Vec<Vec<f64>> = values.chunks(width.max(1)).map(<[f64]>::to_vec).collect();
-        check_answer(&self.info, n, &answer)?;
-        Ok(answer)
+        let outputs: Vec<Vec<f64>> = values.chunks(width.max(1)).map(<[f64]>::to_vec).collect();
+        check_answer(&self.info, n, &outputs)?;
+        Ok((outputs, answer.model_version))
     }
 }

@@ -182,13 +182,17 @@ async fn mlserver_answers_the_shipped_models_as_scikit_learn_does() {
         .unwrap();
     let err = remote.predict(vec![vec![1.0; 2]]).await.unwrap_err();
     assert!(matches!(err, ModelError::InputWidth { .. }), "{err}");
-    // An output the model does not have: the server's error, with its status.
+    // An output the model does not have, or a width it does not take: refused when
+    // connecting, by the probe row, with the server's answer.
     let mut wrong = options(port, "fraud-lr");
     wrong.output = "no_such_output".into();
-    let remote = RemoteModel::connect(wrong).await.unwrap();
-    let err = remote.predict(vec![inputs[0].clone()]).await.unwrap_err();
+    let err = RemoteModel::connect(wrong).await.unwrap_err();
     assert!(
-        matches!(err, ModelError::Status { .. } | ModelError::Protocol { .. }),
+        err.to_string().contains("scoring a row of zeros") && err.to_string().contains("400"),
         "{err}"
     );
+    let mut wrong = options(port, "fraud-rf");
+    wrong.inputs = 3;
+    let err = RemoteModel::connect(wrong).await.unwrap_err();
+    assert!(err.to_string().contains("scoring a row of zeros"), "{err}");
 }
