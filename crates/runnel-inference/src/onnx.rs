@@ -77,7 +77,7 @@ impl OnnxModel {
             )
             .map_err(|e| fail(format!("its input: {e}")))?;
         model
-            .set_output_names(&[options.output.as_str()])
+            .set_output_names([options.output.as_str()])
             .map_err(|e| fail(format!("no output `{}`: {e}", options.output)))?;
         let plan = model
             .into_optimized()
