@@ -401,3 +401,71 @@ async fn jetstream_a_slow_model_degrades_every_event_and_the_breaker_opens_and_c
         a_slow_model_degrades_every_event_and_the_breaker_opens_and_closes(b).await;
     }
 }
+
+/// The shipped random forest, loaded from a `[[models]]` spec by the stage itself: its
+/// predictions are scikit-learn's for the same inputs.
+#[cfg(feature = "onnx")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_onnx_model_scores_events_as_scikit_learn_does() {
+    let b = embedded().await;
+    let runnel = &b.runnel;
+    let rows = support::test_set();
+    let mut spec = spec();
+    spec.onnx = Some(runnel_inference::OnnxSpec {
+        path: support::models_dir()
+            .join("fraud_rf.onnx")
+            .to_string_lossy()
+            .into_owned(),
+        output: "probabilities".into(),
+    });
+    spec.version = Some("rf-1".into());
+    let stage = InferenceStage::start(runnel, spec, options(16))
+        .await
+        .unwrap();
+    let mut want = BTreeMap::new();
+    for (n, row) in rows.iter().take(10).enumerate() {
+        let customer = format!("cust-{n}");
+        let mut values = serde_json::Map::new();
+        for (name, value) in ["orders", "spent", "mean", "merchants"]
+            .iter()
+            .zip(&row.inputs[1..])
+        {
+            values.insert((*name).into(), json!(value));
+        }
+        FeatureStore::new(runnel.backend().clone())
+            .put(
+                SET,
+                &customer,
+                &FeatureValue {
+                    values,
+                    window_start: 0,
+                    window_end: 1,
+                    revision: 1,
+                    watermark: None,
+                    updated_at: 0,
+                },
+            )
+            .await
+            .unwrap();
+        runnel
+            .publish(order(&customer, json!({ "amount": row.inputs[0] }), n))
+            .await
+            .unwrap();
+        want.insert(customer, row.p_rf);
+    }
+    let predictions = wait_for(runnel, "fraud", 10).await;
+    for event in predictions.values() {
+        let data = event.data().as_json().unwrap();
+        assert_eq!(
+            (data["version"].as_str(), data["served_by"].as_str()),
+            (Some("rf-1"), Some("model"))
+        );
+        let fraud = data["outputs"]["fraud"].as_f64().unwrap();
+        let expected = want[data["entity"].as_str().unwrap()];
+        assert!(
+            (fraud - expected).abs() <= 1e-5,
+            "{fraud} vs scikit-learn {expected}"
+        );
+    }
+    stage.stop().await.unwrap();
+}
