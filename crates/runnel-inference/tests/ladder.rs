@@ -274,3 +274,46 @@ async fn concurrent_requests_are_batched_up_to_max_batch() {
     );
     assert_eq!(scorer.counts().model, 64);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_swaps_versions_between_batches_and_refuses_another_shape() {
+    let clock = ManualClock::new(START);
+    let v1 = FlakyModel::new("fraud", "v1", 2);
+    v1.set(Mode::Slow(Duration::from_millis(10)));
+    let scorer = scorer(v1.clone(), &clock, options());
+    let in_flight = {
+        let scorer = scorer.clone();
+        tokio::spawn(async move { scorer.score(Some("a"), vec![1.0, 2.0]).await.unwrap() })
+    };
+    // Let the batch reach v1 (after the 1 ms batching wait).
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    assert_eq!(v1.calls.load(Ordering::SeqCst), 1);
+    let v2 = FlakyModel::new("fraud", "v2", 2);
+    let old = scorer.slot().swap(v2.clone()).unwrap();
+    assert_eq!(old.info().version, "v1");
+    let first = in_flight.await.unwrap();
+    assert_eq!(
+        (first.source, first.version.as_str()),
+        (Source::Model, "v1"),
+        "finished on v1"
+    );
+    let next = scorer.score(Some("b"), vec![1.0, 2.0]).await.unwrap();
+    assert_eq!(next.version, "v2");
+    assert_eq!(
+        (
+            v1.calls.load(Ordering::SeqCst),
+            v2.calls.load(Ordering::SeqCst)
+        ),
+        (1, 1),
+        "each scored once"
+    );
+
+    let wider = FlakyModel::new("fraud", "v3", 3);
+    let err = scorer.slot().swap(wider).unwrap_err();
+    assert_eq!(err.reason, "it takes 3 inputs, not 2");
+    assert_eq!(
+        scorer.slot().current().info().version,
+        "v2",
+        "still serving v2"
+    );
+}
