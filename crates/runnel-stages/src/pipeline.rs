@@ -59,6 +59,9 @@ pub const MAX_PIPELINE_NAME_LEN: usize = 56 - GROUP_PREFIX.len();
 
 const GROUP_PREFIX: &str = "features-";
 
+/// Feature-store writes of one cycle in flight at once.
+const STORE_WRITES_AT_ONCE: usize = 64;
+
 /// Extension attribute of a late event: why it was too late.
 pub const LATE_REASON_EXTENSION: &str = "latereason";
 /// Extension attribute of a late event: the feature it was too late for.
@@ -80,6 +83,11 @@ pub struct PipelineOptions {
     pub advance_every: Duration,
     /// Most deliveries taken into one cycle (one checkpoint per partition). Default 1000.
     pub max_batch: usize,
+    /// After a cycle's first delivery, how long to wait for more before running it (up to
+    /// `max_batch`): a checkpoint writes the partition's whole state, so cycles of a few
+    /// deliveries each would write it once per few events. Default 20 ms (results and
+    /// acknowledgements come that much later).
+    pub linger: Duration,
     /// Settings of the consumer group (`ack_wait`, `lease_ttl`, `max_in_flight`, …); its
     /// name, filter, `ordering` (`none`) and `processed_ids` (off: checkpoints record what is
     /// done) are set by the pipeline. Default: the group defaults.
@@ -95,6 +103,7 @@ impl Default for PipelineOptions {
             instance_id: None,
             advance_every: Duration::from_secs(1),
             max_batch: 1000,
+            linger: Duration::from_millis(20),
             group: None,
             store: None,
         }
@@ -285,6 +294,7 @@ impl FeaturePipeline {
             stop_rx,
             options.advance_every.max(Duration::from_millis(1)),
             options.max_batch.max(1),
+            options.linger,
         ));
         Ok(FeaturePipelineHandle {
             task,
@@ -382,6 +392,7 @@ impl Pipeline {
         mut stop: watch::Receiver<bool>,
         every: Duration,
         max_batch: usize,
+        linger: Duration,
     ) {
         let handle = consumer.handle();
         let mut tick = tokio::time::interval(every);
@@ -397,10 +408,19 @@ impl Pipeline {
                 },
                 _ = tick.tick() => {}
             }
-            while batch.len() < max_batch {
-                match consumer.next().now_or_never() {
-                    Some(Some(delivery)) => batch.push(delivery),
-                    _ => break,
+            let lingered = tokio::time::Instant::now() + linger;
+            while !batch.is_empty() && batch.len() < max_batch {
+                let next = match consumer.next().now_or_never() {
+                    Some(next) => next,
+                    None if linger.is_zero() => break,
+                    None => match tokio::time::timeout_at(lingered, consumer.next()).await {
+                        Ok(next) => next,
+                        Err(_) => break,
+                    },
+                };
+                match next {
+                    Some(delivery) => batch.push(delivery),
+                    None => break,
                 }
             }
             self.cycle(&handle, batch).await;
@@ -722,11 +742,27 @@ impl Pipeline {
             .publish_batch(events)
             .await
             .map_err(PipelineError::Publish)?;
+        // Only the newest value of a key can stay in the store: one write per key, and the
+        // keys written concurrently, so their durable writes share commits.
+        let mut newest: HashMap<&str, FeatureValue> = HashMap::new();
         for pending in &outbox.results {
             let value = FeatureValue::of(&pending.result, pending.watermark, now);
-            self.store
-                .put(&self.spec.name, &pending.result.key, &value)
-                .await?;
+            match newest.get(pending.result.key.as_str()) {
+                Some(kept) if !value.supersedes(kept) => {}
+                _ => {
+                    newest.insert(pending.result.key.as_str(), value);
+                }
+            }
+        }
+        let set = self.spec.name.as_str();
+        let newest: Vec<(&str, FeatureValue)> = newest.into_iter().collect();
+        for chunk in newest.chunks(STORE_WRITES_AT_ONCE) {
+            futures::future::try_join_all(
+                chunk
+                    .iter()
+                    .map(|(key, value)| self.store.put(set, key, value)),
+            )
+            .await?;
         }
         metrics::counter!("runnel_feature_results_total", "feature" => self.spec.name.clone())
             .increment(outbox.results.len() as u64);
