@@ -14,7 +14,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, ObjectBuilder, Required, ResponseBuilder, Type};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, events, groups, ops, trace};
+use crate::routes::{admin, events, groups, ops, sagas, trace};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -44,6 +44,9 @@ use crate::routes::{admin, events, groups, ops, trace};
         admin::purge_dlq,
         admin::delete_dlq_entry,
         trace::get_trace,
+        sagas::list_sagas,
+        sagas::get_saga,
+        sagas::retry_saga,
         ops::healthz,
         ops::readyz,
         ops::metrics,
@@ -57,6 +60,7 @@ use crate::routes::{admin, events, groups, ops, trace};
         (name = "streams", description = "Streams (admin)"),
         (name = "dlq", description = "Dead-letter queues (admin)"),
         (name = "trace", description = "One workflow's events across streams (admin)"),
+        (name = "sagas", description = "Saga instances of `[[sagas]]`: list, show, retry (admin)"),
         (name = "registry", description = "Schema registry, Confluent-compatible"),
         (name = "operations", description = "Health, readiness, metrics"),
     )

@@ -42,6 +42,8 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot run the sagas: {0}")]
+    Saga(#[from] runnel_saga::SagaError),
     #[error("the server failed: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -53,6 +55,8 @@ pub struct App {
     sweeper: JoinHandle<()>,
     /// Starts the correlation index's consumer and holds it (see [`run_trace_index`]).
     trace_index: Option<JoinHandle<()>>,
+    /// Runs the `[[sagas]]` drivers (see [`App::run_sagas`]).
+    saga_drivers: Option<JoinHandle<()>>,
     /// Holds `<data_dir>/server-id` locked while this server runs.
     _identity: Option<std::fs::File>,
 }
@@ -123,6 +127,7 @@ impl App {
             shutdown,
             keys,
             config,
+            sagas: std::sync::OnceLock::new(),
         }));
         let sweeper = tokio::spawn(sweep_idle(state.clone(), idle));
         let trace_index = state
@@ -133,8 +138,29 @@ impl App {
             state,
             sweeper,
             trace_index,
+            saga_drivers: None,
             _identity: lock,
         })
+    }
+
+    /// Runs `sagas` (validated `[[sagas]]` tables) on this server from now until it stops:
+    /// a driver per saga with the server's instance id, and the `/v1/sagas` routes over
+    /// them. Once per application; a second call is refused.
+    pub fn run_sagas(&mut self, sagas: Vec<runnel_saga::Saga>) -> Result<(), ServerError> {
+        let view = runnel_saga::Sagas::new(&self.state.runnel, sagas.clone())?;
+        if self.state.sagas.set(view).is_err() {
+            return Err(ConfigError::Invalid("the sagas are already running".into()).into());
+        }
+        if !sagas.is_empty() {
+            if !self.state.metrics.install_global() {
+                tracing::info!("another metrics recorder is the process's: runnel_saga_* metrics are not in this server's /metrics");
+            }
+            self.saga_drivers = Some(tokio::spawn(crate::sagas::run_saga_drivers(
+                self.state.clone(),
+                sagas,
+            )));
+        }
+        Ok(())
     }
 
     /// Every route.
@@ -164,6 +190,10 @@ impl App {
             // It sees the shutdown and stops its consumer (committing what is indexed).
             let _ = tokio::time::timeout(Duration::from_secs(30), index).await;
         }
+        if let Some(drivers) = self.saga_drivers.take() {
+            // They see the shutdown and stop (committing what they applied).
+            let _ = tokio::time::timeout(Duration::from_secs(30), drivers).await;
+        }
         self.state.consumers.stop_all().await;
         self.state.runnel.backend().close().await?;
         Ok(())
@@ -175,6 +205,9 @@ impl Drop for App {
         self.sweeper.abort();
         if let Some(index) = &self.trace_index {
             index.abort();
+        }
+        if let Some(drivers) = &self.saga_drivers {
+            drivers.abort();
         }
     }
 }

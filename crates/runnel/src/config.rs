@@ -17,12 +17,15 @@ use runnel_server::{ConfigError, Server, ServerConfig, ServerError};
 use serde::{Deserialize, Serialize};
 
 /// Everything `runnel serve` can be told, as one flat `runnel.toml`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunnelConfig {
     #[serde(flatten)]
     pub server: ServerConfig,
     #[serde(flatten)]
     pub storage: BackendSettings,
+    /// `[[sagas]]`: saga types the server runs (see docs/sagas.md and `crate::saga_config`).
+    #[serde(default)]
+    pub sagas: Vec<runnel_saga::SagaSpec>,
 }
 
 /// Environment variables starting with this prefix may set a field.
@@ -124,7 +127,9 @@ impl RunnelConfig {
         self.server.validate()?;
         self.storage
             .validate()
-            .map_err(|e| ConfigError::Invalid(e.to_string()))
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        crate::saga_config::validate(&self.sagas)?;
+        Ok(())
     }
 
     /// A copy with secrets replaced, for printing and logging.
@@ -132,6 +137,7 @@ impl RunnelConfig {
         Self {
             server: self.server.redacted(),
             storage: self.storage.redacted(),
+            sagas: self.sagas.clone(),
         }
     }
 
@@ -149,8 +155,11 @@ impl RunnelConfig {
     /// Opens the backend and binds a server over it: what `runnel serve` runs.
     pub async fn bind(self) -> Result<Server, ServerError> {
         self.validate()?;
+        let sagas = crate::saga_config::validate(&self.sagas)?;
         let backend = self.open_backend().await?;
-        Server::bind(self.server, backend).await
+        let mut app = runnel_server::App::open(self.server, backend)?;
+        app.run_sagas(sagas)?;
+        Server::with_app(app).await
     }
 }
 

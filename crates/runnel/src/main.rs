@@ -10,6 +10,7 @@ mod consumer_child;
 mod demo;
 mod log_writer;
 mod measure;
+mod saga_config;
 mod serve;
 
 use std::process::ExitCode;
@@ -75,6 +76,11 @@ enum Command {
     /// Show one workflow's events across streams as a causal tree (from the correlation
     /// index: `GET /v1/trace/{id}`).
     Trace(cli::trace::TraceArgs),
+    /// List, show and retry instances of the server's `[[sagas]]` (`GET /v1/sagas`).
+    Saga {
+        #[command(subcommand)]
+        command: cli::saga::SagaCommand,
+    },
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
@@ -166,6 +172,7 @@ fn main() -> ExitCode {
         Command::Dlq { command } => cli::dlq::run(command),
         Command::Schema { command } => cli::schema::run(command),
         Command::Trace(args) => cli::trace::trace(args),
+        Command::Saga { command } => cli::saga::run(command),
         Command::Config {
             command: ConfigCommand::Show(args),
         } => serve::show(args),

@@ -23,6 +23,7 @@ pub mod dlq;
 pub mod inspect;
 pub mod local;
 pub mod publish;
+pub mod saga;
 pub mod schema;
 pub mod trace;
 
