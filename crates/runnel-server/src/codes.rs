@@ -249,11 +249,7 @@ pub const ERROR_CODES: &[ErrorCode] = &[
         500,
         "Reading or writing the saga instance failed; the detail says why.",
     ),
-    code(
-        "saga.not_found",
-        404,
-        "No saga instance has that id.",
-    ),
+    code("saga.not_found", 404, "No saga instance has that id."),
     code(
         "saga.not_stuck",
         409,

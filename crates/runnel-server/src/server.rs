@@ -153,7 +153,9 @@ impl App {
         }
         if !sagas.is_empty() {
             if !self.state.metrics.install_global() {
-                tracing::info!("another metrics recorder is the process's: runnel_saga_* metrics are not in this server's /metrics");
+                tracing::info!(
+                    "another metrics recorder is the process's: runnel_saga_* metrics are not in this server's /metrics"
+                );
             }
             self.saga_drivers = Some(tokio::spawn(crate::sagas::run_saga_drivers(
                 self.state.clone(),

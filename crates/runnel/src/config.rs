@@ -424,6 +424,7 @@ mod tests {
                 nats_password: "s3cret-password".into(),
                 ..BackendSettings::default()
             },
+            sagas: Vec::new(),
         };
         let text = config.redacted().to_toml();
         assert!(!text.contains("0123456789abcdef"));

@@ -234,8 +234,8 @@ fn a_declared_saga_completes_one_order_and_compensates_another_over_http() {
     )
     .expect("retry");
     assert_eq!(status, 409, "only a stuck instance is retried: {body}");
-    let (status, _) = common::json("GET", &format!("{base}/v1/sagas?state=done"), &Value::Null)
-        .expect("list");
+    let (status, _) =
+        common::json("GET", &format!("{base}/v1/sagas?state=done"), &Value::Null).expect("list");
     assert_eq!(status, 400);
 
     // The CLI.
@@ -272,7 +272,10 @@ fn a_declared_saga_completes_one_order_and_compensates_another_over_http() {
         metrics.contains("runnel_saga_compensated_total{saga=\"order\"} 1"),
         "{metrics}"
     );
-    assert!(metrics.contains("runnel_saga_duration_seconds_bucket"), "{metrics}");
+    assert!(
+        metrics.contains("runnel_saga_duration_seconds_bucket"),
+        "{metrics}"
+    );
 
     // The declined order released what it reserved and was charged nothing.
     let done = executions(&log);
@@ -334,8 +337,18 @@ fn sigkilled_servers_leave_every_instance_one_outcome_and_every_command_executed
         let commands = by_instance.get(id).cloned().unwrap_or_default();
         let count = |kind: &str| commands.iter().filter(|e| e["type"] == kind).count();
         // No step was sent twice as a new command (no timeouts happen here: 60 s each).
-        for kind in ["cmd.reserve", "cmd.charge", "cmd.ship", "cmd.release", "cmd.refund"] {
-            assert!(count(kind) <= 1, "{id}: {kind} executed {} times", count(kind));
+        for kind in [
+            "cmd.reserve",
+            "cmd.charge",
+            "cmd.ship",
+            "cmd.release",
+            "cmd.refund",
+        ] {
+            assert!(
+                count(kind) <= 1,
+                "{id}: {kind} executed {} times",
+                count(kind)
+            );
         }
         match state {
             "completed" => assert_eq!(
@@ -345,9 +358,17 @@ fn sigkilled_servers_leave_every_instance_one_outcome_and_every_command_executed
             ),
             "compensated" => {
                 // Declined at the charge: the reservation released, nothing refunded.
-                assert_eq!(count("cmd.reserve"), count("cmd.release"), "{id}: {commands:?}");
+                assert_eq!(
+                    count("cmd.reserve"),
+                    count("cmd.release"),
+                    "{id}: {commands:?}"
+                );
                 assert_eq!(count("cmd.release"), 1, "{id}: {commands:?}");
-                assert_eq!(count("cmd.refund") + count("cmd.ship"), 0, "{id}: {commands:?}");
+                assert_eq!(
+                    count("cmd.refund") + count("cmd.ship"),
+                    0,
+                    "{id}: {commands:?}"
+                );
             }
             other => panic!("{id} ended {other}"),
         }

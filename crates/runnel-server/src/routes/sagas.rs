@@ -21,7 +21,6 @@ use crate::problem::{ApiError, Problem};
 pub struct SagaListQuery {
     /// Of this saga type only (a `[[sagas]]` name).
     #[serde(rename = "type")]
-    #[param(rename = "type")]
     pub saga: Option<String>,
     /// In this state only: `running`, `compensating`, `completed`, `compensated` or `stuck`.
     pub state: Option<String>,
@@ -61,9 +60,11 @@ fn saga_error(error: SagaError) -> ApiError {
             "saga.unknown",
             format!("no saga `{name}` is declared on this server ([[sagas]] in runnel.toml)"),
         ),
-        SagaError::NotStuck(not_stuck) => {
-            ApiError::new(StatusCode::CONFLICT, "saga.not_stuck", not_stuck.to_string())
-        }
+        SagaError::NotStuck(not_stuck) => ApiError::new(
+            StatusCode::CONFLICT,
+            "saga.not_stuck",
+            not_stuck.to_string(),
+        ),
         other => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "saga.failed",
@@ -135,7 +136,8 @@ pub async fn get_saga(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<runnel_saga::Instance>, ApiError> {
     caller.require_admin()?;
-    let sagas = crate::sagas::view(&state).ok_or_else(|| saga_error(SagaError::NotFound(id.clone())))?;
+    let sagas =
+        crate::sagas::view(&state).ok_or_else(|| saga_error(SagaError::NotFound(id.clone())))?;
     sagas.get(&id).await.map(Json).map_err(saga_error)
 }
 
@@ -161,6 +163,7 @@ pub async fn retry_saga(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<runnel_saga::Instance>, ApiError> {
     caller.require_admin()?;
-    let sagas = crate::sagas::view(&state).ok_or_else(|| saga_error(SagaError::NotFound(id.clone())))?;
+    let sagas =
+        crate::sagas::view(&state).ok_or_else(|| saga_error(SagaError::NotFound(id.clone())))?;
     sagas.retry(&id).await.map(Json).map_err(saga_error)
 }

@@ -70,6 +70,7 @@ async fn run_all(args: HttpBenchArgs) -> anyhow::Result<()> {
             fsync: FsyncSetting::Group,
             ..BackendSettings::default()
         },
+        sagas: Vec::new(),
     };
     let server = config.bind().await.context("starting the server")?;
     let addr = server.local_addr()?;

@@ -112,7 +112,11 @@ fn instance_lines(instance: &Value) -> Vec<String> {
         }
     )];
     lines.push("steps:".into());
-    for step in instance["steps"].as_array().map(Vec::as_slice).unwrap_or_default() {
+    for step in instance["steps"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
         lines.push(format!(
             "  {}  {}  attempts {}{}",
             cell(&step["name"]),
