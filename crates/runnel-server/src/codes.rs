@@ -260,6 +260,22 @@ pub const ERROR_CODES: &[ErrorCode] = &[
     code("route.unknown", 404, "No such route."),
     code("runtime.closed", 503, "The runtime is shutting down."),
     code(
+        "saga.failed",
+        500,
+        "Reading or writing the saga instance failed; the detail says why.",
+    ),
+    code("saga.not_found", 404, "No saga instance has that id."),
+    code(
+        "saga.not_stuck",
+        409,
+        "Only a stuck instance can be retried; this one is running, compensating or done.",
+    ),
+    code(
+        "saga.unknown",
+        404,
+        "No saga of that type is declared on this server (`[[sagas]]` in runnel.toml).",
+    ),
+    code(
         "schema.data_not_json",
         400,
         "A type with a schema got data that is not JSON.",

@@ -41,6 +41,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
+mod sagas;
 pub mod server;
 #[cfg(feature = "test-util")]
 pub mod test_certs;

@@ -4,9 +4,14 @@
 //! (publishes, duplicate publishes, HTTP acks and their delivery→ack latency) are recorded
 //! as they happen; what the runtime knows (group counters, lag, DLQ depth) is read at scrape
 //! time, so a scrape shows the state of that moment. Each server owns its own recorder (no
-//! global one), so several servers in one test process do not mix their figures.
+//! global one), so several servers in one test process do not mix their figures — except
+//! what other crates record through the `metrics` facade (the saga driver's
+//! `runnel_saga_*`): [`Metrics::install_global`] makes one server's recorder the process's,
+//! the first server of a process that runs sagas (`runnel serve` has one).
 
-use metrics::{Key, Label, Metadata, Recorder};
+use std::sync::Arc;
+
+use metrics::{Key, KeyName, Label, Metadata, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
@@ -18,13 +23,16 @@ static META: Metadata<'static> =
 /// Seconds from a message being handed to an HTTP consumer to its ack.
 pub const HANDLER_LATENCY: &str = "runnel_handler_latency_seconds";
 
+/// Seconds from a saga instance's start to its outcome (recorded by `runnel-saga`).
+pub const SAGA_DURATION: &str = "runnel_saga_duration_seconds";
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
 /// The server's metrics.
 pub struct Metrics {
-    recorder: PrometheusRecorder,
+    recorder: Arc<PrometheusRecorder>,
     handle: PrometheusHandle,
 }
 
@@ -78,10 +86,23 @@ impl Metrics {
         // A non-empty constant list cannot fail; fall back to summaries if it ever did.
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full(HANDLER_LATENCY.into()), LATENCY_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(SAGA_DURATION.into()), LATENCY_BUCKETS)
+            })
             .map(PrometheusBuilder::build_recorder)
             .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
         let handle = recorder.handle();
-        Self { recorder, handle }
+        Self {
+            recorder: Arc::new(recorder),
+            handle,
+        }
+    }
+
+    /// Makes this recorder the process's global one, so that `/metrics` renders what other
+    /// crates record through the `metrics` facade. False if the process has one already
+    /// (another server's, or the embedding program's).
+    pub fn install_global(&self) -> bool {
+        metrics::set_global_recorder(SharedRecorder(self.recorder.clone())).is_ok()
     }
 
     fn counter(&self, name: &'static str, pairs: &[(&'static str, &str)]) -> metrics::Counter {
@@ -208,6 +229,30 @@ impl Metrics {
             }
         }
         self.handle.render()
+    }
+}
+
+/// A server's recorder shared as the process's global one.
+struct SharedRecorder(Arc<PrometheusRecorder>);
+
+impl Recorder for SharedRecorder {
+    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.0.describe_counter(key, unit, description)
+    }
+    fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.0.describe_gauge(key, unit, description)
+    }
+    fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.0.describe_histogram(key, unit, description)
+    }
+    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> metrics::Counter {
+        self.0.register_counter(key, metadata)
+    }
+    fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> metrics::Gauge {
+        self.0.register_gauge(key, metadata)
+    }
+    fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> metrics::Histogram {
+        self.0.register_histogram(key, metadata)
     }
 }
 

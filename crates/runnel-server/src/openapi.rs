@@ -14,7 +14,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, ObjectBuilder, Required, ResponseBuilder, Type};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, events, features, groups, ops, trace};
+use crate::routes::{admin, events, features, groups, ops, sagas, trace};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -48,6 +48,9 @@ use crate::routes::{admin, events, features, groups, ops, trace};
         features::describe_feature,
         features::get_feature_value,
         features::point_in_time,
+        sagas::list_sagas,
+        sagas::get_saga,
+        sagas::retry_saga,
         ops::healthz,
         ops::readyz,
         ops::metrics,
@@ -62,6 +65,7 @@ use crate::routes::{admin, events, features, groups, ops, trace};
         (name = "dlq", description = "Dead-letter queues (admin)"),
         (name = "trace", description = "One workflow's events across streams (admin)"),
         (name = "features", description = "Feature sets: pipelines and the online feature store"),
+        (name = "sagas", description = "Saga instances of `[[sagas]]`: list, show, retry (admin)"),
         (name = "registry", description = "Schema registry, Confluent-compatible"),
         (name = "operations", description = "Health, readiness, metrics"),
     )

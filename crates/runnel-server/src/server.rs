@@ -44,6 +44,8 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot run the sagas: {0}")]
+    Saga(#[from] runnel_saga::SagaError),
     #[error("the server failed: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -57,6 +59,8 @@ pub struct App {
     trace_index: Option<JoinHandle<()>>,
     /// The server id of `<data_dir>/server-id`, when this server holds it.
     instance_id: Option<String>,
+    /// Runs the `[[sagas]]` drivers (see [`App::run_sagas`]).
+    saga_drivers: Option<JoinHandle<()>>,
     /// Holds `<data_dir>/server-id` locked while this server runs.
     _identity: Option<std::fs::File>,
 }
@@ -129,6 +133,7 @@ impl App {
             keys,
             config,
             features,
+            sagas: std::sync::OnceLock::new(),
         }));
         let sweeper = tokio::spawn(sweep_idle(state.clone(), idle));
         let trace_index = state
@@ -140,8 +145,31 @@ impl App {
             sweeper,
             trace_index,
             instance_id,
+            saga_drivers: None,
             _identity: lock,
         })
+    }
+
+    /// Runs `sagas` (validated `[[sagas]]` tables) on this server from now until it stops:
+    /// a driver per saga with the server's instance id, and the `/v1/sagas` routes over
+    /// them. Once per application; a second call is refused.
+    pub fn run_sagas(&mut self, sagas: Vec<runnel_saga::Saga>) -> Result<(), ServerError> {
+        let view = runnel_saga::Sagas::new(&self.state.runnel, sagas.clone())?;
+        if self.state.sagas.set(view).is_err() {
+            return Err(ConfigError::Invalid("the sagas are already running".into()).into());
+        }
+        if !sagas.is_empty() {
+            if !self.state.metrics.install_global() {
+                tracing::info!(
+                    "another metrics recorder is the process's: runnel_saga_* metrics are not in this server's /metrics"
+                );
+            }
+            self.saga_drivers = Some(tokio::spawn(crate::sagas::run_saga_drivers(
+                self.state.clone(),
+                sagas,
+            )));
+        }
+        Ok(())
     }
 
     /// Every route.
@@ -184,6 +212,10 @@ impl App {
             // It sees the shutdown and stops its consumer (committing what is indexed).
             let _ = tokio::time::timeout(Duration::from_secs(30), index).await;
         }
+        if let Some(drivers) = self.saga_drivers.take() {
+            // They see the shutdown and stop (committing what they applied).
+            let _ = tokio::time::timeout(Duration::from_secs(30), drivers).await;
+        }
         self.state.consumers.stop_all().await;
         self.state.runnel.backend().close().await?;
         Ok(())
@@ -195,6 +227,9 @@ impl Drop for App {
         self.sweeper.abort();
         if let Some(index) = &self.trace_index {
             index.abort();
+        }
+        if let Some(drivers) = &self.saga_drivers {
+            drivers.abort();
         }
     }
 }

@@ -28,6 +28,9 @@ pub struct RunnelConfig {
     /// `[[features]]`: feature pipelines run beside the server, one per table.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub features: Vec<FeatureSpec>,
+    /// `[[sagas]]`: saga types the server runs (see docs/sagas.md and `crate::saga_config`).
+    #[serde(default)]
+    pub sagas: Vec<runnel_saga::SagaSpec>,
 }
 
 /// The key of the `[[features]]` tables (not in the defaults: there are none by default).
@@ -142,6 +145,7 @@ impl RunnelConfig {
         self.storage
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        crate::saga_config::validate(&self.sagas)?;
         validate_features(&self.features).map_err(|errors| {
             ConfigError::Invalid(
                 errors
@@ -180,6 +184,7 @@ impl RunnelConfig {
             server: self.server.redacted(),
             storage: self.storage.redacted(),
             features: self.features.clone(),
+            sagas: self.sagas.clone(),
         }
     }
 
@@ -198,8 +203,10 @@ impl RunnelConfig {
     /// what `runnel serve` runs. The server stops the pipelines when it stops.
     pub async fn bind(self) -> anyhow::Result<Server> {
         self.validate()?;
+        let sagas = crate::saga_config::validate(&self.sagas)?;
         let backend = self.open_backend().await?;
-        let app = App::open(self.server, backend)?;
+        let mut app = App::open(self.server, backend)?;
+        app.run_sagas(sagas)?;
         let server = Server::with_app(app).await?;
         for spec in self.features {
             let name = spec.name.clone();
@@ -566,6 +573,7 @@ mod tests {
                 ..BackendSettings::default()
             },
             features: Vec::new(),
+            sagas: Vec::new(),
         };
         let text = config.redacted().to_toml();
         assert!(!text.contains("0123456789abcdef"));

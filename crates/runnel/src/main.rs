@@ -10,6 +10,7 @@ mod consumer_child;
 mod demo;
 mod log_writer;
 mod measure;
+mod saga_config;
 mod serve;
 
 use std::process::ExitCode;
@@ -79,6 +80,11 @@ enum Command {
     Features {
         #[command(subcommand)]
         command: cli::features::FeaturesCommand,
+    },
+    /// List, show and retry instances of the server's `[[sagas]]` (`GET /v1/sagas`).
+    Saga {
+        #[command(subcommand)]
+        command: cli::saga::SagaCommand,
     },
     /// Inspect the configuration.
     Config {
@@ -172,6 +178,7 @@ fn main() -> ExitCode {
         Command::Schema { command } => cli::schema::run(command),
         Command::Trace(args) => cli::trace::trace(args),
         Command::Features { command } => cli::features::run(command),
+        Command::Saga { command } => cli::saga::run(command),
         Command::Config {
             command: ConfigCommand::Show(args),
         } => serve::show(args),

@@ -12,6 +12,7 @@ pub mod features;
 pub mod groups;
 pub mod ops;
 pub mod registry;
+pub mod sagas;
 pub mod trace;
 
 use std::ops::Deref;
@@ -23,6 +24,7 @@ use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post, put};
 use runnel_envelope::Limits;
 use runnel_runtime::Runnel;
+use runnel_saga::Sagas;
 use runnel_schema::SchemaRegistry;
 
 use crate::auth::{self, Keys};
@@ -45,6 +47,8 @@ pub struct Shared {
     pub shutdown: Shutdown,
     pub keys: Arc<Keys>,
     pub features: Features,
+    /// The `[[sagas]]` the server runs, once [`crate::App::run_sagas`] was called.
+    pub sagas: std::sync::OnceLock<Sagas>,
 }
 
 impl Deref for AppState {
@@ -94,6 +98,9 @@ pub fn router(state: AppState) -> Router {
             get(admin::get_dlq_entry).delete(admin::delete_dlq_entry),
         )
         .route("/v1/trace/{correlationid}", get(trace::get_trace))
+        .route("/v1/sagas", get(sagas::list_sagas))
+        .route("/v1/sagas/{id}", get(sagas::get_saga))
+        .route("/v1/sagas/{id}/retry", post(sagas::retry_saga))
         .with_state(state.clone())
         .merge(features_router(state.clone()));
     let registry = registry::router(state.registry.clone()).layer(from_fn(auth::registry_guard));

@@ -71,6 +71,7 @@ async fn run_all(args: HttpBenchArgs) -> anyhow::Result<()> {
             ..BackendSettings::default()
         },
         features: Vec::new(),
+        sagas: Vec::new(),
     };
     let server = config.bind().await.context("starting the server")?;
     let addr = server.local_addr()?;

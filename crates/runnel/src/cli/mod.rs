@@ -25,6 +25,7 @@ pub mod inspect;
 pub mod local;
 pub mod manage;
 pub mod publish;
+pub mod saga;
 pub mod schema;
 pub mod trace;
 
