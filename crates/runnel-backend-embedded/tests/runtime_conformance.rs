@@ -19,9 +19,21 @@ fn harness_with(fsync: FsyncPolicy) -> impl BackendHarness {
             ..EmbeddedConfig::new(dir.path())
         };
         async move {
-            let backend = EmbeddedBackend::open(config)
-                .await
-                .expect("open the embedded backend");
+            // A test that aborts its tasks ("a crash") reopens while an operation of the
+            // aborted ones may still hold the previous metadata store for a moment.
+            let mut tries = 0;
+            let backend = loop {
+                match EmbeddedBackend::open(config.clone()).await {
+                    Ok(backend) => break backend,
+                    Err(runnel_backend::BackendError::Unavailable(reason))
+                        if reason.contains("already open") && tries < 100 =>
+                    {
+                        tries += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                    Err(error) => panic!("open the embedded backend: {error}"),
+                }
+            };
             Arc::new(backend) as Arc<dyn Backend>
         }
     })
