@@ -73,6 +73,11 @@ fn saga_error(error: SagaError) -> ApiError {
     }
 }
 
+/// The server's sagas, asked for instance `id`: with no `[[sagas]]` no instance exists.
+fn sagas_holding<'a>(state: &'a AppState, id: &str) -> Result<&'a runnel_saga::Sagas, ApiError> {
+    crate::sagas::view(state).ok_or_else(|| saga_error(SagaError::NotFound(id.to_string())))
+}
+
 /// Instances of the server's sagas.
 #[utoipa::path(
     get,
@@ -136,8 +141,7 @@ pub async fn get_saga(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<runnel_saga::Instance>, ApiError> {
     caller.require_admin()?;
-    let sagas =
-        crate::sagas::view(&state).ok_or_else(|| saga_error(SagaError::NotFound(id.clone())))?;
+    let sagas = sagas_holding(&state, &id)?;
     sagas.get(&id).await.map(Json).map_err(saga_error)
 }
 
@@ -163,7 +167,6 @@ pub async fn retry_saga(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<runnel_saga::Instance>, ApiError> {
     caller.require_admin()?;
-    let sagas =
-        crate::sagas::view(&state).ok_or_else(|| saga_error(SagaError::NotFound(id.clone())))?;
+    let sagas = sagas_holding(&state, &id)?;
     sagas.retry(&id).await.map(Json).map_err(saga_error)
 }

@@ -6,8 +6,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
 use super::{
-    CheckFailed, ClientArgs, UsageError, cell, print_json, print_table, progress_on_terminal,
-    segment,
+    CheckFailed, ClientArgs, UsageError, cell, print_fields_table, print_json,
+    progress_on_terminal, segment,
 };
 
 #[derive(Debug, Subcommand)]
@@ -160,32 +160,17 @@ fn list(args: ListArgs) -> anyhow::Result<()> {
         return outln!("{}", api.get_text(&path)?.trim_end());
     }
     let page = api.get(&path)?;
-    let entries = page["entries"].as_array().cloned().unwrap_or_default();
-    let rows: Vec<Vec<String>> = entries
-        .iter()
-        .map(|e| {
-            vec![
-                cell(&e["id"]),
-                cell(&e["event_type"]),
-                cell(&e["event_id"]),
-                cell(&e["class"]),
-                cell(&e["attempts"]),
-                cell(&e["reason"]),
-                cell(&e["dead_lettered_at"]),
-            ]
-        })
-        .collect();
-    print_table(
+    print_fields_table(
+        &page["entries"],
         &[
-            "id",
-            "type",
-            "event id",
-            "class",
-            "attempts",
-            "reason",
-            "dead-lettered at",
+            ("id", "id"),
+            ("type", "event_type"),
+            ("event id", "event_id"),
+            ("class", "class"),
+            ("attempts", "attempts"),
+            ("reason", "reason"),
+            ("dead-lettered at", "dead_lettered_at"),
         ],
-        &rows,
     )?;
     if let Some(next) = page["next"].as_str() {
         outln!("(more: the next page is --after {next})")?;

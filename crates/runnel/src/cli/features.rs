@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Map, Value, json};
 
-use super::{ClientArgs, UsageError, cell, print_json, print_table, segment};
+use super::{ClientArgs, UsageError, cell, print_fields_table, print_json, print_table, segment};
 
 #[derive(Debug, Subcommand)]
 pub enum FeaturesCommand {
@@ -198,38 +198,19 @@ fn show(args: ShowArgs) -> anyhow::Result<()> {
         lines.push(format!("last error:   {error}"));
     }
     super::write_line(&lines.join("\n"))?;
-    let rows: Vec<Vec<String>> = set["partitions"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|p| {
-            vec![
-                cell(&p["stream"]),
-                cell(&p["partition"]),
-                cell(&p["next_offset"]),
-                cell(&p["watermark"]),
-                cell(&p["watermark_lag_seconds"]),
-                cell(&p["open_windows"]),
-                cell(&p["state_bytes"]),
-                cell(&p["too_late"]),
-                cell(&p["results"]),
-            ]
-        })
-        .collect();
-    print_table(
+    print_fields_table(
+        &set["partitions"],
         &[
-            "stream",
-            "partition",
-            "next_offset",
-            "watermark",
-            "lag_s",
-            "open_windows",
-            "state_bytes",
-            "too_late",
-            "results",
+            ("stream", "stream"),
+            ("partition", "partition"),
+            ("next_offset", "next_offset"),
+            ("watermark", "watermark"),
+            ("lag_s", "watermark_lag_seconds"),
+            ("open_windows", "open_windows"),
+            ("state_bytes", "state_bytes"),
+            ("too_late", "too_late"),
+            ("results", "results"),
         ],
-        &rows,
     )
 }
 

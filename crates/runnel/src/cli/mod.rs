@@ -237,6 +237,25 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()>
     write_line(&table.join("\n"))
 }
 
+/// Prints one row per JSON object of `items` (an array; anything else prints the headers
+/// alone), a column per `(header, field)` with the field's value as [`cell`] shows it.
+pub fn print_fields_table(items: &Value, columns: &[(&str, &str)]) -> anyhow::Result<()> {
+    let rows: Vec<Vec<String>> = items
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|item| {
+            columns
+                .iter()
+                .map(|(_, field)| cell(&item[*field]))
+                .collect()
+        })
+        .collect();
+    let headers: Vec<&str> = columns.iter().map(|(header, _)| *header).collect();
+    print_table(&headers, &rows)
+}
+
 /// Whether progress bars should be drawn (stderr is a terminal).
 pub fn progress_on_terminal() -> bool {
     std::io::stderr().is_terminal()

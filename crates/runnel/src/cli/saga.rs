@@ -4,7 +4,7 @@
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
-use super::{ClientArgs, cell, print_json, print_table, segment};
+use super::{ClientArgs, cell, print_fields_table, print_json, segment};
 
 #[derive(Debug, Subcommand)]
 pub enum SagaCommand {
@@ -62,22 +62,16 @@ fn list(args: ListArgs) -> anyhow::Result<()> {
     if args.client.json {
         return print_json(&view);
     }
-    let rows: Vec<Vec<String>> = view["instances"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .map(|i| {
-            vec![
-                cell(&i["id"]),
-                cell(&i["saga"]),
-                cell(&i["state"]),
-                cell(&i["step"]),
-                cell(&i["reason"]),
-            ]
-        })
-        .collect();
-    print_table(&["id", "saga", "state", "step", "reason"], &rows)
+    print_fields_table(
+        &view["instances"],
+        &[
+            ("id", "id"),
+            ("saga", "saga"),
+            ("state", "state"),
+            ("step", "step"),
+            ("reason", "reason"),
+        ],
+    )
 }
 
 fn show(args: ShowArgs, retry: bool) -> anyhow::Result<()> {
