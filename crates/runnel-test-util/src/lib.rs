@@ -64,6 +64,10 @@ macro_rules! conformance_tests {
             headers_keys_and_values_round_trip_byte_for_byte,
             empty_group_bucket_and_key_are_invalid,
             calls_after_close_fail_with_closed,
+            a_deleted_stream_is_gone_and_created_again_starts_empty,
+            a_wait_on_a_deleted_stream_ends_with_unknown_stream,
+            deleting_a_groups_offsets_leaves_other_groups_alone,
+            kv_delete_prefix_removes_whole_segments_only,
         }
     };
 }
