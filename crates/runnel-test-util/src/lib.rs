@@ -112,6 +112,8 @@ macro_rules! runtime_conformance_tests {
             a_clean_stop_counts_no_crash_against_unsettled_deliveries,
             the_trace_index_answers_a_workflow_across_streams_in_causal_order,
             a_relay_keeps_the_attempts_it_handed_out_and_no_others,
+            a_group_in_use_is_deleted_only_when_forced_and_its_consumers_end,
+            a_stream_in_use_is_deleted_only_when_forced_and_published_to_again,
         }
         $crate::__conformance_group! { $harness; schemas;
             a_publish_is_validated_and_rejected_with_every_failing_path,
