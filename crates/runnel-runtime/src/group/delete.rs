@@ -3,8 +3,10 @@
 //! A group is in use while a consumer instance runs it (a live membership: in this process,
 //! another, or a server's HTTP consumer). A stream is in use while a group reads it: its
 //! filter matches the stream's events (a group's own replay stream counts for that group),
-//! or a consumer holds a lease on one of its partitions. Runnel's own groups and streams
-//! ([`internal_group`], [`internal_stream`]) are refused unless forced too.
+//! or a consumer holds a lease on one of its partitions — except the correlation index
+//! (`trace-index`), which reads every stream by design and loses nothing but the entries of
+//! events that are gone. Runnel's own groups and streams ([`internal_group`],
+//! [`internal_stream`]) are refused unless forced too.
 //!
 //! What runs in this process stops first, as a clean stop does (workers commit what is
 //! done), then the data goes, so nothing it writes while stopping is left behind. Consumers
@@ -180,7 +182,7 @@ impl Runnel {
     }
 
     /// The groups that read a stream: by their filter, or by a lease on one of its
-    /// partitions. Sorted, each once.
+    /// partitions; not the correlation index, which reads every stream. Sorted, each once.
     async fn stream_readers(&self, stream: &StreamName) -> Result<Vec<String>> {
         let mut groups: Vec<String> = self
             .list_groups()
@@ -202,6 +204,7 @@ impl Runnel {
                 groups.push(group.to_string());
             }
         }
+        groups.retain(|group| group != TRACE_GROUP);
         groups.sort();
         groups.dedup();
         Ok(groups)
