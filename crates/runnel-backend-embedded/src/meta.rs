@@ -680,7 +680,9 @@ impl Write for DeleteOffsets {
     fn apply(&self, writes: &mut Writes<'_>, _now: Micros) -> Result<usize> {
         let path = writes.path;
         let removed = match self {
-            DeleteOffsets::OnStream(stream) => remove_offsets_on(&mut writes.offsets, path, stream)?,
+            DeleteOffsets::OnStream(stream) => {
+                remove_offsets_on(&mut writes.offsets, path, stream)?
+            }
             DeleteOffsets::OfGroup(group) => {
                 let mut doomed: Vec<(String, u32)> = Vec::new();
                 {

@@ -539,7 +539,11 @@ impl Bucket {
     /// Removes for good every key whose encoded form matches `key_filter` (a subject
     /// filter below the bucket: `a.b.>`), with one purge; returns how many of them were live
     /// at `now`.
-    pub async fn purge_matching(&self, key_filter: &str, now: Micros) -> Result<usize, BackendError> {
+    pub async fn purge_matching(
+        &self,
+        key_filter: &str,
+        now: Micros,
+    ) -> Result<usize, BackendError> {
         let subjects = format!("$KV.{}.{key_filter}", self.name);
         let live = self
             .list(subjects.clone())

@@ -187,18 +187,14 @@ impl Partition {
 
     /// Start offset and high watermark, from the server.
     pub async fn bounds(&self) -> Result<(u64, u64, u64), BackendError> {
-        let info = self
-            .handle
-            .get_info()
-            .await
-            .map_err(|e| {
-                // Deleted (by another process): the stream is gone, not the engine broken.
-                if is_not_found(&e) {
-                    self.gone()
-                } else {
-                    engine(format!("reading the state of {}", self.at()), e)
-                }
-            })?;
+        let info = self.handle.get_info().await.map_err(|e| {
+            // Deleted (by another process): the stream is gone, not the engine broken.
+            if is_not_found(&e) {
+                self.gone()
+            } else {
+                engine(format!("reading the state of {}", self.at()), e)
+            }
+        })?;
         let state = info.state;
         let high = state.last_sequence;
         let start = if state.messages == 0 {

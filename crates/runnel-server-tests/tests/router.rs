@@ -975,13 +975,21 @@ async fn a_stream_a_group_reads_is_deleted_only_when_forced() {
 
     let refused = delete(&router, "/v1/streams/order").await;
     assert_problem(&refused, 409, "stream.in_use");
-    assert_eq!(refused.body["groups"], json!(["billing"]), "{}", refused.text);
+    assert_eq!(
+        refused.body["groups"],
+        json!(["billing"]),
+        "{}",
+        refused.text
+    );
     assert!(
         refused.text.contains("billing") && refused.text.contains("force"),
         "{}",
         refused.text
     );
-    assert_eq!(get(&router, "/v1/streams/order").await.status, StatusCode::OK);
+    assert_eq!(
+        get(&router, "/v1/streams/order").await.status,
+        StatusCode::OK
+    );
 
     // Read by no group but the correlation index (on by default): deleted at once.
     let unread = delete(&router, "/v1/streams/payment").await;
@@ -994,13 +1002,21 @@ async fn a_stream_a_group_reads_is_deleted_only_when_forced() {
 
     let forced = delete(&router, "/v1/streams/order?force=true").await;
     assert_eq!(forced.status, StatusCode::NO_CONTENT, "{}", forced.text);
-    assert_problem(&get(&router, "/v1/streams/order").await, 404, "stream.unknown");
+    assert_problem(
+        &get(&router, "/v1/streams/order").await,
+        404,
+        "stream.unknown",
+    );
     assert_problem(
         &delete(&router, "/v1/streams/order").await,
         404,
         "stream.unknown",
     );
-    assert_problem(&delete(&router, "/v1/streams/..%2Fx").await, 400, "name.invalid");
+    assert_problem(
+        &delete(&router, "/v1/streams/..%2Fx").await,
+        400,
+        "name.invalid",
+    );
     assert_problem(
         &delete(&router, "/v1/streams/order?force=maybe").await,
         400,
@@ -1031,11 +1047,18 @@ async fn a_group_with_a_running_consumer_is_deleted_only_when_forced() {
     assert_problem(&refused, 409, "group.in_use");
     let consumers = refused.body["consumers"].as_array().expect("consumers");
     assert_eq!(consumers.len(), 1, "{}", refused.text);
-    assert_eq!(get(&router, "/v1/groups/billing").await.status, StatusCode::OK);
+    assert_eq!(
+        get(&router, "/v1/groups/billing").await.status,
+        StatusCode::OK
+    );
 
     let forced = delete(&router, "/v1/groups/billing?force=true").await;
     assert_eq!(forced.status, StatusCode::NO_CONTENT, "{}", forced.text);
-    assert_problem(&get(&router, "/v1/groups/billing").await, 404, "group.unknown");
+    assert_problem(
+        &get(&router, "/v1/groups/billing").await,
+        404,
+        "group.unknown",
+    );
     assert_problem(
         &delete(&router, "/v1/groups/billing").await,
         404,
@@ -1057,7 +1080,11 @@ async fn a_group_with_a_running_consumer_is_deleted_only_when_forced() {
         409,
         "group.internal",
     );
-    assert_problem(&delete(&router, "/v1/groups/..%2Fx").await, 400, "name.invalid");
+    assert_problem(
+        &delete(&router, "/v1/groups/..%2Fx").await,
+        400,
+        "name.invalid",
+    );
 
     // Created again, the group starts over: nothing of the old one is left.
     put_group(&router, "billing", json!({"filter": "order.*"})).await;

@@ -1218,7 +1218,10 @@ pub async fn kv_delete_prefix_removes_whole_segments_only(h: &impl BackendHarnes
         .map(|e| e.key)
         .collect();
     assert_eq!(left, vec!["g", "gx/a"]);
-    assert!(b.kv_get("other", "g/a").await.unwrap().is_some(), "other buckets stay");
+    assert!(
+        b.kv_get("other", "g/a").await.unwrap().is_some(),
+        "other buckets stay"
+    );
     let revision = put("g/a", None).await;
     assert!(revision > 0, "a deleted key can be written again");
     assert_eq!(b.kv_delete_prefix(BUCKET, "g/").await.unwrap(), 1);

@@ -1208,10 +1208,13 @@ pub async fn a_group_in_use_is_deleted_only_when_forced_and_its_consumers_end(
         .run(collecting(seen.clone()))
         .await
         .expect("run audit");
-    eventually_async("audit handled everything and dead-lettered n = 0", || async {
-        runnel.lag("audit").await.expect("lag").total_events == 0
-            && keys_under(&runnel, "runnel_dlq", "audit/").await.len() == 1
-    })
+    eventually_async(
+        "audit handled everything and dead-lettered n = 0",
+        || async {
+            runnel.lag("audit").await.expect("lag").total_events == 0
+                && keys_under(&runnel, "runnel_dlq", "audit/").await.len() == 1
+        },
+    )
     .await;
     let mut tail = runnel
         .group("tail")
@@ -1224,7 +1227,10 @@ pub async fn a_group_in_use_is_deleted_only_when_forced_and_its_consumers_end(
 
     match runnel.delete_group("audit", false).await {
         Err(RuntimeError::GroupInUse { group, consumers }) => {
-            assert_eq!((group.as_str(), consumers), ("audit", vec!["handler".to_string()]));
+            assert_eq!(
+                (group.as_str(), consumers),
+                ("audit", vec!["handler".to_string()])
+            );
         }
         other => panic!("expected GroupInUse, got {other:?}"),
     }
@@ -1272,7 +1278,10 @@ pub async fn a_group_in_use_is_deleted_only_when_forced_and_its_consumers_end(
         .expect("stopping an ended consumer returns")
         .expect("stop");
 
-    runnel.delete_group("tail", true).await.expect("delete tail");
+    runnel
+        .delete_group("tail", true)
+        .await
+        .expect("delete tail");
     let ended = tokio::time::timeout(Duration::from_secs(10), tail.next())
         .await
         .expect("the pull consumer's next returns");
@@ -1285,9 +1294,10 @@ pub async fn a_group_in_use_is_deleted_only_when_forced_and_its_consumers_end(
         .run(collecting(again.clone()))
         .await
         .expect("run audit again");
-    eventually("the new audit group handled every event from the start", || {
-        again.lock().expect("sink").len() == 10
-    })
+    eventually(
+        "the new audit group handled every event from the start",
+        || again.lock().expect("sink").len() == 10,
+    )
     .await;
     handler.stop().await.expect("stop");
     assert!(matches!(
@@ -1334,7 +1344,10 @@ pub async fn a_stream_in_use_is_deleted_only_when_forced_and_published_to_again(
         .expect("a stream no group reads is deleted");
     match runnel.delete_stream(&stream, false).await {
         Err(RuntimeError::StreamInUse { stream, groups }) => {
-            assert_eq!((stream.as_str(), groups), ("order", vec!["audit".to_string()]));
+            assert_eq!(
+                (stream.as_str(), groups),
+                ("order", vec!["audit".to_string()])
+            );
         }
         other => panic!("expected StreamInUse, got {other:?}"),
     }
@@ -1362,16 +1375,27 @@ pub async fn a_stream_in_use_is_deleted_only_when_forced_and_published_to_again(
     ));
     for n in 100..103 {
         let event = numbered_event(&clock, "order.placed", &format!("k{n}"), n);
-        runnel.publish(event).await.expect("publish after the deletion");
+        runnel
+            .publish(event)
+            .await
+            .expect("publish after the deletion");
     }
-    assert_eq!(stream_total(&runnel, &stream).await, 3, "created again, empty");
+    assert_eq!(
+        stream_total(&runnel, &stream).await,
+        3,
+        "created again, empty"
+    );
     eventually("audit handled the new events", || {
         seen.lock().expect("sink").len() == 8
     })
     .await;
     let mut got = seen.lock().expect("sink").clone();
     got.sort_unstable();
-    assert_eq!(got, vec![1, 2, 3, 4, 5, 100, 101, 102], "nothing twice, nothing old");
+    assert_eq!(
+        got,
+        vec![1, 2, 3, 4, 5, 100, 101, 102],
+        "nothing twice, nothing old"
+    );
     eventually_async("audit committed on the new stream", || async {
         runnel.lag("audit").await.expect("lag").total_events == 0
     })

@@ -1378,7 +1378,13 @@ fn streams_delete_and_groups_delete_refuse_what_is_in_use_unless_forced() {
     let server = TestServer::start();
     server.ok(&["groups", "create", "mailer", "--filter", "order.*"]);
     server.ok(&["publish", "--type", "order.placed", "--data", "{\"n\":1}"]);
-    server.ok(&["publish", "--type", "payment.charged", "--data", "{\"n\":1}"]);
+    server.ok(&[
+        "publish",
+        "--type",
+        "payment.charged",
+        "--data",
+        "{\"n\":1}",
+    ]);
 
     let output = server.run(&["streams", "delete", "order"]);
     assert_eq!(output.status.code(), Some(1), "{output:?}");

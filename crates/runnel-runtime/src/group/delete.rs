@@ -220,7 +220,10 @@ mod tests {
         assert_eq!(internal_group("trace-index"), Some("the correlation index"));
         assert_eq!(internal_group("saga-checkout"), Some("a saga driver"));
         assert_eq!(internal_group("features-spend"), Some("a feature pipeline"));
-        assert_eq!(internal_group("inference-fraud"), Some("an inference stage"));
+        assert_eq!(
+            internal_group("inference-fraud"),
+            Some("an inference stage")
+        );
         assert_eq!(internal_group("billing"), None);
         assert_eq!(internal_group("sagas"), None);
         let replay = StreamName::new("replay-billing").unwrap();

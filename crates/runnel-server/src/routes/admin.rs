@@ -12,8 +12,8 @@ use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, GroupPath};
 use crate::problem::{ApiError, Problem};
 use crate::views::{
-    CreateStream, DeleteQuery, DlqEntryView, DlqListQuery, DlqPageView, DlqPurgeQuery, PurgeResponse,
-    ReplayReportView, ReplayRequest, StreamView,
+    CreateStream, DeleteQuery, DlqEntryView, DlqListQuery, DlqPageView, DlqPurgeQuery,
+    PurgeResponse, ReplayReportView, ReplayRequest, StreamView,
 };
 
 /// Entries per DLQ page when `limit` is not given.

@@ -17,8 +17,8 @@ use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery, GroupPath};
 use crate::problem::{ApiError, Problem};
 use crate::views::{
-    AckRequest, AckResponse, ConsumerView, DeleteQuery, CountersView, DlqDepthView, GroupSpec, GroupView,
-    LagView, MessageView, NackRequest, NackResponse, PullRequest, PullResponse,
+    AckRequest, AckResponse, ConsumerView, CountersView, DeleteQuery, DlqDepthView, GroupSpec,
+    GroupView, LagView, MessageView, NackRequest, NackResponse, PullRequest, PullResponse,
 };
 
 /// The longest `reason` a nack may give, in bytes.
