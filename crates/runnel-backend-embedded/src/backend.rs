@@ -19,7 +19,9 @@ use tokio::task::JoinHandle;
 use crate::config::EmbeddedConfig;
 use crate::error::from_log;
 use crate::group_commit::GroupCommit;
-use crate::meta::{CommitOffset, KvDelete, KvPut, Meta, StoredStream};
+use crate::meta::{
+    CommitOffset, DeleteOffsets, KvDelete, KvDeletePrefix, KvPut, Meta, StoredStream,
+};
 use crate::readers::{ReaderCache, ReaderCounts};
 use crate::sync::{lock, read, write};
 
@@ -85,6 +87,8 @@ struct Stream {
     name: StreamName,
     stored: StoredStream,
     partitions: Vec<StreamPartition>,
+    /// Set when the stream is deleted: waits on it end with `UnknownStream`.
+    deleted: watch::Sender<bool>,
 }
 
 /// One partition of a stream: its log and the readers kept open on it.
@@ -116,10 +120,70 @@ fn streams_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("streams")
 }
 
+fn stream_dir(data_dir: &Path, stream: &StreamName) -> PathBuf {
+    streams_dir(data_dir).join(stream.as_str())
+}
+
+/// Directories of deleted streams are renamed to this prefix (no stream name starts with
+/// `.`) and then removed; what a crash left of them is removed at the next open.
+const DELETED_PREFIX: &str = ".deleted-";
+
+/// Renames a stream's directory out of the way, then removes it. Blocking.
+fn remove_stream_dir(data_dir: &Path, stream: &StreamName) -> Result<()> {
+    let dir = stream_dir(data_dir, stream);
+    if !dir.exists() {
+        return Ok(());
+    }
+    static DELETIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let n = DELETIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let trash = streams_dir(data_dir).join(format!("{DELETED_PREFIX}{stream}-{nanos}-{n}"));
+    std::fs::rename(&dir, &trash).map_err(|e| {
+        BackendError::Engine(format!(
+            "moving {} to {} to delete it: {e}",
+            dir.display(),
+            trash.display()
+        ))
+    })?;
+    std::fs::remove_dir_all(&trash)
+        .map_err(|e| BackendError::Engine(format!("removing {}: {e}", trash.display())))
+}
+
+/// Removes what deletions interrupted by a crash left (renamed directories). Blocking.
+fn remove_deleted_leftovers(data_dir: &Path) -> Result<()> {
+    let dir = streams_dir(data_dir);
+    let entries = std::fs::read_dir(&dir)
+        .map_err(|e| BackendError::Engine(format!("listing {}: {e}", dir.display())))?;
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.starts_with(DELETED_PREFIX))
+        {
+            let path = entry.path();
+            std::fs::remove_dir_all(&path)
+                .map_err(|e| BackendError::Engine(format!("removing {}: {e}", path.display())))?;
+        }
+    }
+    Ok(())
+}
+
 fn partition_dir(data_dir: &Path, stream: &StreamName, partition: Partition) -> PathBuf {
     streams_dir(data_dir)
         .join(stream.as_str())
         .join(partition.to_string())
+}
+
+/// `kv_delete_prefix` takes whole segments: `a/b/`, never `a/b` (which would take `a/bc`).
+fn prefix_ends_a_segment(prefix: &str) -> Result<()> {
+    if prefix.len() < 2 || !prefix.ends_with('/') {
+        return Err(BackendError::Invalid(format!(
+            "a key prefix to delete must be whole segments ending with `/`, got `{prefix}`"
+        )));
+    }
+    Ok(())
 }
 
 fn non_empty(what: &str, value: &str) -> Result<()> {
@@ -180,6 +244,7 @@ impl Shared {
             name: name.clone(),
             stored,
             partitions,
+            deleted: watch::channel(false).0,
         })
     }
 
@@ -272,6 +337,7 @@ impl EmbeddedBackend {
             std::fs::create_dir_all(streams_dir(dir)).map_err(|e| {
                 BackendError::Engine(format!("creating {}: {e}", streams_dir(dir).display()))
             })?;
+            remove_deleted_leftovers(dir)?;
             let meta = Arc::new(Meta::open(&dir.join("meta.redb"))?);
             let stored = meta.streams()?;
             let writes = GroupCommit::start(meta.clone(), config.clock.clone())?;
@@ -392,8 +458,11 @@ impl Backend for EmbeddedBackend {
             let shared = shared.clone();
             let name = name.clone();
             // Directories first, definition second: a crash in between leaves only empty
-            // partition directories that no stream names.
+            // partition directories that no stream names. A directory no definition names
+            // is what a crash left (of a creation, or of a deletion between removing the
+            // definition and the directory): the new stream starts empty, without it.
             blocking(move || {
+                remove_stream_dir(&shared.config.data_dir, &name)?;
                 let stream = shared.open_stream(&name, stored)?;
                 shared.meta.insert_stream(&name, &stream.stored)?;
                 Ok(Arc::new(stream))
@@ -403,6 +472,33 @@ impl Backend for EmbeddedBackend {
         let info = stream.info();
         write(&shared.streams).insert(name.clone(), stream);
         Ok(info)
+    }
+
+    /// Takes the stream out of the map (later calls find no stream) and wakes its waiters,
+    /// removes every group's offsets on it (through the writer, after the commits already
+    /// queued), then its definition (and any offset committed in between), then its
+    /// directory. Appends and reads already running finish on the logs they hold.
+    async fn delete_stream(&self, name: &StreamName) -> Result<()> {
+        let shared = self.shared()?;
+        let _creating = shared.creating.lock().await;
+        let stream = write(&shared.streams)
+            .remove(name)
+            .ok_or_else(|| BackendError::UnknownStream(name.clone()))?;
+        stream.deleted.send_replace(true);
+        for slot in &stream.partitions {
+            slot.readers.clear();
+        }
+        drop(stream);
+        shared
+            .writes
+            .submit(DeleteOffsets::OnStream(name.clone()))?
+            .await?;
+        let (store, name) = (shared.clone(), name.clone());
+        blocking(move || {
+            store.meta.delete_stream(&name)?;
+            remove_stream_dir(&store.config.data_dir, &name)
+        })
+        .await
     }
 
     async fn list_streams(&self) -> Result<Vec<StreamInfo>> {
@@ -495,14 +591,27 @@ impl Backend for EmbeddedBackend {
         offset: u64,
         timeout: Duration,
     ) -> Result<u64> {
-        // Hold only the watch while waiting, not the log: closing is not held up by waiters.
-        let mut watermark = self
-            .shared()?
-            .log(stream, partition)?
-            .high_watermark_watch();
-        match tokio::time::timeout(timeout, watermark.wait_beyond(offset)).await {
-            Ok(woken) => woken.map_err(|e| from_log(stream, partition, e)),
-            Err(_elapsed) => Ok(watermark.get()),
+        // Hold only the watches while waiting, not the log: closing is not held up by
+        // waiters.
+        let (mut watermark, mut deleted) = {
+            let state = self.shared()?.stream(stream)?;
+            let watermark = state.log(partition)?.high_watermark_watch();
+            (watermark, state.deleted.subscribe())
+        };
+        let gone = || BackendError::UnknownStream(stream.clone());
+        if *deleted.borrow_and_update() {
+            return Err(gone());
+        }
+        let woken = tokio::select! {
+            woken = tokio::time::timeout(timeout, watermark.wait_beyond(offset)) => Some(woken),
+            // Deleted (or its sender dropped with the stream): the stream is gone.
+            _ = deleted.wait_for(|d| *d) => None,
+        };
+        match woken {
+            None => Err(gone()),
+            Some(Ok(Err(_))) if *deleted.borrow() => Err(gone()),
+            Some(Ok(woken)) => woken.map_err(|e| from_log(stream, partition, e)),
+            Some(Err(_elapsed)) => Ok(watermark.get()),
         }
     }
 
@@ -539,6 +648,15 @@ impl Backend for EmbeddedBackend {
         })?;
         // Wait without holding the backend open.
         drop(shared);
+        answer.await
+    }
+
+    async fn delete_group_offsets(&self, group: &str) -> Result<usize> {
+        non_empty("a group name", group)?;
+        let answer = self
+            .shared()?
+            .writes
+            .submit(DeleteOffsets::OfGroup(group.to_string()))?;
         answer.await
     }
 
@@ -583,6 +701,16 @@ impl Backend for EmbeddedBackend {
             bucket: bucket.to_string(),
             key: key.to_string(),
             expect,
+        })?;
+        answer.await
+    }
+
+    async fn kv_delete_prefix(&self, bucket: &str, prefix: &str) -> Result<usize> {
+        non_empty("a bucket name", bucket)?;
+        prefix_ends_a_segment(prefix)?;
+        let answer = self.shared()?.writes.submit(KvDeletePrefix {
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
         })?;
         answer.await
     }

@@ -121,6 +121,22 @@ pub(crate) struct KvDelete {
     pub expect: Expect,
 }
 
+/// Deletes committed offsets: every one of `group` (when given), or every group's on
+/// `stream` (when given); answers how many were removed.
+#[derive(Debug, Clone)]
+pub(crate) enum DeleteOffsets {
+    OfGroup(String),
+    OnStream(StreamName),
+}
+
+/// Deletes every key of a bucket that starts with `prefix`; answers how many live ones
+/// there were.
+#[derive(Debug, Clone)]
+pub(crate) struct KvDeletePrefix {
+    pub bucket: String,
+    pub prefix: String,
+}
+
 /// The tables of one write transaction, open for a batch of [`Write`]s.
 pub(crate) struct Writes<'t> {
     path: &'t Path,
@@ -381,6 +397,25 @@ impl Meta {
         self.commit(txn, "creating a stream")
     }
 
+    /// Removes a stream's definition, and every group's committed offsets on it in the same
+    /// transaction.
+    pub fn delete_stream(&self, name: &StreamName) -> Result<()> {
+        let txn = self.write("deleting a stream")?;
+        {
+            let mut table = txn
+                .open_table(STREAMS)
+                .map_err(self.err("opening `streams`"))?;
+            table
+                .remove(name.as_str())
+                .map_err(self.err("deleting a stream"))?;
+            let mut offsets = txn
+                .open_table(GROUP_OFFSETS)
+                .map_err(self.err("opening `group_offsets`"))?;
+            remove_offsets_on(&mut offsets, &self.path, name)?;
+        }
+        self.commit(txn, "deleting a stream")
+    }
+
     pub fn committed_offset(
         &self,
         group: &str,
@@ -609,6 +644,115 @@ impl Write for KvDelete {
         }
         writes.changed = true;
         Ok(())
+    }
+}
+
+/// Removes every group's committed offsets on `stream` (a scan of the table: streams are
+/// deleted rarely, offsets are few). Returns how many.
+fn remove_offsets_on(
+    offsets: &mut Table<'_, OffsetKey, (u64, u64)>,
+    path: &Path,
+    stream: &StreamName,
+) -> Result<usize> {
+    let mut doomed: Vec<(String, u32)> = Vec::new();
+    for row in offsets
+        .iter()
+        .map_err(failed(path, "listing committed offsets"))?
+    {
+        let (key, _) = row.map_err(failed(path, "listing committed offsets"))?;
+        let (group, on, partition) = key.value();
+        if on == stream.as_str() {
+            doomed.push((group.to_string(), partition));
+        }
+    }
+    // (The iterator above has ended: its borrow of the table with it.)
+    for (group, partition) in &doomed {
+        offsets
+            .remove((group.as_str(), stream.as_str(), *partition))
+            .map_err(failed(path, "deleting a committed offset"))?;
+    }
+    Ok(doomed.len())
+}
+
+impl Write for DeleteOffsets {
+    type Output = usize;
+
+    fn apply(&self, writes: &mut Writes<'_>, _now: Micros) -> Result<usize> {
+        let path = writes.path;
+        let removed = match self {
+            DeleteOffsets::OnStream(stream) => {
+                remove_offsets_on(&mut writes.offsets, path, stream)?
+            }
+            DeleteOffsets::OfGroup(group) => {
+                let mut doomed: Vec<(String, u32)> = Vec::new();
+                {
+                    let rows = writes
+                        .offsets
+                        .range::<(&str, &str, u32)>((group.as_str(), "", 0)..)
+                        .map_err(failed(path, "listing committed offsets"))?;
+                    for row in rows {
+                        let (key, _) = row.map_err(failed(path, "listing committed offsets"))?;
+                        let (of, stream, partition) = key.value();
+                        if of != group.as_str() {
+                            break;
+                        }
+                        doomed.push((stream.to_string(), partition));
+                    }
+                }
+                for (stream, partition) in &doomed {
+                    writes
+                        .offsets
+                        .remove((group.as_str(), stream.as_str(), *partition))
+                        .map_err(failed(path, "deleting a committed offset"))?;
+                }
+                doomed.len()
+            }
+        };
+        writes.changed |= removed > 0;
+        Ok(removed)
+    }
+}
+
+impl Write for KvDeletePrefix {
+    type Output = usize;
+
+    fn apply(&self, writes: &mut Writes<'_>, now: Micros) -> Result<usize> {
+        let path = writes.path;
+        let bucket = self.bucket.as_str();
+        let mut doomed: Vec<(String, Option<Micros>)> = Vec::new();
+        let mut live = 0;
+        {
+            let rows = writes
+                .kv
+                .range::<(&str, &str)>((bucket, self.prefix.as_str())..)
+                .map_err(failed(path, "listing keys"))?;
+            for row in rows {
+                let (stored_key, stored) = row.map_err(failed(path, "listing keys"))?;
+                let (row_bucket, key) = stored_key.value();
+                if row_bucket != bucket || !key.starts_with(self.prefix.as_str()) {
+                    break;
+                }
+                let (_, expires_at, _) = stored.value();
+                if expires_at.is_none_or(|at| at > now) {
+                    live += 1;
+                }
+                doomed.push((key.to_string(), expires_at));
+            }
+        }
+        for (key, expires_at) in &doomed {
+            writes
+                .kv
+                .remove((bucket, key.as_str()))
+                .map_err(failed(path, "deleting a key"))?;
+            if let Some(at) = expires_at {
+                writes
+                    .expiry
+                    .remove((*at, bucket, key.as_str()))
+                    .map_err(failed(path, "updating `kv_expiry`"))?;
+            }
+        }
+        writes.changed |= !doomed.is_empty();
+        Ok(live)
     }
 }
 

@@ -24,9 +24,9 @@ use tokio::task::JoinHandle;
 
 use crate::acks::AckInbox;
 use crate::config::{Credentials, JetStreamConfig};
-use crate::error::engine;
+use crate::error::{engine, is_not_found};
 use crate::kv::{Bucket, Slot};
-use crate::names::{Names, encode_key, offset_key};
+use crate::names::{Names, encode_key, offset_key, offsets_of_group, offsets_on_stream};
 use crate::partition::Partition;
 use crate::shared::Shared;
 
@@ -57,8 +57,11 @@ struct Inner {
     names: Names,
     config: JetStreamConfig,
     closed: AtomicBool,
-    /// Stream definitions seen so far. Streams are never deleted through the trait and their
-    /// partition count is fixed, so a definition once read stays true.
+    /// Stream definitions seen so far. A partition count is fixed, so a definition once read
+    /// stays true until the stream is deleted: this process then forgets it at once; a
+    /// deletion by another process is noticed when the partition's JetStream stream is found
+    /// missing (waits end, the partition is forgotten) and at the next listing, which
+    /// replaces what is kept here.
     streams: Mutex<HashMap<StreamName, Arc<StreamMeta>>>,
     partitions: Mutex<HashMap<(StreamName, PartitionId), Arc<Partition>>>,
     streams_bucket: OnceCell<Bucket>,
@@ -391,8 +394,17 @@ impl JetStreamBackend {
                 partitions: meta.partitions,
             });
         }
-        if let Some(partition) = lock(&self.inner.partitions).get(&(name.clone(), id)) {
-            return Ok(partition.clone());
+        {
+            let mut partitions = lock(&self.inner.partitions);
+            match partitions.get(&(name.clone(), id)) {
+                Some(partition) if !partition.is_deleted() => return Ok(partition.clone()),
+                // Found deleted by another process, and the stream is defined again: a
+                // fresh partition for the new stream.
+                Some(_) => {
+                    partitions.remove(&(name.clone(), id));
+                }
+                None => {}
+            }
         }
         let handle = self
             .inner
@@ -551,6 +563,7 @@ impl JetStreamBackend {
         let bucket = self.streams_bucket().await?;
         let entries = bucket.scan("", None, usize::MAX, self.now()).await?;
         let mut streams = Vec::with_capacity(entries.len());
+        let mut fresh = HashMap::with_capacity(entries.len());
         for entry in entries {
             let name = StreamName::new(entry.key.clone()).map_err(|e| {
                 BackendError::Corrupt(format!("the stream definitions hold `{}`: {e}", entry.key))
@@ -559,14 +572,68 @@ impl JetStreamBackend {
                 BackendError::Corrupt(format!("the definition of stream `{name}`: {e}"))
             })?;
             let meta = Arc::new(meta);
-            lock(&self.inner.streams).insert(name.clone(), meta.clone());
+            fresh.insert(name.clone(), meta.clone());
             streams.push((name, meta));
         }
+        // Streams deleted by another process are forgotten here.
+        *lock(&self.inner.streams) = fresh;
+        lock(&self.inner.partitions).retain(|(name, _), partition| {
+            let listed = streams.iter().any(|(n, _)| n == name);
+            if !listed {
+                partition.mark_deleted();
+            }
+            listed
+        });
         let described =
             join_all(streams.iter().map(|(name, meta)| self.describe(name, meta))).await;
         let mut out = described.into_iter().collect::<Result<Vec<_>>>()?;
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    /// Partition streams first (a crash part way leaves the definition, so deleting again
+    /// finishes the job; a partition stream left without a definition would be taken up
+    /// again, records and all, by a stream created with the name), then every group's
+    /// offsets on it, then the definition, then offsets committed in between.
+    async fn do_delete_stream(&self, name: &StreamName) -> Result<()> {
+        let meta = self.meta(name).await?;
+        let forget = || {
+            lock(&self.inner.streams).remove(name);
+            let mut partitions = lock(&self.inner.partitions);
+            for id in 0..meta.partitions {
+                if let Some(partition) = partitions.remove(&(name.clone(), id)) {
+                    partition.mark_deleted();
+                }
+            }
+        };
+        forget();
+        let js = &self.inner.shared.js;
+        try_join_all((0..meta.partitions).map(|id| async move {
+            let stream = self.inner.names.partition_stream(name, id);
+            match js.delete_stream(&stream).await {
+                Ok(_) => Ok(()),
+                Err(error) if is_not_found(&error) => Ok(()),
+                Err(error) => Err(engine(
+                    format!("deleting stream `{name}` partition {id} (`{stream}`)"),
+                    error,
+                )),
+            }
+        }))
+        .await?;
+        let offsets = self.offsets_bucket().await?;
+        offsets
+            .purge_matching(&offsets_on_stream(name), self.now())
+            .await?;
+        self.streams_bucket()
+            .await?
+            .delete(name.as_str(), name.as_str(), Expect::Any, self.now())
+            .await?;
+        // A lookup in between may have cached the definition again.
+        forget();
+        offsets
+            .purge_matching(&offsets_on_stream(name), self.now())
+            .await?;
+        Ok(())
     }
 
     async fn do_read(
@@ -795,7 +862,7 @@ impl Backend for JetStreamBackend {
         let partition = self.settle(self.partition(stream, partition).await)?;
         let high = partition.wait_for_data(offset, timeout).await;
         self.check_open()?;
-        Ok(high)
+        high
     }
 
     async fn committed_offset(
@@ -824,6 +891,42 @@ impl Backend for JetStreamBackend {
             self.do_commit_offset(group, stream, partition, offset, expect)
                 .await,
         )
+    }
+
+    async fn delete_stream(&self, name: &StreamName) -> Result<()> {
+        self.check_open()?;
+        self.settle(self.do_delete_stream(name).await)
+    }
+
+    async fn delete_group_offsets(&self, group: &str) -> Result<usize> {
+        self.check_open()?;
+        Self::validate_group(group)?;
+        let result = async {
+            self.offsets_bucket()
+                .await?
+                .purge_matching(&offsets_of_group(group), self.now())
+                .await
+        }
+        .await;
+        self.settle(result)
+    }
+
+    async fn kv_delete_prefix(&self, bucket: &str, prefix: &str) -> Result<usize> {
+        self.check_open()?;
+        let Some(segments) = prefix.strip_suffix('/').filter(|s| !s.is_empty()) else {
+            return Err(BackendError::Invalid(format!(
+                "a key prefix to delete must be whole segments ending with `/`, got `{prefix}`"
+            )));
+        };
+        let filter = format!("{}.>", encode_key(segments)?);
+        let result = async {
+            self.bucket(bucket)
+                .await?
+                .purge_matching(&filter, self.now())
+                .await
+        }
+        .await;
+        self.settle(result)
     }
 
     async fn kv_get(&self, bucket: &str, key: &str) -> Result<Option<KvEntry>> {

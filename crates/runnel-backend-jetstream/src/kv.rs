@@ -536,6 +536,29 @@ impl Bucket {
         Ok(out)
     }
 
+    /// Removes for good every key whose encoded form matches `key_filter` (a subject
+    /// filter below the bucket: `a.b.>`), with one purge; returns how many of them were live
+    /// at `now`.
+    pub async fn purge_matching(
+        &self,
+        key_filter: &str,
+        now: Micros,
+    ) -> Result<usize, BackendError> {
+        let subjects = format!("$KV.{}.{key_filter}", self.name);
+        let live = self
+            .list(subjects.clone())
+            .await?
+            .iter()
+            .filter(|l| l.is_live(now))
+            .count();
+        self.stream
+            .purge()
+            .filter(subjects)
+            .await
+            .map_err(|e| engine(format!("removing keys `{key_filter}` of {}", self.label), e))?;
+        Ok(live)
+    }
+
     /// Removes delete markers and entries expired at `now` for good, each by a purge of its
     /// subject bounded by its revision (a newer write of the key stays). Returns how many.
     pub async fn remove_dead(&self, now: Micros) -> Result<usize, BackendError> {

@@ -124,6 +124,24 @@ pub(crate) fn offset_key(group: &str, stream: &StreamName, partition: Partition)
     key
 }
 
+/// The committed-offset keys of `group` on every stream, as a subject filter of the
+/// offsets bucket.
+pub(crate) fn offsets_of_group(group: &str) -> String {
+    let mut filter = String::new();
+    encode_segment(&mut filter, group);
+    filter.push_str(".>");
+    filter
+}
+
+/// Every group's committed-offset keys on `stream`, as a subject filter of the offsets
+/// bucket.
+pub(crate) fn offsets_on_stream(stream: &StreamName) -> String {
+    let mut filter = String::from("*.");
+    encode_segment(&mut filter, stream.as_str());
+    filter.push_str(".*");
+    filter
+}
+
 fn push_hex(out: &mut String, marker: char, byte: u8) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     out.push(marker);

@@ -69,7 +69,7 @@ use tokio::task::JoinHandle;
 
 use crate::acks::{AckBatch, Outcome, Stored};
 use crate::cursor::{CURSOR_IDLE, Cursor, CursorPlace, Fill, raise};
-use crate::error::{describe, engine};
+use crate::error::{describe, engine, is_not_found};
 use crate::frame::{content_len, decode_record, encode_record, encoded_len, record_timestamp};
 use crate::shared::Shared;
 
@@ -116,6 +116,8 @@ pub(crate) struct Partition {
     cursors: Mutex<Vec<Cursor>>,
     /// When an empty read at the tail last checked the partition's range with the server.
     tail_range_checked: Mutex<Option<Instant>>,
+    /// Set when this process deletes the stream: waits end with `UnknownStream`.
+    deleted: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -153,7 +155,26 @@ impl Partition {
             watcher: Mutex::new(None),
             cursors: Mutex::new(Vec::new()),
             tail_range_checked: Mutex::new(None),
+            deleted: watch::channel(false).0,
         }
+    }
+
+    /// The stream is being deleted: wakes every wait on this partition (they end with
+    /// `UnknownStream`), stops the watcher and forgets the cursors (their consumers go with
+    /// the stream).
+    pub fn mark_deleted(&self) {
+        self.deleted.send_replace(true);
+        self.stop_watcher();
+        lock(&self.cursors).clear();
+    }
+
+    /// Whether the stream was found deleted (by this process or another).
+    pub fn is_deleted(&self) -> bool {
+        *self.deleted.borrow()
+    }
+
+    fn gone(&self) -> BackendError {
+        BackendError::UnknownStream(self.stream.clone())
     }
 
     fn at(&self) -> String {
@@ -166,11 +187,14 @@ impl Partition {
 
     /// Start offset and high watermark, from the server.
     pub async fn bounds(&self) -> Result<(u64, u64, u64), BackendError> {
-        let info = self
-            .handle
-            .get_info()
-            .await
-            .map_err(|e| engine(format!("reading the state of {}", self.at()), e))?;
+        let info = self.handle.get_info().await.map_err(|e| {
+            // Deleted (by another process): the stream is gone, not the engine broken.
+            if is_not_found(&e) {
+                self.gone()
+            } else {
+                engine(format!("reading the state of {}", self.at()), e)
+            }
+        })?;
         let state = info.state;
         let high = state.last_sequence;
         let start = if state.messages == 0 {
@@ -888,8 +912,24 @@ impl Partition {
 
     // ---- waits ---------------------------------------------------------------------------
 
-    /// Waits until the high watermark is above `offset` or `timeout` passes.
-    pub async fn wait_for_data(self: &Arc<Self>, offset: u64, timeout: Duration) -> u64 {
+    /// Waits until the high watermark is above `offset` or `timeout` passes; ends with
+    /// `UnknownStream` as soon as this process deletes the stream, whatever it waits on.
+    pub async fn wait_for_data(
+        self: &Arc<Self>,
+        offset: u64,
+        timeout: Duration,
+    ) -> Result<u64, BackendError> {
+        let mut deleted = self.deleted.subscribe();
+        if *deleted.borrow_and_update() {
+            return Err(self.gone());
+        }
+        tokio::select! {
+            high = self.wait_for_watermark(offset, timeout) => Ok(high),
+            _ = deleted.wait_for(|d| *d) => Err(self.gone()),
+        }
+    }
+
+    async fn wait_for_watermark(self: &Arc<Self>, offset: u64, timeout: Duration) -> u64 {
         // Subscribe before making sure the watcher runs: it only stops when nobody listens.
         let mut receiver = self.watermark.subscribe();
         let current = *receiver.borrow_and_update();
@@ -945,6 +985,12 @@ impl Partition {
         loop {
             match self.follow().await {
                 Ok(()) => return,
+                Err(BackendError::UnknownStream(_)) => {
+                    // Deleted by another process: end the waits rather than retry forever.
+                    self.deleted.send_replace(true);
+                    let _ = self.no_waiters_stop();
+                    return;
+                }
                 Err(error) => {
                     tracing::warn!(
                         stream = %self.stream,

@@ -167,6 +167,12 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// One stream, or [`BackendError::UnknownStream`].
     async fn describe_stream(&self, name: &StreamName) -> Result<StreamInfo>;
 
+    /// Deletes a stream: its records on every partition, its definition, and every group's
+    /// committed offsets on it; [`BackendError::UnknownStream`] if it does not exist. Calls
+    /// on the stream from then on (waits and reads already running included) end with
+    /// `UnknownStream`; creating it again gives an empty stream. Durable before it returns.
+    async fn delete_stream(&self, name: &StreamName) -> Result<()>;
+
     /// Appends a batch to one partition; returns once durable by the backend's setting.
     async fn append(
         &self,
@@ -235,6 +241,10 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         expect: Expect,
     ) -> Result<Revision>;
 
+    /// Deletes the committed offsets of `group` on every stream; returns how many there
+    /// were. Durable before it returns.
+    async fn delete_group_offsets(&self, group: &str) -> Result<usize>;
+
     /// Reads a key of a bucket; expired entries read as absent.
     async fn kv_get(&self, bucket: &str, key: &str) -> Result<Option<KvEntry>>;
 
@@ -262,6 +272,11 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<KvEntry>>;
+
+    /// Deletes every key of a bucket under `prefix`, which must end with `/` (the keys
+    /// `a/b/…` under `a/b/`), whatever its condition; returns how many live keys were
+    /// removed. Durable before it returns.
+    async fn kv_delete_prefix(&self, bucket: &str, prefix: &str) -> Result<usize>;
 
     /// Flushes and closes; later calls fail with [`BackendError::Closed`].
     async fn close(&self) -> Result<()>;

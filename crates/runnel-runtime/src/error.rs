@@ -44,6 +44,45 @@ pub enum RuntimeError {
     #[error("unknown consumer group `{0}`")]
     UnknownGroup(String),
 
+    /// A group asked to be deleted is run by consumer instances (listed).
+    #[error(
+        "group `{group}` is in use: consumer instance{} {} run{} it; stop {} (a server's \
+         HTTP consumer stops after `consumer_idle_secs` without pulls), or force the deletion",
+        if consumers.len() == 1 { "" } else { "s" },
+        quoted(consumers),
+        if consumers.len() == 1 { "s" } else { "" },
+        if consumers.len() == 1 { "it" } else { "them" }
+    )]
+    GroupInUse {
+        group: String,
+        consumers: Vec<String>,
+    },
+
+    /// A group of Runnel's own asked to be deleted without force.
+    #[error(
+        "group `{group}` is Runnel's own ({owner} runs it); deleting it loses that stage's \
+         progress: force the deletion if that is what you want"
+    )]
+    InternalGroup { group: String, owner: &'static str },
+
+    /// A stream asked to be deleted is read by groups (listed).
+    #[error(
+        "stream `{stream}` is in use: group{} {} read{} it (a filter matching its events, or \
+         a consumer holding its partitions); delete or change {} first, or force the deletion",
+        if groups.len() == 1 { "" } else { "s" },
+        quoted(groups),
+        if groups.len() == 1 { "s" } else { "" },
+        if groups.len() == 1 { "it" } else { "them" }
+    )]
+    StreamInUse { stream: String, groups: Vec<String> },
+
+    /// A group's replay stream asked to be deleted without force.
+    #[error(
+        "stream `{stream}` is Runnel's own: group `{group}` replays its dead letters through \
+         it; deleting the group removes it, or force the deletion"
+    )]
+    InternalStream { stream: String, group: String },
+
     #[error("no dead-letter entry `{id}` in group `{group}`")]
     UnknownDlqEntry { group: String, id: String },
 
@@ -130,6 +169,10 @@ impl RuntimeError {
             RuntimeError::Pattern(_) => "group.invalid_pattern",
             RuntimeError::Name(_) => "name.invalid",
             RuntimeError::UnknownGroup(_) => "group.unknown",
+            RuntimeError::GroupInUse { .. } => "group.in_use",
+            RuntimeError::InternalGroup { .. } => "group.internal",
+            RuntimeError::StreamInUse { .. } => "stream.in_use",
+            RuntimeError::InternalStream { .. } => "stream.internal",
             RuntimeError::UnknownDlqEntry { .. } => "dlq.unknown_entry",
             RuntimeError::StreamRetentionDiffers { .. } => "stream.exists",
             RuntimeError::InvalidForLatest { .. } => "schema.invalid",
@@ -144,3 +187,12 @@ impl RuntimeError {
 }
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
+
+/// Names as a message lists them: `a`, `b`.
+fn quoted(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

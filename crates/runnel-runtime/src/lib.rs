@@ -26,8 +26,8 @@ pub use error::{Result, RuntimeError};
 pub use group::{
     Consumer, ConsumerHandle, Delivery, DlqDepth, DlqEntry, DlqFilter, DlqPage, DlqSelector,
     FailureClass, GroupBuilder, GroupConfig, GroupCounts, GroupLag, GroupName, HandlerError,
-    Message, Ordering, PartitionLag, ReplayReport, ScheduledRetry, StartFrom, replay_stream,
-    validate_group_name,
+    Message, Ordering, PartitionLag, ReplayReport, STAGE_GROUP_PREFIXES, ScheduledRetry, StartFrom,
+    internal_group, internal_stream, replay_stream, validate_group_name,
 };
 pub use pattern::{InvalidPattern, TypePattern};
 pub use producer::{PublishAck, TypedEvent, partition_for_key};

@@ -28,6 +28,11 @@ pub(crate) struct Shared {
     /// Streams this runtime created: its running group members whose filter matches one
     /// rebalance at once instead of at their next heartbeat (a third of the lease TTL).
     pub created: tokio::sync::broadcast::Sender<StreamName>,
+    /// The consumer instances running in this process, so that deleting a group or a
+    /// stream can stop what runs on it before its data goes.
+    pub members: Mutex<Vec<std::sync::Weak<crate::group::Member>>>,
+    /// Streams being deleted: members do not take their partitions meanwhile.
+    pub deleting: Mutex<std::collections::HashSet<StreamName>>,
 }
 
 impl Shared {
@@ -35,6 +40,35 @@ impl Shared {
         // No receiver (no group running here) is not an error.
         let _ = self.created.send(name.clone());
     }
+
+    /// Registers a consumer instance running in this process.
+    pub(crate) fn member_started(&self, member: &Arc<crate::group::Member>) {
+        let mut members = lock(&self.members);
+        members.retain(|m| m.strong_count() > 0);
+        members.push(Arc::downgrade(member));
+    }
+
+    /// The consumer instances still running in this process.
+    pub(crate) fn running_members(&self) -> Vec<Arc<crate::group::Member>> {
+        lock(&self.members)
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect()
+    }
+
+    pub(crate) fn is_deleting(&self, stream: &StreamName) -> bool {
+        lock(&self.deleting).contains(stream)
+    }
+
+    /// Forgets the producer's state of a deleted stream: the next publish creates it anew,
+    /// with an empty dedup window.
+    pub(crate) async fn forget_stream(&self, name: &StreamName) {
+        self.streams.lock().await.remove(name);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What the producer keeps per stream.
@@ -93,6 +127,8 @@ impl Runnel {
                 cfg,
                 streams: tokio::sync::Mutex::new(HashMap::new()),
                 created: tokio::sync::broadcast::channel(64).0,
+                members: Mutex::new(Vec::new()),
+                deleting: Mutex::new(std::collections::HashSet::new()),
             }),
         }
     }

@@ -305,3 +305,27 @@ async fn a_non_loopback_bind_without_keys_is_refused_at_start() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn deleting_a_stream_or_a_group_needs_the_admin_scope() {
+    let (_dir, app) = app_with(keys).await;
+    let router = app.router();
+    for (key, path) in [
+        (PUBLISHER, "/v1/streams/order"),
+        (CONSUMER, "/v1/streams/order"),
+        // Consuming as `billing` is not administering it.
+        (CONSUMER, "/v1/groups/billing?force=true"),
+        (PUBLISHER, "/v1/groups/billing"),
+    ] {
+        let reply = as_key(&router, Some(key), "DELETE", path, JSON, String::new()).await;
+        assert_problem(&reply, 403, "auth.forbidden");
+    }
+    for (path, code) in [
+        ("/v1/streams/order", "stream.unknown"),
+        ("/v1/groups/billing", "group.unknown"),
+    ] {
+        let reply = as_key(&router, Some(ADMIN), "DELETE", path, JSON, String::new()).await;
+        assert_problem(&reply, 404, code);
+    }
+    app.close().await.unwrap();
+}

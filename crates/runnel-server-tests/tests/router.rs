@@ -960,3 +960,137 @@ async fn a_client_that_does_not_ack_is_held_back_at_max_ack_pending() {
     }
     app.close().await.unwrap();
 }
+
+async fn delete(router: &axum::Router, path: &str) -> Reply {
+    call(router, request("DELETE", path, None, Body::empty())).await
+}
+
+#[tokio::test]
+async fn a_stream_a_group_reads_is_deleted_only_when_forced() {
+    let (_dir, app) = app().await;
+    let router = app.router();
+    put_group(&router, "billing", json!({"filter": "order.*"})).await;
+    publish(&router, event("o1", "order.placed", json!(1))).await;
+    publish(&router, event("p1", "payment.charged", json!(1))).await;
+
+    let refused = delete(&router, "/v1/streams/order").await;
+    assert_problem(&refused, 409, "stream.in_use");
+    assert_eq!(
+        refused.body["groups"],
+        json!(["billing"]),
+        "{}",
+        refused.text
+    );
+    assert!(
+        refused.text.contains("billing") && refused.text.contains("force"),
+        "{}",
+        refused.text
+    );
+    assert_eq!(
+        get(&router, "/v1/streams/order").await.status,
+        StatusCode::OK
+    );
+
+    // Read by no group but the correlation index (on by default): deleted at once.
+    let unread = delete(&router, "/v1/streams/payment").await;
+    assert_eq!(unread.status, StatusCode::NO_CONTENT, "{}", unread.text);
+    assert_problem(
+        &get(&router, "/v1/streams/payment").await,
+        404,
+        "stream.unknown",
+    );
+
+    let forced = delete(&router, "/v1/streams/order?force=true").await;
+    assert_eq!(forced.status, StatusCode::NO_CONTENT, "{}", forced.text);
+    assert_problem(
+        &get(&router, "/v1/streams/order").await,
+        404,
+        "stream.unknown",
+    );
+    assert_problem(
+        &delete(&router, "/v1/streams/order").await,
+        404,
+        "stream.unknown",
+    );
+    assert_problem(
+        &delete(&router, "/v1/streams/..%2Fx").await,
+        400,
+        "name.invalid",
+    );
+    assert_problem(
+        &delete(&router, "/v1/streams/order?force=maybe").await,
+        400,
+        "request.invalid_query",
+    );
+
+    // Published to again: the stream is new, and the group gets only what came since.
+    publish(&router, event("o2", "order.placed", json!(2))).await;
+    let messages = pull(&router, "billing", 10, 2_000).await;
+    let ids: Vec<&str> = messages
+        .iter()
+        .map(|m| m["event"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["o2"]);
+    app.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_group_with_a_running_consumer_is_deleted_only_when_forced() {
+    let (_dir, app) = app().await;
+    let router = app.router();
+    put_group(&router, "billing", json!({"filter": "order.*"})).await;
+    publish(&router, event("o1", "order.placed", json!(1))).await;
+    let first = pull(&router, "billing", 1, 2_000).await;
+    assert_eq!(first.len(), 1);
+
+    let refused = delete(&router, "/v1/groups/billing").await;
+    assert_problem(&refused, 409, "group.in_use");
+    let consumers = refused.body["consumers"].as_array().expect("consumers");
+    assert_eq!(consumers.len(), 1, "{}", refused.text);
+    assert_eq!(
+        get(&router, "/v1/groups/billing").await.status,
+        StatusCode::OK
+    );
+
+    let forced = delete(&router, "/v1/groups/billing?force=true").await;
+    assert_eq!(forced.status, StatusCode::NO_CONTENT, "{}", forced.text);
+    assert_problem(
+        &get(&router, "/v1/groups/billing").await,
+        404,
+        "group.unknown",
+    );
+    assert_problem(
+        &delete(&router, "/v1/groups/billing").await,
+        404,
+        "group.unknown",
+    );
+    let receipt = first[0]["receipt"].as_str().unwrap();
+    let ack = send_json(
+        &router,
+        "POST",
+        "/v1/groups/billing/ack",
+        json!({"receipts": [receipt]}),
+    )
+    .await;
+    assert_eq!(ack.status.as_u16(), 404, "{}", ack.text);
+
+    // The server's own stages' groups are refused without force.
+    assert_problem(
+        &delete(&router, "/v1/groups/trace-index").await,
+        409,
+        "group.internal",
+    );
+    assert_problem(
+        &delete(&router, "/v1/groups/..%2Fx").await,
+        400,
+        "name.invalid",
+    );
+
+    // Created again, the group starts over: nothing of the old one is left.
+    put_group(&router, "billing", json!({"filter": "order.*"})).await;
+    let again = pull(&router, "billing", 10, 2_000).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0]["event"]["id"], "o1");
+    assert_eq!(again[0]["attempt"], 1, "no attempt of the old group counts");
+    app.close().await.unwrap();
+}

@@ -164,6 +164,16 @@ pub const ERROR_CODES: &[ErrorCode] = &[
         "No feature set of that name runs on this server (`[[features]]` in runnel.toml).",
     ),
     code(
+        "group.in_use",
+        409,
+        "A consumer runs the group (`consumers` lists the instances); stop it, or delete with `force=true`.",
+    ),
+    code(
+        "group.internal",
+        409,
+        "The group is run by the server's own stages (`saga-*`, `features-*`, `inference-*`, `trace-index`); delete it with `force=true`.",
+    ),
+    code(
         "group.invalid_config",
         400,
         "A group setting is out of range (the field names it).",
@@ -315,6 +325,16 @@ pub const ERROR_CODES: &[ErrorCode] = &[
         "stream.exists",
         409,
         "The stream exists with another partition count or retention.",
+    ),
+    code(
+        "stream.in_use",
+        409,
+        "Groups read the stream (`groups` lists them); delete or change them, or delete with `force=true`.",
+    ),
+    code(
+        "stream.internal",
+        409,
+        "The stream is a group's replay stream (`replay-<group>`); deleting the group removes it, or delete with `force=true`.",
     ),
     code(
         "stream.invalid_partitions",

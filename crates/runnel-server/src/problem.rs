@@ -267,6 +267,17 @@ impl ApiError {
             RuntimeError::Pattern(_) => StatusCode::BAD_REQUEST,
             RuntimeError::Name(_) => StatusCode::BAD_REQUEST,
             RuntimeError::UnknownGroup(_) => StatusCode::NOT_FOUND,
+            RuntimeError::GroupInUse { consumers, .. } => {
+                return Self::new(StatusCode::CONFLICT, code, error.to_string())
+                    .with_member("consumers", serde_json::json!(consumers));
+            }
+            RuntimeError::StreamInUse { groups, .. } => {
+                return Self::new(StatusCode::CONFLICT, code, error.to_string())
+                    .with_member("groups", serde_json::json!(groups));
+            }
+            RuntimeError::InternalGroup { .. } | RuntimeError::InternalStream { .. } => {
+                StatusCode::CONFLICT
+            }
             RuntimeError::UnknownDlqEntry { .. } => StatusCode::NOT_FOUND,
             RuntimeError::GroupConfig(_) => StatusCode::BAD_REQUEST,
             RuntimeError::StreamRetentionDiffers { .. } => StatusCode::CONFLICT,

@@ -773,6 +773,14 @@ pub struct DlqPurgeQuery {
     pub all: Option<bool>,
 }
 
+/// `DELETE /v1/streams/{stream}` and `DELETE /v1/groups/{group}` query.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteQuery {
+    /// Delete even while in use (its consumers stop) and even if it is Runnel's own.
+    pub force: Option<bool>,
+}
+
 /// `POST /v1/groups/{group}/dlq/replay`: exactly one of `ids`, `filter`, `all`.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -1044,3 +1044,188 @@ pub async fn calls_after_close_fail_with_closed(h: &impl BackendHarness) {
     let b = h.open().await;
     assert_eq!(b.partition_info(&s, 0).await.unwrap().high_watermark, 1);
 }
+
+/// Deleting a stream removes its records, its definition and every group's offsets on it
+/// (others' stay), for good (a restart does not bring it back); deleting it again is
+/// `UnknownStream`; creating it again (with another partition count, even) gives an empty
+/// stream whose offsets start at 0 and that no group has committed on.
+pub async fn a_deleted_stream_is_gone_and_created_again_starts_empty(h: &impl BackendHarness) {
+    let b = h.open().await;
+    let s = create(&*b, "orders", 2).await;
+    let other = create(&*b, "payments", 1).await;
+    b.append(&s, 0, numbered_records("a", 0..3)).await.unwrap();
+    b.append(&s, 1, numbered_records("b", 0..2)).await.unwrap();
+    b.append(&other, 0, numbered_records("p", 0..1))
+        .await
+        .unwrap();
+    b.commit_offset(GROUP, &s, 0, 3, Expect::Absent)
+        .await
+        .unwrap();
+    b.commit_offset("audit", &s, 1, 2, Expect::Absent)
+        .await
+        .unwrap();
+    b.commit_offset(GROUP, &other, 0, 1, Expect::Absent)
+        .await
+        .unwrap();
+
+    b.delete_stream(&s).await.expect("delete");
+    assert_unknown_stream(b.describe_stream(&s).await, &s);
+    assert_unknown_stream(b.read(&s, 0, ReadFrom::Offset(0), 10, 1 << 20).await, &s);
+    assert_unknown_stream(b.append(&s, 0, numbered_records("c", 0..1)).await, &s);
+    assert_unknown_stream(b.committed_offset(GROUP, &s, 0).await, &s);
+    assert_unknown_stream(b.delete_stream(&s).await, &s);
+    let names: Vec<_> = b
+        .list_streams()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    assert_eq!(names, vec![other.clone()], "only the other stream is left");
+    assert_eq!(
+        b.committed_offset(GROUP, &other, 0)
+            .await
+            .unwrap()
+            .map(|c| c.offset),
+        Some(1),
+        "offsets on other streams stay"
+    );
+
+    let b = h.open().await;
+    assert_unknown_stream(b.describe_stream(&s).await, &s);
+    let again = create(&*b, "orders", 3).await;
+    let info = b.describe_stream(&again).await.unwrap();
+    assert_eq!(info.partitions.len(), 3);
+    for p in &info.partitions {
+        assert_eq!(
+            (p.start_offset, p.high_watermark),
+            (0, 0),
+            "partition {} starts empty",
+            p.partition
+        );
+    }
+    for (group, partition) in [(GROUP, 0), ("audit", 1)] {
+        assert_eq!(
+            b.committed_offset(group, &again, partition).await.unwrap(),
+            None,
+            "{group} has no offset on the new stream"
+        );
+    }
+    let ack = b
+        .append(&again, 0, numbered_records("new", 0..1))
+        .await
+        .unwrap();
+    assert_eq!(ack.base_offset, 0);
+    let read = read_all(&*b, &again, 0).await;
+    assert_eq!(values(&read), vec!["new-0"], "nothing of the old stream");
+}
+
+/// A wait on a stream that is deleted meanwhile ends with `UnknownStream` at once, not at
+/// its timeout, whether it waits at the tail it has read to (where a reader stands) or
+/// elsewhere.
+pub async fn a_wait_on_a_deleted_stream_ends_with_unknown_stream(h: &impl BackendHarness) {
+    let b = h.open().await;
+    let s = create(&*b, "orders", 2).await;
+    b.append(&s, 0, numbered_records("a", 0..2)).await.unwrap();
+    // A reader at the tail of partition 0 (JetStream keeps a standing pull there).
+    assert_eq!(read_all(&*b, &s, 0).await.len(), 2);
+    let at_tail = {
+        let (b, s) = (b.clone(), s.clone());
+        tokio::spawn(async move { b.wait_for_data(&s, 0, 2, LONG_WAIT).await })
+    };
+    let elsewhere = {
+        let (b, s) = (b.clone(), s.clone());
+        tokio::spawn(async move { b.wait_for_data(&s, 1, 0, LONG_WAIT).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    b.delete_stream(&s).await.expect("delete");
+    for (what, waiter) in [("at the tail", at_tail), ("elsewhere", elsewhere)] {
+        let ended = tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .unwrap_or_else(|_| panic!("the wait {what} still runs after the delete"))
+            .expect("waiter task");
+        assert_unknown_stream(ended, &s);
+    }
+    assert_unknown_stream(b.wait_for_data(&s, 0, 0, LONG_WAIT).await, &s);
+}
+
+/// Deleting a group's offsets removes them on every stream and no other group's; the group
+/// can commit afresh (`Expect::Absent`) after.
+pub async fn deleting_a_groups_offsets_leaves_other_groups_alone(h: &impl BackendHarness) {
+    let b = h.open().await;
+    let s = create(&*b, "orders", 2).await;
+    let other = create(&*b, "payments", 1).await;
+    for (group, stream, partition) in [
+        (GROUP, &s, 0),
+        (GROUP, &s, 1),
+        (GROUP, &other, 0),
+        ("billing-audit", &s, 0),
+        ("audit", &s, 0),
+    ] {
+        b.commit_offset(group, stream, partition, 1, Expect::Absent)
+            .await
+            .unwrap();
+    }
+    assert_eq!(b.delete_group_offsets(GROUP).await.unwrap(), 3);
+    for (stream, partition) in [(&s, 0), (&s, 1), (&other, 0)] {
+        assert_eq!(
+            b.committed_offset(GROUP, stream, partition).await.unwrap(),
+            None
+        );
+    }
+    for group in ["billing-audit", "audit"] {
+        assert!(
+            b.committed_offset(group, &s, 0).await.unwrap().is_some(),
+            "{group} keeps its offset"
+        );
+    }
+    b.commit_offset(GROUP, &s, 0, 7, Expect::Absent)
+        .await
+        .expect("commits afresh");
+    assert_eq!(b.delete_group_offsets("nobody").await.unwrap(), 0);
+    assert_invalid(b.delete_group_offsets("").await, "an empty group");
+}
+
+/// Deleting by prefix takes whole segments (`g/` takes `g/a` and `g/b/c`, never `gx/a` nor
+/// `g` itself), counts the live keys, removes expired ones too, and refuses a prefix that
+/// does not end with `/`.
+pub async fn kv_delete_prefix_removes_whole_segments_only(h: &impl BackendHarness) {
+    let b = h.open().await;
+    let clock = h.clock();
+    let put = |key: &'static str, ttl: Option<Duration>| {
+        let b = b.clone();
+        async move {
+            b.kv_put(BUCKET, key, Bytes::from_static(b"v"), Expect::Any, ttl)
+                .await
+                .unwrap()
+        }
+    };
+    put("g/a", None).await;
+    put("g/b/c", None).await;
+    put("g/old", Some(Duration::from_secs(1))).await;
+    put("gx/a", None).await;
+    put("g", None).await;
+    b.kv_put("other", "g/a", Bytes::from_static(b"v"), Expect::Any, None)
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(b.kv_delete_prefix(BUCKET, "g/").await.unwrap(), 2);
+    let left: Vec<String> = b
+        .kv_scan(BUCKET, "", None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    assert_eq!(left, vec!["g", "gx/a"]);
+    assert!(
+        b.kv_get("other", "g/a").await.unwrap().is_some(),
+        "other buckets stay"
+    );
+    let revision = put("g/a", None).await;
+    assert!(revision > 0, "a deleted key can be written again");
+    assert_eq!(b.kv_delete_prefix(BUCKET, "g/").await.unwrap(), 1);
+    assert_eq!(b.kv_delete_prefix(BUCKET, "nothing/").await.unwrap(), 0);
+    assert_invalid(b.kv_delete_prefix(BUCKET, "g").await, "no trailing `/`");
+    assert_invalid(b.kv_delete_prefix(BUCKET, "/").await, "no segment");
+}

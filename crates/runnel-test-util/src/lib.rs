@@ -64,6 +64,10 @@ macro_rules! conformance_tests {
             headers_keys_and_values_round_trip_byte_for_byte,
             empty_group_bucket_and_key_are_invalid,
             calls_after_close_fail_with_closed,
+            a_deleted_stream_is_gone_and_created_again_starts_empty,
+            a_wait_on_a_deleted_stream_ends_with_unknown_stream,
+            deleting_a_groups_offsets_leaves_other_groups_alone,
+            kv_delete_prefix_removes_whole_segments_only,
         }
     };
 }
@@ -108,6 +112,8 @@ macro_rules! runtime_conformance_tests {
             a_clean_stop_counts_no_crash_against_unsettled_deliveries,
             the_trace_index_answers_a_workflow_across_streams_in_causal_order,
             a_relay_keeps_the_attempts_it_handed_out_and_no_others,
+            a_group_in_use_is_deleted_only_when_forced_and_its_consumers_end,
+            a_stream_in_use_is_deleted_only_when_forced_and_published_to_again,
         }
         $crate::__conformance_group! { $harness; schemas;
             a_publish_is_validated_and_rejected_with_every_failing_path,

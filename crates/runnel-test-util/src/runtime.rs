@@ -1136,3 +1136,277 @@ pub async fn a_relay_keeps_the_attempts_it_handed_out_and_no_others(h: &impl Bac
     handle.stop().await.expect("stop");
     assert_eq!(runnel.lag("relay").await.expect("lag").total_events, 0);
 }
+
+/// Keys of a runtime bucket under `prefix`, straight from the backend.
+async fn keys_under(runnel: &Runnel, bucket: &str, prefix: &str) -> Vec<String> {
+    runnel
+        .backend()
+        .kv_scan(bucket, prefix, None, 10_000)
+        .await
+        .expect("scan")
+        .into_iter()
+        .map(|e| e.key)
+        .collect()
+}
+
+/// Polls an async condition (at most 20 s, every 20 ms).
+async fn eventually_async<F, Fut>(what: &str, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !done().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A handler collecting the `n` of each event it is given; `n = 0` fails permanently (to the
+/// dead-letter queue).
+fn collecting(
+    seen: Arc<Mutex<Vec<u64>>>,
+) -> impl Fn(
+    runnel_runtime::Message,
+) -> std::future::Ready<std::result::Result<Vec<Event>, HandlerError>>
++ Send
++ Sync
++ 'static {
+    move |m| {
+        let n = number(&m.event);
+        seen.lock().expect("sink").push(n);
+        std::future::ready(if n == 0 {
+            Err(HandlerError::permanent("n = 0 is refused"))
+        } else {
+            Ok(vec![])
+        })
+    }
+}
+
+/// A group is refused deletion while a consumer runs it, naming the instance; forced, its
+/// consumers end (a handler loop gives up its partitions, a pull consumer's `next` answers
+/// `None`) and everything the group kept goes: settings, offsets, dead letters, processed
+/// ids, memberships and leases. Created again, it starts from the beginning.
+pub async fn a_group_in_use_is_deleted_only_when_forced_and_its_consumers_end(
+    h: &impl BackendHarness,
+) {
+    let clock = h.clock();
+    let runnel = runtime(h).await;
+    let stream = order_stream(&runnel, 2).await;
+    for n in 0..10 {
+        let event = numbered_event(&clock, "order.placed", &format!("k{n}"), n);
+        runnel.publish(event).await.expect("publish");
+    }
+    let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let handler = runnel
+        .group("audit")
+        .config(GroupConfig::new("audit", pattern("order.*")))
+        .instance_id("handler")
+        .run(collecting(seen.clone()))
+        .await
+        .expect("run audit");
+    eventually_async(
+        "audit handled everything and dead-lettered n = 0",
+        || async {
+            runnel.lag("audit").await.expect("lag").total_events == 0
+                && keys_under(&runnel, "runnel_dlq", "audit/").await.len() == 1
+        },
+    )
+    .await;
+    let mut tail = runnel
+        .group("tail")
+        .subscribe("order.*")
+        .instance_id("puller")
+        .start()
+        .await
+        .expect("start tail");
+    next_delivery(&mut tail, "tail gets an event").await;
+
+    match runnel.delete_group("audit", false).await {
+        Err(RuntimeError::GroupInUse { group, consumers }) => {
+            assert_eq!(
+                (group.as_str(), consumers),
+                ("audit", vec!["handler".to_string()])
+            );
+        }
+        other => panic!("expected GroupInUse, got {other:?}"),
+    }
+    assert!(
+        runnel.group_config("audit").await.is_ok(),
+        "a refused deletion changes nothing"
+    );
+    tokio::time::timeout(Duration::from_secs(20), runnel.delete_group("audit", true))
+        .await
+        .expect("a forced deletion ends")
+        .expect("forced deletion");
+    assert!(
+        handler.owned_partitions().await.is_empty(),
+        "the handler loop gave up its partitions"
+    );
+    assert!(matches!(
+        runnel.group_config("audit").await,
+        Err(RuntimeError::UnknownGroup(_))
+    ));
+    for partition in 0..2 {
+        assert_eq!(
+            runnel
+                .backend()
+                .committed_offset("audit", &stream, partition)
+                .await
+                .expect("offset"),
+            None
+        );
+    }
+    for bucket in [
+        "runnel_dlq",
+        "runnel_processed",
+        "runnel_members",
+        "runnel_leases",
+        "runnel_inflight",
+    ] {
+        assert_eq!(
+            keys_under(&runnel, bucket, "audit/").await,
+            Vec::<String>::new(),
+            "{bucket} holds nothing of audit"
+        );
+    }
+    tokio::time::timeout(Duration::from_secs(10), handler.stop())
+        .await
+        .expect("stopping an ended consumer returns")
+        .expect("stop");
+
+    runnel
+        .delete_group("tail", true)
+        .await
+        .expect("delete tail");
+    let ended = tokio::time::timeout(Duration::from_secs(10), tail.next())
+        .await
+        .expect("the pull consumer's next returns");
+    assert!(ended.is_none(), "a deleted group's pull consumer ends");
+
+    let again: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let handler = runnel
+        .group("audit")
+        .subscribe("order.*")
+        .run(collecting(again.clone()))
+        .await
+        .expect("run audit again");
+    eventually(
+        "the new audit group handled every event from the start",
+        || again.lock().expect("sink").len() == 10,
+    )
+    .await;
+    handler.stop().await.expect("stop");
+    assert!(matches!(
+        runnel.delete_group("nobody", false).await,
+        Err(RuntimeError::UnknownGroup(_))
+    ));
+}
+
+/// A stream is refused deletion while a group reads it (naming the group), and a group's
+/// replay stream without force; an unread stream is deleted at once. Forced while a handler
+/// runs on it, the deletion ends that handler's work on the stream without hanging it; the
+/// next publish creates the stream again, empty, and the same handler receives the new
+/// events and only them. The group is then force-deleted while running too.
+pub async fn a_stream_in_use_is_deleted_only_when_forced_and_published_to_again(
+    h: &impl BackendHarness,
+) {
+    let clock = h.clock();
+    let runnel = runtime(h).await;
+    let stream = order_stream(&runnel, 2).await;
+    for n in 1..=5 {
+        let event = numbered_event(&clock, "order.placed", &format!("k{n}"), n);
+        runnel.publish(event).await.expect("publish");
+    }
+    runnel
+        .publish(numbered_event(&clock, "payment.charged", "p", 1))
+        .await
+        .expect("publish payment");
+    let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let handler = runnel
+        .group("audit")
+        .config(GroupConfig::new("audit", pattern("order.*")))
+        .run(collecting(seen.clone()))
+        .await
+        .expect("run audit");
+    eventually("audit handled the first five", || {
+        seen.lock().expect("sink").len() == 5
+    })
+    .await;
+
+    let payment = StreamName::new("payment").expect("name");
+    runnel
+        .delete_stream(&payment, false)
+        .await
+        .expect("a stream no group reads is deleted");
+    match runnel.delete_stream(&stream, false).await {
+        Err(RuntimeError::StreamInUse { stream, groups }) => {
+            assert_eq!(
+                (stream.as_str(), groups),
+                ("order", vec!["audit".to_string()])
+            );
+        }
+        other => panic!("expected StreamInUse, got {other:?}"),
+    }
+    let replays = StreamName::new("replay-gone").expect("name");
+    runnel
+        .create_stream(&replays, StreamConfig::default())
+        .await
+        .expect("create a replay stream");
+    assert!(matches!(
+        runnel.delete_stream(&replays, false).await,
+        Err(RuntimeError::InternalStream { .. })
+    ));
+    runnel
+        .delete_stream(&replays, true)
+        .await
+        .expect("forced, a replay stream is deleted");
+
+    tokio::time::timeout(Duration::from_secs(20), runnel.delete_stream(&stream, true))
+        .await
+        .expect("a forced deletion ends")
+        .expect("forced deletion");
+    assert!(matches!(
+        runnel.backend().describe_stream(&stream).await,
+        Err(runnel_backend::BackendError::UnknownStream(_))
+    ));
+    for n in 100..103 {
+        let event = numbered_event(&clock, "order.placed", &format!("k{n}"), n);
+        runnel
+            .publish(event)
+            .await
+            .expect("publish after the deletion");
+    }
+    assert_eq!(
+        stream_total(&runnel, &stream).await,
+        3,
+        "created again, empty"
+    );
+    eventually("audit handled the new events", || {
+        seen.lock().expect("sink").len() == 8
+    })
+    .await;
+    let mut got = seen.lock().expect("sink").clone();
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        vec![1, 2, 3, 4, 5, 100, 101, 102],
+        "nothing twice, nothing old"
+    );
+    eventually_async("audit committed on the new stream", || async {
+        runnel.lag("audit").await.expect("lag").total_events == 0
+    })
+    .await;
+
+    tokio::time::timeout(Duration::from_secs(20), runnel.delete_group("audit", true))
+        .await
+        .expect("a forced group deletion ends")
+        .expect("delete audit");
+    tokio::time::timeout(Duration::from_secs(10), handler.stop())
+        .await
+        .expect("stopping an ended consumer returns")
+        .expect("stop");
+}

@@ -1369,3 +1369,58 @@ fn streams_create_and_groups_create_set_up_ahead_and_never_replace() {
         "the settings were kept: {view}"
     );
 }
+
+/// `streams delete` and `groups delete` refuse (exit 1, naming what uses it) while a group
+/// reads the stream or a consumer runs the group, and delete with `--force` (issue 20,
+/// items 6 and 14).
+#[test]
+fn streams_delete_and_groups_delete_refuse_what_is_in_use_unless_forced() {
+    let server = TestServer::start();
+    server.ok(&["groups", "create", "mailer", "--filter", "order.*"]);
+    server.ok(&["publish", "--type", "order.placed", "--data", "{\"n\":1}"]);
+    server.ok(&[
+        "publish",
+        "--type",
+        "payment.charged",
+        "--data",
+        "{\"n\":1}",
+    ]);
+
+    let output = server.run(&["streams", "delete", "order"]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("mailer") && stderr.contains("in use"),
+        "{stderr}"
+    );
+    // No group reads `payment`.
+    let human = server.ok(&["streams", "delete", "payment"]);
+    assert!(human.contains("stream payment deleted"), "{human}");
+
+    // Tail starts the server's consumer of the group, which runs on after it.
+    server.ok(&["tail", "mailer", "--no-follow", "--count", "1"]);
+    let output = server.run(&["groups", "delete", "mailer"]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("consumer instance"), "{stderr}");
+
+    let deleted = server.json(&["groups", "delete", "mailer", "--force"]);
+    assert_eq!(deleted["deleted"]["group"], "mailer", "{deleted}");
+    let output = server.run(&["groups", "show", "mailer"]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    // Its reader gone, the stream is deleted without force.
+    server.ok(&["streams", "delete", "order"]);
+    let listed = server.json(&["streams"]);
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert!(
+        !names.contains(&"order") && !names.contains(&"payment"),
+        "{listed}"
+    );
+    let output = server.run(&["streams", "delete", "order", "--force"]);
+    assert_eq!(output.status.code(), Some(1), "unknown: {output:?}");
+}

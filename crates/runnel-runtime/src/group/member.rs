@@ -387,6 +387,7 @@ impl Consumer {
         });
         // Subscribed before the first rebalance, so a stream created in between is not missed.
         let created = member.shared.created.subscribe();
+        member.shared.member_started(&member);
         member.rebalance().await?;
         let heartbeat = tokio::spawn(heartbeat_loop(member.clone(), stop_rx, created));
         Ok(Self {
@@ -396,10 +397,16 @@ impl Consumer {
         })
     }
 
-    /// The next delivery; `None` once the consumer is stopped.
+    /// The next delivery; `None` once the consumer is stopped (by [`ConsumerHandle::stop`],
+    /// or because its group was deleted).
     pub async fn next(&mut self) -> Option<Delivery> {
+        let mut stopped = self.member.stop.subscribe();
         let mut delivery = loop {
-            let delivery = self.deliveries.recv().await?;
+            let delivery = tokio::select! {
+                biased;
+                delivery = self.deliveries.recv() => delivery?,
+                _ = stopped.wait_for(|stopped| *stopped) => return None,
+            };
             // Queued by a worker that has stopped since (its partition moved to another
             // instance, or it was fenced): that instance delivers the event now; handing this
             // copy out too would be a duplicate whose ack cannot count.
@@ -559,6 +566,33 @@ async fn heartbeat_loop(
 }
 
 impl Member {
+    pub(crate) fn group_name(&self) -> &str {
+        &self.group.name
+    }
+
+    /// Stops this instance for good (its group is deleted): workers stop as in
+    /// [`ConsumerHandle::stop`], committing what is done, leases and membership are given
+    /// up, and [`Consumer::next`] answers `None`.
+    pub(crate) async fn end(&self) -> Result<()> {
+        let _ = self.stop.send(true);
+        self.release_all().await
+    }
+
+    /// Stops the workers of a stream's partitions (they commit what is done) and gives up
+    /// their leases: the stream is being deleted, and [`Shared::is_deleting`] keeps this
+    /// instance from taking them again meanwhile.
+    pub(crate) async fn drop_stream(&self, stream: &StreamName) -> Result<()> {
+        let mut owned = self.owned.lock().await;
+        let doomed: Vec<_> = owned.keys().filter(|k| &k.0 == stream).cloned().collect();
+        for key in doomed {
+            if let Some(giving_up) = owned.remove(&key) {
+                let lease_key = keys::partition_key(&self.group.name, &key.0, key.1);
+                release(&self.shared, &lease_key, giving_up).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Renews membership, computes this instance's share, renews, takes and releases leases.
     async fn rebalance(&self) -> Result<()> {
         if self.heartbeat_paused.load(Ordering::SeqCst) || *self.stop.borrow() {
@@ -566,6 +600,11 @@ impl Member {
         }
         let backend = &self.shared.backend;
         let group = &self.group.name;
+        if backend.kv_get(keys::GROUPS, group).await?.is_none() {
+            // Deleted (by another process: this one ends its own members first).
+            tracing::info!(group, instance = %self.instance, "the group was deleted; this consumer stops");
+            return self.end().await;
+        }
         let ttl = Some(self.group.lease_ttl);
         backend
             .kv_put(
@@ -586,7 +625,9 @@ impl Member {
         members.sort();
         let mut partitions = Vec::new();
         for stream in backend.list_streams().await? {
-            if super::dlq::group_reads_stream(&self.group, &stream.name) {
+            if super::dlq::group_reads_stream(&self.group, &stream.name)
+                && !self.shared.is_deleting(&stream.name)
+            {
                 for partition in 0..stream.config.partitions {
                     partitions.push((stream.name.clone(), partition));
                 }

@@ -1,5 +1,5 @@
-//! Administration: streams (list, describe, create) and dead-letter queues (list, show,
-//! replay, purge). Every route needs the `admin` scope.
+//! Administration: streams (list, describe, create, delete) and dead-letter queues (list,
+//! show, replay, purge). Every route needs the `admin` scope.
 
 use axum::Json;
 use axum::extract::State;
@@ -12,8 +12,8 @@ use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, GroupPath};
 use crate::problem::{ApiError, Problem};
 use crate::views::{
-    CreateStream, DlqEntryView, DlqListQuery, DlqPageView, DlqPurgeQuery, PurgeResponse,
-    ReplayReportView, ReplayRequest, StreamView,
+    CreateStream, DeleteQuery, DlqEntryView, DlqListQuery, DlqPageView, DlqPurgeQuery,
+    PurgeResponse, ReplayReportView, ReplayRequest, StreamView,
 };
 
 /// Entries per DLQ page when `limit` is not given.
@@ -126,6 +126,42 @@ pub async fn create_stream(
         StatusCode::OK
     };
     Ok((status, Json(info.into())))
+}
+
+/// Delete a stream: its events, its definition, and every group's offsets, in-flight lists
+/// and scheduled retries on it. Refused (409 `stream.in_use`, naming the groups) while a
+/// group reads it — its filter matches the stream's events, or a consumer holds one of its
+/// partitions — and (409 `stream.internal`) for a group's replay stream, unless
+/// `force=true`; forced, this server's consumers stop reading it first. A later publish
+/// creates it again, empty.
+#[utoipa::path(
+    delete,
+    path = "/v1/streams/{stream}",
+    tag = "streams",
+    params(("stream" = String, Path), DeleteQuery),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown stream", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "In use (`groups` names the groups reading it), or a replay stream", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ())
+)]
+pub async fn delete_stream(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(stream): ApiPath<String>,
+    ApiQuery(query): ApiQuery<DeleteQuery>,
+) -> Result<StatusCode, ApiError> {
+    caller.require_admin()?;
+    let name = stream_name(&stream)?;
+    state
+        .runnel
+        .delete_stream(&name, query.force.unwrap_or(false))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A page of the group's dead-letter queue, filtered.

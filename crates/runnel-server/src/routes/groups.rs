@@ -1,4 +1,5 @@
-//! Consumer groups over HTTP: configure, describe, pull, ack, nack, and the event stream.
+//! Consumer groups over HTTP: configure, describe, delete, pull, ack, nack, and the event
+//! stream.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -13,11 +14,11 @@ use runnel_runtime::RuntimeError;
 
 use super::AppState;
 use crate::auth::Caller;
-use crate::extract::{ApiJson, GroupPath};
+use crate::extract::{ApiJson, ApiQuery, GroupPath};
 use crate::problem::{ApiError, Problem};
 use crate::views::{
-    AckRequest, AckResponse, ConsumerView, CountersView, DlqDepthView, GroupSpec, GroupView,
-    LagView, MessageView, NackRequest, NackResponse, PullRequest, PullResponse,
+    AckRequest, AckResponse, ConsumerView, CountersView, DeleteQuery, DlqDepthView, GroupSpec,
+    GroupView, LagView, MessageView, NackRequest, NackResponse, PullRequest, PullResponse,
 };
 
 /// The longest `reason` a nack may give, in bytes.
@@ -145,6 +146,43 @@ pub async fn describe_group(
             in_flight: running.map(|s| s.in_flight()).unwrap_or_default(),
         },
     }))
+}
+
+/// Delete a group: its settings, committed offsets, leases, scheduled retries, in-flight
+/// lists, processed ids, dead-letter queue and replay stream (admin). Refused (409
+/// `group.in_use`, naming the consumer instances) while a consumer runs it — this server's
+/// HTTP consumer included, until it stops after `consumer_idle_secs` without pulls — and
+/// (409 `group.internal`) for the groups of the server's own stages, unless `force=true`;
+/// forced, this server's consumer of the group stops first (its receipts lapse).
+#[utoipa::path(
+    delete,
+    path = "/v1/groups/{group}",
+    tag = "groups",
+    params(("group" = String, Path), DeleteQuery),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown group", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "In use (`consumers` names the instances), or Runnel's own", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ())
+)]
+pub async fn delete_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    GroupPath(group): GroupPath,
+    ApiQuery(query): ApiQuery<DeleteQuery>,
+) -> Result<StatusCode, ApiError> {
+    caller.require_admin()?;
+    let force = query.force.unwrap_or(false);
+    if force {
+        // Receipts of this server's consumer lapse; the runtime stops its workers.
+        state.consumers.stop(&group).await;
+    }
+    state.runnel.delete_group(&group, force).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Long poll: up to `max` messages, waiting up to `wait_ms` for the first. Each message

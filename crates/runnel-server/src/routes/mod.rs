@@ -78,11 +78,16 @@ pub fn router(state: AppState) -> Router {
             "/v1/streams",
             get(admin::list_streams).post(admin::create_stream),
         )
-        .route("/v1/streams/{stream}", get(admin::describe_stream))
+        .route(
+            "/v1/streams/{stream}",
+            get(admin::describe_stream).delete(admin::delete_stream),
+        )
         .route("/v1/groups", get(groups::list_groups))
         .route(
             "/v1/groups/{group}",
-            put(groups::put_group).get(groups::describe_group),
+            put(groups::put_group)
+                .get(groups::describe_group)
+                .delete(groups::delete_group),
         )
         .route("/v1/groups/{group}/pull", post(groups::pull))
         .route("/v1/groups/{group}/ack", post(groups::ack))

@@ -17,11 +17,14 @@ pub struct StreamsArgs {
     pub client: ClientArgs,
 }
 
-/// `runnel streams` lists every stream; this sets one up.
+/// `runnel streams` lists every stream; these set one up and remove it.
 #[derive(Debug, clap::Subcommand)]
 pub enum StreamsCommand {
     /// Creates a stream ahead of its first publish (its partition count is fixed then).
     Create(super::manage::StreamCreateArgs),
+    /// Deletes a stream, its events and every group's offsets on it (refused while groups
+    /// read it, unless --force).
+    Delete(super::manage::StreamDeleteArgs),
 }
 
 #[derive(Debug, Args)]
@@ -40,6 +43,9 @@ pub enum GroupsCommand {
     Show(GroupShowArgs),
     /// Creates a group (refused when it exists: its settings are never replaced by accident).
     Create(super::manage::GroupCreateArgs),
+    /// Deletes a group: settings, offsets, retries, processed ids, dead letters, replay
+    /// stream (refused while a consumer runs it, unless --force).
+    Delete(super::manage::GroupDeleteArgs),
 }
 
 #[derive(Debug, Args)]
@@ -93,8 +99,10 @@ fn stream_events(stream: &Value) -> u64 {
 }
 
 pub fn streams(args: StreamsArgs) -> anyhow::Result<()> {
-    if let Some(StreamsCommand::Create(create)) = args.command {
-        return super::manage::stream_create(create);
+    match args.command {
+        Some(StreamsCommand::Create(create)) => return super::manage::stream_create(create),
+        Some(StreamsCommand::Delete(delete)) => return super::manage::stream_delete(delete),
+        None => {}
     }
     let api = args.client.api()?;
     let streams = api.get("/v1/streams")?;
@@ -133,6 +141,7 @@ pub fn groups(args: GroupsArgs) -> anyhow::Result<()> {
     match args.command {
         Some(GroupsCommand::Show(show)) => return group_show(show),
         Some(GroupsCommand::Create(create)) => return super::manage::group_create(create),
+        Some(GroupsCommand::Delete(delete)) => return super::manage::group_delete(delete),
         None => {}
     }
     let api = args.client.api()?;

@@ -1,6 +1,6 @@
-//! `runnel streams create` and `runnel groups create`: what an operator sets up ahead of the
-//! first publish or pull (a stream's partition count, a group's settings), over the server's
-//! admin routes.
+//! `runnel streams create|delete` and `runnel groups create|delete`: what an operator sets
+//! up ahead of the first publish or pull (a stream's partition count, a group's settings) and
+//! removes when done, over the server's admin routes.
 
 use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
@@ -47,6 +47,30 @@ pub struct GroupCreateArgs {
     /// Deliveries before an event is dead-lettered.
     #[arg(long, value_name = "N")]
     pub max_deliver: Option<u32>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StreamDeleteArgs {
+    /// The stream.
+    pub name: String,
+    /// Delete even while groups read it (this server's consumers stop reading it), and
+    /// even a group's replay stream.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct GroupDeleteArgs {
+    /// The consumer group.
+    pub group: String,
+    /// Delete even while a consumer runs it (it stops; its clients' receipts lapse), and
+    /// even a group of the server's own stages.
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -113,5 +137,43 @@ pub fn group_create(args: GroupCreateArgs) -> anyhow::Result<()> {
         "group {} receives {}",
         args.group,
         super::cell(&created["filter"])
+    )
+}
+
+/// `?force=true` when asked for.
+fn force_query(force: bool) -> &'static str {
+    if force { "?force=true" } else { "" }
+}
+
+/// `runnel streams delete`: the server's 409 (groups read it) names the groups.
+pub fn stream_delete(args: StreamDeleteArgs) -> anyhow::Result<()> {
+    let api = args.client.api()?;
+    let path = format!(
+        "/v1/streams/{}{}",
+        segment(&args.name),
+        force_query(args.force)
+    );
+    api.delete(&path)?;
+    if args.client.json {
+        return print_json(&json!({ "deleted": { "stream": args.name } }));
+    }
+    outln!("stream {} deleted", args.name)
+}
+
+/// `runnel groups delete`: the server's 409 (a consumer runs it) names the instances.
+pub fn group_delete(args: GroupDeleteArgs) -> anyhow::Result<()> {
+    let api = args.client.api()?;
+    let path = format!(
+        "/v1/groups/{}{}",
+        segment(&args.group),
+        force_query(args.force)
+    );
+    api.delete(&path)?;
+    if args.client.json {
+        return print_json(&json!({ "deleted": { "group": args.group } }));
+    }
+    outln!(
+        "group {} deleted (settings, offsets, retries, processed ids, dead letters)",
+        args.group
     )
 }
