@@ -1094,3 +1094,59 @@ async fn a_group_with_a_running_consumer_is_deleted_only_when_forced() {
     assert_eq!(again[0]["attempt"], 1, "no attempt of the old group counts");
     app.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_servers_own_groups_are_not_configured_or_consumed_over_http() {
+    let (_dir, app) = app().await;
+    let router = app.router();
+    publish(&router, event("o1", "order.placed", json!(1))).await;
+    // The correlation index runs in the server: a client pulling its group would take its
+    // partitions, and its acks would commit past events the index never wrote.
+    for (method, path, body) in [
+        ("POST", "/v1/groups/trace-index/pull", json!({"max": 1})),
+        (
+            "POST",
+            "/v1/groups/trace-index/ack",
+            json!({"receipts": ["r"]}),
+        ),
+        (
+            "POST",
+            "/v1/groups/trace-index/nack",
+            json!({"receipt": "r", "class": "transient", "reason": "x"}),
+        ),
+        ("PUT", "/v1/groups/trace-index", json!({"filter": ">"})),
+        (
+            "PUT",
+            "/v1/groups/saga-orders",
+            json!({"filter": "order.*"}),
+        ),
+        (
+            "PUT",
+            "/v1/groups/features-spend",
+            json!({"filter": "order.*"}),
+        ),
+        (
+            "PUT",
+            "/v1/groups/inference-fraud",
+            json!({"filter": "order.*"}),
+        ),
+    ] {
+        let answer = send_json(&router, method, path, body).await;
+        assert_problem(&answer, 409, "group.internal");
+        assert!(
+            answer.body["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("not configured or consumed over HTTP")),
+            "{method} {path}: {}",
+            answer.text
+        );
+    }
+    let stream = get(&router, "/v1/groups/trace-index/events").await;
+    assert_problem(&stream, 409, "group.internal");
+    // Still shown, with its progress.
+    assert_eq!(
+        get(&router, "/v1/groups/trace-index").await.status,
+        StatusCode::OK
+    );
+    app.close().await.unwrap();
+}

@@ -90,6 +90,7 @@ pub async fn put_group(
     ApiJson(spec): ApiJson<GroupSpec>,
 ) -> Result<(StatusCode, Json<GroupSpec>), ApiError> {
     caller.require_consume(&group)?;
+    refuse_internal(&group)?;
     let config = spec.to_config(&group)?;
     let existed = match state.runnel.group_config(&group).await {
         Ok(_) => true,
@@ -104,6 +105,24 @@ pub async fn put_group(
         StatusCode::CREATED
     };
     Ok((status, Json(GroupSpec::from_config(&config))))
+}
+
+/// Groups of the server's own stages (`saga-*`, `features-*`, `inference-*`, `trace-index`)
+/// are configured and consumed in the server only: an HTTP client pulling one would take
+/// partitions from the stage, and its acks would commit past events the stage never saw.
+/// `GET /v1/groups/{group}` still shows them, and `DELETE` with `force=true` removes them.
+fn refuse_internal(group: &str) -> Result<(), ApiError> {
+    match runnel_runtime::internal_group(group) {
+        Some(owner) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "group.internal",
+            format!(
+                "group `{group}` is Runnel's own ({owner} runs it in the server): it is not \
+                 configured or consumed over HTTP (GET /v1/groups/{group} shows its progress)"
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// A group: settings, lag per partition (events and seconds), this server's counters and
@@ -209,6 +228,7 @@ pub async fn pull(
     ApiJson(request): ApiJson<PullRequest>,
 ) -> Result<Json<PullResponse>, ApiError> {
     caller.require_consume(&group)?;
+    refuse_internal(&group)?;
     let max = match request.max {
         None => 1,
         Some(0) => {
@@ -258,6 +278,7 @@ pub async fn ack(
     ApiJson(request): ApiJson<AckRequest>,
 ) -> Result<Json<AckResponse>, ApiError> {
     caller.require_consume(&group)?;
+    refuse_internal(&group)?;
     let acked = state.consumers.ack(&group, &request.receipts).await?;
     Ok(Json(AckResponse { acked }))
 }
@@ -287,6 +308,7 @@ pub async fn nack(
     ApiJson(request): ApiJson<NackRequest>,
 ) -> Result<Json<NackResponse>, ApiError> {
     caller.require_consume(&group)?;
+    refuse_internal(&group)?;
     if request.reason.len() > MAX_NACK_REASON_BYTES {
         // It is kept in the DLQ entry, shown on every page that lists it, and logged.
         return Err(ApiError::bad_request(
@@ -327,6 +349,7 @@ pub async fn event_stream(
     GroupPath(group): GroupPath,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     caller.require_consume(&group)?;
+    refuse_internal(&group)?;
     // Unknown groups are a 404 now, not an error event later.
     state.consumers.session(&group).await?;
     let holder = caller.key_name().map(str::to_string);
