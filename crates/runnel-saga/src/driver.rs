@@ -278,8 +278,9 @@ impl Core {
     /// Reads instance `id` (or takes it from the cache of what this driver wrote last),
     /// applies `apply` and writes it, again on a conflict; then publishes. A cached copy
     /// is only trusted for a write, which the compare-and-set on its revision checks: when
-    /// applying to it writes nothing (a duplicate, a stale reply), the instance is read and
-    /// the event applied again, so another driver's newer write is never overlooked.
+    /// applying to it writes nothing (a duplicate, a stale reply) or fails (an operator's
+    /// retry of an instance the copy says is not stuck), the instance is read and the event
+    /// applied again, so another driver's newer write is never overlooked.
     pub async fn transition<F>(&self, id: &str, mut apply: F) -> Result<Option<Instance>, SagaError>
     where
         F: FnMut(&Saga, &mut Instance, Micros) -> Result<Transition, SagaError>,
@@ -296,7 +297,12 @@ impl Core {
             };
             let mut instance = stored.instance;
             let was = instance.state;
-            let t = apply(&self.saga, &mut instance, self.now())?;
+            let t = match apply(&self.saga, &mut instance, self.now()) {
+                // A cached copy may be behind (an operator's retry refused as not stuck):
+                // decide on what is stored.
+                Err(_) if from_cache => continue,
+                t => t?,
+            };
             if from_cache && (t.duplicate || !t.changed) {
                 continue;
             }
