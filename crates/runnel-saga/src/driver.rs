@@ -24,11 +24,12 @@
 //! stopped or died), it first publishes again every command its instances have in flight:
 //! a crash between a write and its publish loses no command.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use runnel_backend::{BackendError, StreamConfig, StreamName};
+use runnel_backend::{BackendError, Revision, StreamConfig, StreamName};
 use runnel_clock::{Micros, SharedClock};
 use runnel_envelope::{EnvelopeError, Event, EventId, EventType, Source};
 use runnel_runtime::{
@@ -38,12 +39,16 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::crash::{self, Boundary};
 use crate::machine::{Command, Instance, Reply, SagaState, Transition, Trigger};
 use crate::spec::Saga;
-use crate::store::{InstanceStore, StoreError};
+use crate::store::{InstanceStore, StoreError, Stored};
 
 /// Most times an event is applied again after losing a compare-and-set.
 const MAX_CONFLICTS: usize = 16;
+
+/// Most instances a driver keeps as it last wrote them (so that a reply needs no read).
+const CACHE_CAPACITY: usize = 16_384;
 
 /// The consumer group that starts instances of saga `name`.
 pub fn trigger_group(name: &str) -> String {
@@ -118,6 +123,29 @@ pub enum SagaError {
     Task(String),
 }
 
+/// Instances started and outcomes reached by one driver since it started (also on
+/// `/metrics` as `runnel_saga_*_total`; these are for callers of the Rust API, such as
+/// `runnel bench sagas`, that install no metrics recorder).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SagaCounts {
+    /// Instances this driver started.
+    pub started: u64,
+    /// Instances this driver brought to `completed`.
+    pub completed: u64,
+    /// Instances this driver brought to `compensated`.
+    pub compensated: u64,
+    /// Instances this driver found `stuck`.
+    pub stuck: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    started: AtomicU64,
+    completed: AtomicU64,
+    compensated: AtomicU64,
+    stuck: AtomicU64,
+}
+
 /// What a saga's driver shares between its groups, its timers and [`crate::Sagas`].
 pub(crate) struct Core {
     pub runnel: Runnel,
@@ -125,6 +153,9 @@ pub(crate) struct Core {
     pub store: InstanceStore,
     pub clock: SharedClock,
     pub source: Source,
+    counters: Counters,
+    /// Instances by id as this driver last wrote them, with their revision.
+    cache: Mutex<HashMap<String, Stored>>,
 }
 
 impl Core {
@@ -135,7 +166,19 @@ impl Core {
             source: Source::new(format!("runnel://sagas/{}", saga.name()))?,
             runnel: runnel.clone(),
             saga,
+            counters: Counters::default(),
+            cache: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn counts(&self) -> SagaCounts {
+        let c = &self.counters;
+        SagaCounts {
+            started: c.started.load(Ordering::Relaxed),
+            completed: c.completed.load(Ordering::Relaxed),
+            compensated: c.compensated.load(Ordering::Relaxed),
+            stuck: c.stuck.load(Ordering::Relaxed),
+        }
     }
 
     fn now(&self) -> Micros {
@@ -170,6 +213,7 @@ impl Core {
             .iter()
             .map(|c| self.command_event(instance, c))
             .collect::<Result<Vec<_>, _>>()?;
+        crash::reached(Boundary::BeforePublish);
         self.runnel
             .publish_batch(events)
             .await
@@ -186,11 +230,12 @@ impl Core {
         };
         self.store.deactivate(instance).await?;
         let saga = self.saga.name().to_string();
-        let name = match outcome {
-            SagaState::Completed => "runnel_saga_completed_total",
-            SagaState::Compensated => "runnel_saga_compensated_total",
-            _ => "runnel_saga_stuck_total",
+        let (name, counter) = match outcome {
+            SagaState::Completed => ("runnel_saga_completed_total", &self.counters.completed),
+            SagaState::Compensated => ("runnel_saga_compensated_total", &self.counters.compensated),
+            _ => ("runnel_saga_stuck_total", &self.counters.stuck),
         };
+        counter.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(name, "saga" => saga.clone()).increment(1);
         if let Some(ended) = instance.ended_at {
             let seconds = ended.saturating_sub(instance.started_at) as f64 / 1e6;
@@ -204,19 +249,63 @@ impl Core {
         Ok(())
     }
 
-    /// Reads instance `id`, applies `apply` and writes it, again on a conflict; then
-    /// publishes. `apply` returns `None` to leave the instance alone.
+    /// The instance `id` as this driver last wrote it, taken out of the cache.
+    fn cached(&self, id: &str) -> Option<Stored> {
+        lock(&self.cache).remove(id)
+    }
+
+    /// Keeps `instance` as written at `revision`, while it is not at an outcome.
+    fn remember(&self, instance: &Instance, revision: Revision) {
+        let mut cache = lock(&self.cache);
+        if instance.state.is_outcome() {
+            cache.remove(&instance.id);
+            return;
+        }
+        if cache.len() >= CACHE_CAPACITY {
+            // Bounded, and simple: a driver with more instances in flight than this reads
+            // some of them again.
+            cache.clear();
+        }
+        cache.insert(
+            instance.id.clone(),
+            Stored {
+                instance: instance.clone(),
+                revision,
+            },
+        );
+    }
+
+    /// Reads instance `id` (or takes it from the cache of what this driver wrote last),
+    /// applies `apply` and writes it, again on a conflict; then publishes. A cached copy
+    /// is only trusted for a write, which the compare-and-set on its revision checks: when
+    /// applying to it writes nothing (a duplicate, a stale reply) or fails (an operator's
+    /// retry of an instance the copy says is not stuck), the instance is read and the event
+    /// applied again, so another driver's newer write is never overlooked.
     pub async fn transition<F>(&self, id: &str, mut apply: F) -> Result<Option<Instance>, SagaError>
     where
         F: FnMut(&Saga, &mut Instance, Micros) -> Result<Transition, SagaError>,
     {
+        let mut cached = self.cached(id);
         for _ in 0..MAX_CONFLICTS {
-            let Some(stored) = self.store.get(self.saga.name(), id).await? else {
-                return Ok(None);
+            let from_cache = cached.is_some();
+            let stored = match cached.take() {
+                Some(stored) => stored,
+                None => match self.store.get(self.saga.name(), id).await? {
+                    Some(stored) => stored,
+                    None => return Ok(None),
+                },
             };
             let mut instance = stored.instance;
             let was = instance.state;
-            let t = apply(&self.saga, &mut instance, self.now())?;
+            let t = match apply(&self.saga, &mut instance, self.now()) {
+                // A cached copy may be behind (an operator's retry refused as not stuck):
+                // decide on what is stored.
+                Err(_) if from_cache => continue,
+                t => t?,
+            };
+            if from_cache && (t.duplicate || !t.changed) {
+                continue;
+            }
             if t.duplicate {
                 // Applied before, but its commands may not have gone out (a crash between
                 // the write and the publish): send them again, under the same ids.
@@ -230,11 +319,13 @@ impl Core {
                 // Out of stuck (resumed, or a late success): its timers run again.
                 self.store.activate(&instance).await?;
             }
-            match self.store.update(&instance, stored.revision).await {
-                Ok(_) => {}
+            let revision = match self.store.update(&instance, stored.revision).await {
+                Ok(revision) => revision,
                 Err(StoreError::Fenced { .. }) => continue,
                 Err(e) => return Err(e.into()),
-            }
+            };
+            crash::reached(Boundary::AfterWrite);
+            self.remember(&instance, revision);
             self.publish(&instance, &t.commands).await?;
             self.settled(&instance, &t).await?;
             return Ok(Some(instance));
@@ -260,13 +351,26 @@ impl Core {
         };
         let (instance, t) = self.saga.start(trigger, self.now());
         match self.store.create(&instance).await? {
-            Some(_) => {
+            Some(revision) => {
+                crash::reached(Boundary::AfterWrite);
+                self.counters.started.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("runnel_saga_started_total", "saga" => self.saga.name().to_string())
                     .increment(1);
-                if !instance.state.is_outcome() {
-                    self.store.activate(&instance).await?;
-                }
-                self.publish(&instance, &t.commands).await?;
+                self.remember(&instance, revision);
+                // The index entry (for timers and a take-over) and the first commands at
+                // once: the instance is written, and until both are done the trigger is not
+                // acknowledged, so a crash in between delivers it again and it does both.
+                let activate = async {
+                    if instance.state.is_outcome() {
+                        Ok(())
+                    } else {
+                        self.store.activate(&instance).await
+                    }
+                };
+                let (activated, published) =
+                    tokio::join!(activate, self.publish(&instance, &t.commands));
+                activated?;
+                published?;
                 self.settled(&instance, &t).await?;
             }
             None => {
@@ -304,6 +408,7 @@ impl Core {
             Ok(saga.on_reply(instance, &reply, now))
         })
         .await?;
+        crash::reached(Boundary::AfterReply);
         Ok(())
     }
 
@@ -343,6 +448,11 @@ impl Core {
         }
         Ok(())
     }
+}
+
+/// Locks `mutex`, also after a panic elsewhere (the cache is only an optimisation).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Runs sagas over consumer groups.
@@ -458,6 +568,7 @@ impl SagaDriver {
             consumers,
             timers,
             stop,
+            core,
         })
     }
 }
@@ -522,6 +633,7 @@ pub struct SagaHandle {
     consumers: Vec<ConsumerHandle>,
     timers: JoinHandle<()>,
     stop: watch::Sender<bool>,
+    core: Arc<Core>,
 }
 
 impl std::fmt::Debug for SagaHandle {
@@ -546,6 +658,11 @@ impl SagaHandle {
             .into_iter()
             .map(|(s, p)| (s.to_string(), p))
             .collect()
+    }
+
+    /// Instances this driver started and outcomes it reached, since it started.
+    pub fn counts(&self) -> SagaCounts {
+        self.core.counts()
     }
 
     /// Renews and rebalances every group's leases now.

@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 
 mod condition;
+mod crash;
 mod driver;
 mod machine;
 mod spec;
@@ -36,7 +37,9 @@ mod store;
 mod visibility;
 
 pub use condition::{Condition, InvalidCondition};
-pub use driver::{SagaDriver, SagaError, SagaHandle, SagaOptions, reply_group, trigger_group};
+pub use driver::{
+    SagaCounts, SagaDriver, SagaError, SagaHandle, SagaOptions, reply_group, trigger_group,
+};
 pub use machine::{
     Command, CommandKind, Happened, Instance, NotStuck, Reply, SagaState, StepRun, StepStatus,
     TimelineEntry, Transition, Trigger,

@@ -5,6 +5,7 @@ mod compare;
 mod http;
 mod log;
 mod runtime;
+mod sagas;
 mod stages;
 
 use clap::{Subcommand, ValueEnum};
@@ -22,6 +23,11 @@ pub enum BenchTarget {
     /// count + sum + mean + distinct, the operator alone and end to end from the log as a
     /// ratio to a plain consumer group on the same backlog.
     Stages(stages::StagesBenchArgs),
+    /// Three-step sagas (reserve → charge → ship) with in-process step services over the
+    /// embedded backend (`group` fsync by default): sagas completed per second on a backlog,
+    /// p50/p99 saga duration at a fixed rate, and the key-value writes, reads and appends each
+    /// saga cost.
+    Sagas(sagas::SagasBenchArgs),
     /// Publishing over HTTP to an in-process server: 1, 16 and 64 connections, single events
     /// and batches of 100.
     Http(http::HttpBenchArgs),
@@ -36,6 +42,7 @@ pub fn run(target: BenchTarget) -> anyhow::Result<()> {
         BenchTarget::Runtime(args) => runtime::run(args),
         BenchTarget::Http(args) => http::run(args),
         BenchTarget::Stages(args) => stages::run(args),
+        BenchTarget::Sagas(args) => sagas::run(args),
         BenchTarget::Compare(args) => compare::run(args),
     }
 }
