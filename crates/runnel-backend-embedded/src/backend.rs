@@ -598,7 +598,12 @@ impl Backend for EmbeddedBackend {
             let watermark = state.log(partition)?.high_watermark_watch();
             (watermark, state.deleted.subscribe())
         };
-        let gone = || BackendError::UnknownStream(stream.clone());
+        // The stream's state is dropped when it is deleted and when the backend closes: a
+        // closed backend answers Closed, as every other call then does.
+        let gone = || match self.shared() {
+            Ok(_) => BackendError::UnknownStream(stream.clone()),
+            Err(closed) => closed,
+        };
         if *deleted.borrow_and_update() {
             return Err(gone());
         }
