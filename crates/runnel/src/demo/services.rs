@@ -259,6 +259,7 @@ pub fn shipping(ledger: &mut Shipping, command: &Command<'_>) -> Option<(&'stati
         ledger.unanswered += 1;
         return None;
     }
+    // A second attempt (the first answered late) ships nothing more.
     ledger.shipped.insert(command.instance.clone());
     Some((
         "shipping.shipped",

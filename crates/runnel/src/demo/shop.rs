@@ -79,8 +79,8 @@ pub enum SagaFailure {
     /// The payment service declines the card: the charge step fails, the reservation is
     /// released.
     CardDeclined,
-    /// The shipping service never answers: the ship step times out, the payment is refunded
-    /// and the reservation released.
+    /// The shipping service never answers: both attempts of the ship step time out, the
+    /// payment is refunded and the reservation released.
     ShipTimeout,
 }
 
@@ -249,8 +249,9 @@ compensation = { command = "payment.refund.requested", success = "payment.refund
 name = "ship"
 command = "shipping.ship.requested"
 success = "shipping.shipped"
-timeout = "3s"
-max_attempts = 1
+timeout = "6s"
+max_attempts = 2
+backoff = ["200ms"]
 "#;
 
 /// The fraud model (`models/fraud_lr.onnx`, inputs as `scripts/train_fraud_model.py` trained
