@@ -147,8 +147,30 @@ fn exit_by_sigpipe() -> ExitCode {
     ExitCode::from(128 + libc::SIGPIPE as u8)
 }
 
+/// Reports that are printed as they go (`config show`, the bench, chaos, the demo) use
+/// `println!`, which panics when stdout's reader has gone (`| head`): such a panic ends the
+/// process as a Unix tool ends there, quietly by SIGPIPE; every other panic is reported.
+fn exit_quietly_on_closed_stdout() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout")
+            && message.ends_with(&format!("(os error {})", libc::EPIPE))
+        {
+            exit_by_sigpipe();
+        }
+        report(info);
+    }));
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    exit_quietly_on_closed_stdout();
     // The demo's failures are on purpose: its dead-letter warnings would drown its output.
     let default_level = match cli.command {
         Command::Demo(_) => "error",

@@ -1024,6 +1024,25 @@ fn listing_commands_into_a_closed_pipe_exit_quietly() {
 }
 
 #[test]
+fn reports_printed_as_they_go_into_a_closed_pipe_exit_quietly() {
+    // `config show` prints with println!, as the bench, chaos and the demo do: a closed stdout
+    // made it panic ("failed printing to stdout", exit 101).
+    let home = tempfile::tempdir().unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let args = ["config", "show"];
+    let output = runnel(home.path())
+        .args(args)
+        .current_dir(home.path())
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_quiet_sigpipe_exit(&args, &output);
+}
+
+#[test]
 fn tail_shows_binary_data_as_its_size_and_first_bytes_not_null() {
     let server = TestServer::start();
     ureq_put(
