@@ -397,13 +397,11 @@ async fn jetstream_predictions_carry_inputs_and_context_and_missing_inputs_are_d
     }
 }
 
-#[ignore = "stalls about one run in three (7–9 of 13 predictions, then nothing for 90 s) on both backends: a known bug of the inference stage under issue 22, to be fixed before it is wired into runnel serve; run with --ignored"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_a_slow_model_degrades_every_event_and_the_breaker_opens_and_closes() {
     a_slow_model_degrades_every_event_and_the_breaker_opens_and_closes(embedded().await).await;
 }
 
-#[ignore = "stalls about one run in three (7–9 of 13 predictions, then nothing for 90 s) on both backends: a known bug of the inference stage under issue 22, to be fixed before it is wired into runnel serve; run with --ignored"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_a_slow_model_degrades_every_event_and_the_breaker_opens_and_closes() {
     if let Some(b) = jetstream().await {

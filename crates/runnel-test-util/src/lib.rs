@@ -99,6 +99,7 @@ macro_rules! runtime_conformance_tests {
             a_batch_is_validated_whole_and_dedups_within_itself,
             a_batch_over_two_streams_is_acknowledged_in_its_own_order,
             same_key_events_run_in_order_and_different_keys_overlap,
+            one_handler_slot_over_many_partitions_handles_every_event,
             two_instances_split_partitions_and_a_silent_one_loses_them_after_the_ttl,
             a_stopped_instance_hands_its_partitions_over_with_its_progress,
             an_event_not_acknowledged_within_ack_wait_is_delivered_again,

@@ -641,6 +641,61 @@ pub async fn same_key_events_run_in_order_and_different_keys_overlap(h: &impl Ba
     }
 }
 
+/// A consumer with one handler slot over many partitions: every partition worker waits for
+/// room in the one-place channel at once, and each delivers when it is given the room. (The
+/// room used to be dropped and asked for again, which handed it to the next waiting worker,
+/// which did the same: it went round the workers for ever and nothing more was delivered.)
+pub async fn one_handler_slot_over_many_partitions_handles_every_event(h: &impl BackendHarness) {
+    let clock = h.clock();
+    let runnel = runtime(h).await;
+    let stream = StreamName::new("slots").expect("name");
+    runnel
+        .create_stream(
+            &stream,
+            StreamConfig {
+                partitions: 8,
+                ..StreamConfig::default()
+            },
+        )
+        .await
+        .expect("create stream");
+    let events = 400u64;
+    for round in 0..4 {
+        let batch: Vec<Event> = (round * events / 4..(round + 1) * events / 4)
+            .map(|n| numbered_event(&clock, "slots.filled", &format!("key-{}", n % 32), n))
+            .collect();
+        runnel.publish_batch(batch).await.expect("publish");
+    }
+    let handled = Arc::new(AtomicUsize::new(0));
+    let count = handled.clone();
+    let handle = runnel
+        .group("one-slot")
+        .config(GroupConfig {
+            max_in_flight: 1,
+            ..GroupConfig::new("one-slot", pattern("slots.*"))
+        })
+        .run(move |_message| {
+            let count = count.clone();
+            async move {
+                tokio::task::yield_now().await;
+                count.fetch_add(1, Ordering::SeqCst);
+                Ok(vec![])
+            }
+        })
+        .await
+        .expect("run group");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while (handled.load(Ordering::SeqCst) as u64) < events {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {events} events handled after 60 s",
+            handled.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    handle.stop().await.expect("stop");
+}
+
 /// One step of a handler run: (partition key, offset, event number, started or finished).
 type Step = (String, u64, u64, bool);
 

@@ -162,6 +162,9 @@ struct Worker {
     suspect_below: u64,
     /// A suspect of a crash is in flight: nothing else is delivered until it settles.
     isolating: Option<u64>,
+    /// Room in the deliveries channel the channel gave this worker, used by the next
+    /// delivery.
+    room: Option<mpsc::OwnedPermit<Delivery>>,
     rng: rand::rngs::StdRng,
 }
 
@@ -212,6 +215,7 @@ pub(crate) async fn run(ctx: WorkerCtx) -> Result<WorkerExit> {
         declaring: None,
         suspect_below: 0,
         isolating: None,
+        room: None,
         rng: rand::rngs::StdRng::from_os_rng(),
         ctx,
     };
@@ -261,10 +265,15 @@ impl Worker {
                         }
                     }
                 }
-                permit = deliveries.reserve(), if can_deliver => {
-                    // Room again: the loop delivers (after recording the deliveries).
-                    if permit.is_err() {
-                        break WorkerExit::ConsumerGone;
+                permit = deliveries.reserve_owned(), if can_deliver => {
+                    // Room again: the loop delivers into this very room (after recording
+                    // the deliveries). Dropping the permit here and asking for room again
+                    // would hand it to the next waiting worker, which would do the same:
+                    // with several partitions waiting on a full channel the room went
+                    // round them for ever and nothing was delivered.
+                    match permit {
+                        Ok(permit) => self.room = Some(permit),
+                        Err(_) => break WorkerExit::ConsumerGone,
                     }
                 }
                 high = backend.wait_for_data(
@@ -499,10 +508,13 @@ impl Worker {
     /// Hands out ready events while the consumer has room, recording them as in flight first.
     /// A crash suspect goes out alone.
     async fn deliver_ready(&mut self) -> Result<Result<(), WorkerExit>> {
+        // The room this worker was given by the channel, if any (given back to the channel,
+        // for the next worker waiting, if unused here), plus what is free now.
+        let mut held = self.room.take();
         if self.isolating.is_some() {
             return Ok(Ok(()));
         }
-        let room = self.ctx.deliveries.capacity();
+        let room = self.ctx.deliveries.capacity() + usize::from(held.is_some());
         let mut batch = Vec::new();
         let mut alone = false;
         while batch.len() < room {
@@ -538,8 +550,18 @@ impl Worker {
         self.declare(&batch).await?;
         let deliveries = self.ctx.deliveries.clone();
         for (i, offset) in batch.iter().enumerate() {
+            if let Some(permit) = held.take() {
+                if let Some(delivery) = self.delivery_of(*offset) {
+                    permit.send(delivery);
+                }
+                continue;
+            }
             match deliveries.try_reserve() {
-                Ok(permit) => self.deliver_one(*offset, permit),
+                Ok(permit) => {
+                    if let Some(delivery) = self.delivery_of(*offset) {
+                        permit.send(delivery);
+                    }
+                }
                 Err(error) => {
                     // Another partition took the room: put the rest back in line.
                     for offset in batch[i..].iter().rev() {
@@ -556,11 +578,10 @@ impl Worker {
         Ok(Ok(()))
     }
 
-    fn deliver_one(&mut self, offset: u64, permit: mpsc::Permit<'_, Delivery>) {
+    /// Marks the event at `offset` in flight and builds its delivery.
+    fn delivery_of(&mut self, offset: u64) -> Option<Delivery> {
         let now = self.now();
-        let Some(pending) = self.pending.get_mut(&offset) else {
-            return;
-        };
+        let pending = self.pending.get_mut(&offset)?;
         pending.attempt += 1;
         let ack_expires_at = ack_expiry(now, self.ctx.group.ack_wait);
         pending.state = State::InFlight {
@@ -570,7 +591,7 @@ impl Worker {
             },
         };
         self.ctx.stats.record_delivered(pending.attempt);
-        permit.send(Delivery {
+        Some(Delivery {
             event: pending.event.clone(),
             stream: self.ctx.stream.clone(),
             partition: self.ctx.partition,
@@ -581,7 +602,7 @@ impl Worker {
             ack_expires_at,
             settle: self.settle_tx.clone(),
             hand_out: None,
-        });
+        })
     }
 
     async fn settle(&mut self, mut settlement: Settlement) -> Result<()> {
