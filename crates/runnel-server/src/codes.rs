@@ -185,6 +185,11 @@ pub const ERROR_CODES: &[ErrorCode] = &[
     ),
     code("group.unknown", 404, "No group with that name."),
     code(
+        "model.unknown",
+        404,
+        "No model of that name runs on this server (`[[models]]` in runnel.toml).",
+    ),
+    code(
         "nack.reason_too_long",
         400,
         "A nack reason is over 4,096 bytes.",

@@ -14,6 +14,7 @@
 //! - [`binding`]: the CloudEvents HTTP binding;
 //! - [`consume`]: a runtime consumer per group and the receipt table behind ack/nack;
 //! - [`features`]: the feature pipelines the binary started beside the server;
+//! - [`models`]: the inference stages (`[[models]]`) the binary started beside the server;
 //! - [`problem`]: RFC 9457 problem documents, the one error type of every handler;
 //! - [`tls`]: HTTPS from `tls_cert`/`tls_key`, reloaded without dropping connections;
 //! - [`metrics`], [`openapi`], and [`server`] (start, graceful stop).
@@ -38,6 +39,7 @@ pub mod extract;
 pub mod features;
 pub mod limits;
 pub mod metrics;
+pub mod models;
 pub mod openapi;
 pub mod problem;
 pub mod routes;

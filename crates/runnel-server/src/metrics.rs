@@ -34,6 +34,8 @@ const LATENCY_BUCKETS: &[f64] = &[
 pub struct Metrics {
     recorder: Arc<PrometheusRecorder>,
     handle: PrometheusHandle,
+    /// This recorder is the process's global one.
+    global: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -95,14 +97,23 @@ impl Metrics {
         Self {
             recorder: Arc::new(recorder),
             handle,
+            global: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     /// Makes this recorder the process's global one, so that `/metrics` renders what other
     /// crates record through the `metrics` facade. False if the process has one already
-    /// (another server's, or the embedding program's).
+    /// (another server's, or the embedding program's); true again when it is this one's.
     pub fn install_global(&self) -> bool {
-        metrics::set_global_recorder(SharedRecorder(self.recorder.clone())).is_ok()
+        use std::sync::atomic::Ordering;
+        if self.global.load(Ordering::SeqCst) {
+            return true;
+        }
+        let installed = metrics::set_global_recorder(SharedRecorder(self.recorder.clone())).is_ok();
+        if installed {
+            self.global.store(true, Ordering::SeqCst);
+        }
+        installed
     }
 
     fn counter(&self, name: &'static str, pairs: &[(&'static str, &str)]) -> metrics::Counter {

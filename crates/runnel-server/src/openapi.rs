@@ -14,7 +14,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, ObjectBuilder, Required, ResponseBuilder, Type};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, events, features, groups, ops, sagas, trace};
+use crate::routes::{admin, events, features, groups, models, ops, sagas, trace};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -50,6 +50,8 @@ use crate::routes::{admin, events, features, groups, ops, sagas, trace};
         features::describe_feature,
         features::get_feature_value,
         features::point_in_time,
+        models::list_models,
+        models::describe_model,
         sagas::list_sagas,
         sagas::get_saga,
         sagas::retry_saga,
@@ -67,6 +69,7 @@ use crate::routes::{admin, events, features, groups, ops, sagas, trace};
         (name = "dlq", description = "Dead-letter queues (admin)"),
         (name = "trace", description = "One workflow's events across streams (admin)"),
         (name = "features", description = "Feature sets: pipelines and the online feature store"),
+        (name = "models", description = "Models of `[[models]]`: version, breaker, predictions by outcome"),
         (name = "sagas", description = "Saga instances of `[[sagas]]`: list, show, retry (admin)"),
         (name = "registry", description = "Schema registry, Confluent-compatible"),
         (name = "operations", description = "Health, readiness, metrics"),

@@ -28,6 +28,7 @@ use crate::config::{ConfigError, ServerConfig};
 use crate::consume::{Consumers, Shutdown};
 use crate::features::Features;
 use crate::metrics::Metrics;
+use crate::models::Models;
 use crate::routes::{AppState, Shared, router};
 use crate::tls::TlsReloader;
 
@@ -133,6 +134,7 @@ impl App {
             keys,
             config,
             features,
+            models: Models::default(),
             sagas: std::sync::OnceLock::new(),
         }));
         let sweeper = tokio::spawn(sweep_idle(state.clone(), idle));
@@ -159,7 +161,7 @@ impl App {
             return Err(ConfigError::Invalid("the sagas are already running".into()).into());
         }
         if !sagas.is_empty() {
-            if !self.state.metrics.install_global() {
+            if !self.capture_stage_metrics() {
                 tracing::info!(
                     "another metrics recorder is the process's: runnel_saga_* metrics are not in this server's /metrics"
                 );
@@ -191,6 +193,19 @@ impl App {
         &self.state.features
     }
 
+    /// The inference stages this server serves and stops (the binary adds them).
+    pub fn models(&self) -> &Models {
+        &self.state.models
+    }
+
+    /// Makes this server's `/metrics` render what stages record through the `metrics`
+    /// facade (the inference stages' `runnel_predictions_total`, breaker state and
+    /// transitions): its recorder becomes the process's. Call before starting them. False
+    /// if another recorder is the process's.
+    pub fn capture_stage_metrics(&self) -> bool {
+        self.state.metrics.install_global()
+    }
+
     /// This server's stable id (`<data_dir>/server-id`), when it holds it: stages started
     /// beside the server join their groups with it, so a restart re-adopts their leases at once.
     pub fn instance_id(&self) -> Option<&str> {
@@ -206,7 +221,9 @@ impl App {
     pub async fn close(mut self) -> Result<(), ServerError> {
         self.state.shutdown.trigger();
         self.sweeper.abort();
-        // Pipelines first: their last cycle publishes and writes through the backend.
+        // Models first (they read the feature store), then pipelines: their last cycle
+        // publishes and writes through the backend.
+        self.state.models.stop_all().await;
         self.state.features.stop_all().await;
         if let Some(index) = self.trace_index.take() {
             // It sees the shutdown and stops its consumer (committing what is indexed).

@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use runnel_backend::{Backend, BackendError};
 use runnel_backends::BackendSettings;
+use runnel_inference::{InferenceStage, ModelSpec, StageOptions, validate_models};
 use runnel_server::{App, ConfigError, Server, ServerConfig};
 use runnel_stages::{FeaturePipeline, FeatureSpec, PipelineOptions, validate_features};
 use serde::{Deserialize, Serialize};
@@ -31,10 +32,17 @@ pub struct RunnelConfig {
     /// `[[sagas]]`: saga types the server runs (see docs/sagas.md and `crate::saga_config`).
     #[serde(default)]
     pub sagas: Vec<runnel_saga::SagaSpec>,
+    /// `[[models]]`: inference stages run beside the server, one per table (see
+    /// docs/inference.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<ModelSpec>,
 }
 
 /// The key of the `[[features]]` tables (not in the defaults: there are none by default).
 const FEATURES_KEY: &str = "features";
+
+/// The key of the `[[models]]` tables (likewise).
+const MODELS_KEY: &str = "models";
 
 /// Environment variables starting with this prefix may set a field.
 pub const ENV_PREFIX: &str = "RUNNEL_";
@@ -80,8 +88,13 @@ impl RunnelConfig {
                         message: e.to_string(),
                     })?;
             for (key, value) in from_file {
-                if key == FEATURES_KEY {
-                    check_feature_tables(&value).map_err(|message| ConfigError::File {
+                if key == FEATURES_KEY || key == MODELS_KEY {
+                    let checked = if key == FEATURES_KEY {
+                        check_tables::<FeatureSpec>(FEATURES_KEY, &value)
+                    } else {
+                        check_tables::<ModelSpec>(MODELS_KEY, &value)
+                    };
+                    checked.map_err(|message| ConfigError::File {
                         path: path.to_path_buf(),
                         message,
                     })?;
@@ -91,6 +104,7 @@ impl RunnelConfig {
                 if !defaults.contains_key(&key) {
                     let mut known: Vec<&str> = defaults.keys().map(String::as_str).collect();
                     known.push(FEATURES_KEY);
+                    known.push(MODELS_KEY);
                     known.sort_unstable();
                     return Err(ConfigError::File {
                         path: path.to_path_buf(),
@@ -155,25 +169,89 @@ impl RunnelConfig {
                     .collect::<Vec<_>>()
                     .join("; "),
             )
-        })
+        })?;
+        self.validate_models()
+    }
+
+    /// The `[[models]]` rules, and that each feature input names a `[[features]]` set of this
+    /// file and one of its aggregates (the stage reads the online store those sets write).
+    fn validate_models(&self) -> Result<(), ConfigError> {
+        let mut problems: Vec<(String, String)> = match validate_models(&self.models) {
+            Ok(()) => Vec::new(),
+            Err(errors) => errors.problems,
+        };
+        for (i, model) in self.models.iter().enumerate() {
+            for (j, input) in model.inputs.iter().enumerate() {
+                let Some((set, aggregate)) =
+                    input.feature.as_deref().and_then(|f| f.split_once('.'))
+                else {
+                    continue;
+                };
+                let path = format!("models[{i}].inputs[{j}].feature");
+                match self.features.iter().find(|f| f.name == set) {
+                    None => {
+                        let there: Vec<&str> =
+                            self.features.iter().map(|f| f.name.as_str()).collect();
+                        problems.push((
+                            path,
+                            format!(
+                                "no [[features]] set `{set}` in this file (the sets are: {})",
+                                if there.is_empty() {
+                                    "none".to_string()
+                                } else {
+                                    there.join(", ")
+                                }
+                            ),
+                        ));
+                    }
+                    Some(feature) if !feature.aggregates.iter().any(|a| a.name == aggregate) => {
+                        problems.push((
+                            path,
+                            format!("feature set `{set}` has no aggregate `{aggregate}`"),
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(ConfigError::Invalid(
+            problems
+                .iter()
+                .map(|(path, problem)| format!("{}: {problem}", self.name_path(path)))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ))
     }
 
     /// `features[0].window.slide` → `features[0] (card_spend).window.slide`.
     fn name_feature_path(&self, path: &str) -> String {
-        let Some(rest) = path.strip_prefix("features[") else {
+        self.name_path(path)
+    }
+
+    /// `features[0].x` → `features[0] (card_spend).x`, `models[1].y` → `models[1] (fraud).y`.
+    fn name_path(&self, path: &str) -> String {
+        let (key, names): (&str, Vec<&str>) = if path.starts_with("features[") {
+            (
+                "features",
+                self.features.iter().map(|f| f.name.as_str()).collect(),
+            )
+        } else if path.starts_with("models[") {
+            (
+                "models",
+                self.models.iter().map(|m| m.name.as_str()).collect(),
+            )
+        } else {
             return path.to_string();
         };
+        let rest = &path[key.len() + 1..];
         let Some((index, field)) = rest.split_once(']') else {
             return path.to_string();
         };
-        match index
-            .parse::<usize>()
-            .ok()
-            .and_then(|i| self.features.get(i))
-        {
-            Some(feature) if !feature.name.is_empty() => {
-                format!("features[{index}] ({}){field}", feature.name)
-            }
+        match index.parse::<usize>().ok().and_then(|i| names.get(i)) {
+            Some(name) if !name.is_empty() => format!("{key}[{index}] ({name}){field}"),
             _ => path.to_string(),
         }
     }
@@ -185,6 +263,7 @@ impl RunnelConfig {
             storage: self.storage.redacted(),
             features: self.features.clone(),
             sagas: self.sagas.clone(),
+            models: self.models.clone(),
         }
     }
 
@@ -223,25 +302,53 @@ impl RunnelConfig {
             tracing::info!(feature = name.as_str(), "feature pipeline started");
             app.features().add(spec, handle);
         }
+        if !self.models.is_empty() && !server.app().capture_stage_metrics() {
+            tracing::info!(
+                "another metrics recorder is the process's: runnel_predictions_total and the breaker metrics are not in this server's /metrics"
+            );
+        }
+        for spec in self.models {
+            let name = spec.name.clone();
+            let app = server.app();
+            let options = StageOptions {
+                // The server's id: a restarted server takes the stage's leases back at once.
+                instance_id: app.instance_id().map(str::to_string),
+                // Feature inputs are read from the store the server's [[features]] write.
+                store: Some(app.features().store().clone()),
+                ..StageOptions::default()
+            };
+            let handle = InferenceStage::start(app.runnel(), spec.clone(), options)
+                .await
+                .with_context(|| format!("starting model `{name}`"))?;
+            tracing::info!(
+                model = name.as_str(),
+                version = handle.scorer().slot().current().info().version.as_str(),
+                "inference stage started"
+            );
+            app.models().add(spec, handle);
+        }
         Ok(server)
     }
 }
 
-/// Reads each `[[features]]` table on its own, so an error names the table (index and name)
-/// before the field: `features[1] (card_spend): unknown field `sise`, expected …`.
-fn check_feature_tables(value: &toml::Value) -> Result<(), String> {
+/// Reads each `[[features]]` or `[[models]]` table on its own, so an error names the table
+/// (index and name) before the field: `features[1] (card_spend): unknown field `sise`, …`.
+fn check_tables<T: serde::de::DeserializeOwned>(
+    key: &str,
+    value: &toml::Value,
+) -> Result<(), String> {
     let toml::Value::Array(tables) = value else {
         return Err(format!(
-            "`{FEATURES_KEY}` must be an array of tables (`[[features]]`), got a {}",
+            "`{key}` must be an array of tables (`[[{key}]]`), got a {}",
             value.type_str()
         ));
     };
     for (i, table) in tables.iter().enumerate() {
         let named = match table.get("name").and_then(toml::Value::as_str) {
-            Some(name) => format!("{FEATURES_KEY}[{i}] ({name})"),
-            None => format!("{FEATURES_KEY}[{i}]"),
+            Some(name) => format!("{key}[{i}] ({name})"),
+            None => format!("{key}[{i}]"),
         };
-        FeatureSpec::deserialize(table.clone())
+        T::deserialize(table.clone())
             .map_err(|e| format!("{named}: {}", e.to_string().trim_end()))?;
     }
     Ok(())
@@ -574,6 +681,7 @@ mod tests {
             },
             features: Vec::new(),
             sagas: Vec::new(),
+            models: Vec::new(),
         };
         let text = config.redacted().to_toml();
         assert!(!text.contains("0123456789abcdef"));

@@ -81,6 +81,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::features::FeaturesCommand,
     },
+    /// The server's `[[models]]`: version, breaker state, predictions by outcome.
+    Models {
+        #[command(subcommand)]
+        command: cli::models::ModelsCommand,
+    },
     /// List, show and retry instances of the server's `[[sagas]]` (`GET /v1/sagas`).
     Saga {
         #[command(subcommand)]
@@ -201,6 +206,7 @@ fn main() -> ExitCode {
         Command::Trace(args) => cli::trace::trace(args),
         Command::Features { command } => cli::features::run(command),
         Command::Saga { command } => cli::saga::run(command),
+        Command::Models { command } => cli::models::run(command),
         Command::Config {
             command: ConfigCommand::Show(args),
         } => serve::show(args),

@@ -162,7 +162,7 @@ pub struct ShowArgs {
 }
 
 /// Runs the server until SIGTERM or SIGINT, then stops gracefully and exits; SIGHUP reloads
-/// the TLS certificate.
+/// the TLS certificate and every model.
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config.effective()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -174,7 +174,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let addr = server.local_addr()?;
         // Watched before the first line is out, so a SIGHUP from then on never ends the
         // process.
-        let reloads = watch_sighup(server.tls().cloned());
+        let reloads = watch_sighup(server.tls().cloned(), server.app().models().clone());
         // The first line on stdout says where to connect (tests with port 0 read it).
         println!("runnel listening on {}://{addr}", server.scheme());
         use std::io::Write;
@@ -189,12 +189,15 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })
 }
 
-/// From now on, reloads the TLS certificate and key on every SIGHUP; a bad pair is logged and
-/// the certificate in use stays. Without TLS a SIGHUP is logged and ignored.
-fn watch_sighup(tls: Option<runnel_server::TlsReloader>) -> Option<tokio::task::JoinHandle<()>> {
+/// From now on, on every SIGHUP: reloads the TLS certificate and key (a bad pair is logged and
+/// the certificate in use stays), and every `[[models]]` model (see [`reload_models`]).
+fn watch_sighup(
+    tls: Option<runnel_server::TlsReloader>,
+    models: runnel_server::models::Models,
+) -> Option<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::hangup()) {
-        Ok(hangups) => Some(tokio::spawn(reload_on_sighup(hangups, tls))),
+        Ok(hangups) => Some(tokio::spawn(reload_on_sighup(hangups, tls, models))),
         Err(error) => {
             tracing::error!(%error, "cannot watch SIGHUP; TLS reloads only when the files change");
             None
@@ -205,10 +208,12 @@ fn watch_sighup(tls: Option<runnel_server::TlsReloader>) -> Option<tokio::task::
 async fn reload_on_sighup(
     mut hangups: tokio::signal::unix::Signal,
     tls: Option<runnel_server::TlsReloader>,
+    models: runnel_server::models::Models,
 ) {
     while hangups.recv().await.is_some() {
+        reload_models(&models).await;
         let Some(tls) = tls.clone() else {
-            tracing::info!("SIGHUP: no TLS configured, nothing to reload");
+            tracing::info!("SIGHUP: no TLS configured, nothing else to reload");
             continue;
         };
         match tokio::task::spawn_blocking(move || tls.reload()).await {
@@ -217,6 +222,36 @@ async fn reload_on_sighup(
                 tracing::error!(%error, "SIGHUP: TLS certificate not reloaded; the one in use stays")
             }
             Err(error) => tracing::error!(%error, "SIGHUP: TLS reload failed"),
+        }
+    }
+}
+
+/// Loads each model again from its `[[models]]` table (the ONNX file as it is now, or the
+/// model server's current version), checked as at start (a probe row scored, the declared
+/// shape), then swapped in atomically: batches in flight finish on the old version, every
+/// later one uses the new; there is no moment without a model and no event is scored twice.
+/// A model that fails to load or has another shape is logged and the version serving stays.
+pub(crate) async fn reload_models(models: &runnel_server::models::Models) {
+    for spec in models.specs() {
+        let name = spec.name.clone();
+        let loaded = match runnel_inference::load_model(&spec).await {
+            Ok(model) => model,
+            Err(error) => {
+                tracing::error!(model = name.as_str(), %error, "SIGHUP: model not reloaded; the version serving stays");
+                continue;
+            }
+        };
+        let version = loaded.info().version.clone();
+        match models.reload(&name, loaded) {
+            Ok(old) => tracing::info!(
+                model = name.as_str(),
+                from = old.as_str(),
+                to = version.as_str(),
+                "SIGHUP: model reloaded"
+            ),
+            Err(error) => {
+                tracing::error!(model = name.as_str(), %error, "SIGHUP: model not reloaded; the version serving stays")
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod events;
 pub mod features;
 pub mod groups;
+pub mod models;
 pub mod ops;
 pub mod registry;
 pub mod sagas;
@@ -32,6 +33,7 @@ use crate::config::ServerConfig;
 use crate::consume::{Consumers, Shutdown};
 use crate::features::Features;
 use crate::metrics::Metrics;
+use crate::models::Models;
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
@@ -47,6 +49,8 @@ pub struct Shared {
     pub shutdown: Shutdown,
     pub keys: Arc<Keys>,
     pub features: Features,
+    /// The `[[models]]` stages the binary started.
+    pub models: Models,
     /// The `[[sagas]]` the server runs, once [`crate::App::run_sagas`] was called.
     pub sagas: std::sync::OnceLock<Sagas>,
 }
@@ -103,6 +107,8 @@ pub fn router(state: AppState) -> Router {
             get(admin::get_dlq_entry).delete(admin::delete_dlq_entry),
         )
         .route("/v1/trace/{correlationid}", get(trace::get_trace))
+        .route("/v1/models", get(models::list_models))
+        .route("/v1/models/{name}", get(models::describe_model))
         .route("/v1/sagas", get(sagas::list_sagas))
         .route("/v1/sagas/{id}", get(sagas::get_saga))
         .route("/v1/sagas/{id}/retry", post(sagas::retry_saga))

@@ -72,6 +72,7 @@ async fn run_all(args: HttpBenchArgs) -> anyhow::Result<()> {
         },
         features: Vec::new(),
         sagas: Vec::new(),
+        models: Vec::new(),
     };
     let server = config.bind().await.context("starting the server")?;
     let addr = server.local_addr()?;

@@ -24,6 +24,7 @@ pub mod features;
 pub mod inspect;
 pub mod local;
 pub mod manage;
+pub mod models;
 pub mod publish;
 pub mod saga;
 pub mod schema;
