@@ -265,7 +265,11 @@ impl FeaturePipeline {
         config.filter = filter;
         config.ordering = Ordering::None;
         config.processed_ids = false;
-        let mut builder = runnel.group(&group).config(config);
+        // The pipeline's state survives a crash in its checkpoints, and a server dying is no
+        // input's fault: as a relay, the group counts no crash against the inputs in flight
+        // when it dies (otherwise a few kills dead-letter them as `crash_loop`, and their
+        // windows miss them).
+        let mut builder = runnel.group(&group).config(config).relay();
         if let Some(instance) = &options.instance_id {
             builder = builder.instance_id(instance.clone());
         }

@@ -294,10 +294,19 @@ fn sigkills_during_a_run_and_restarts_give_the_results_of_an_uninterrupted_run()
     assert!(kills >= 4, "only {kills} kills");
     wait_until_flushed(&server.url(), 2);
     let found = results(&server.url());
+    // What the pipeline's group dead-lettered (a crash_loop would show here), for a failure.
+    let dead = common::request(
+        "GET",
+        &format!("{}/v1/groups/features-spend/dlq", server.url()),
+        "",
+        None,
+    )
+    .map(|(_, body)| body.to_string())
+    .unwrap_or_default();
     assert_eq!(
         found.len(),
         expected.len(),
-        "as many results as without a crash"
+        "as many results as without a crash ({kills} kills; the group's DLQ: {dead})"
     );
     assert_eq!(
         found, expected,
