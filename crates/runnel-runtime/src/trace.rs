@@ -103,7 +103,8 @@ impl TraceIndexer {
     /// held. The group's stored settings are kept when it exists.
     pub async fn start(runnel: &Runnel, options: TraceIndexOptions) -> Result<ConsumerHandle> {
         let backend = runnel.backend().clone();
-        let mut builder = runnel.group(TRACE_GROUP);
+        // Indexing cannot kill the process: a killed server re-indexes, never dead-letters.
+        let mut builder = runnel.group(TRACE_GROUP).blame_no_crashes();
         match runnel.group_config(TRACE_GROUP).await {
             Ok(_) => {}
             Err(RuntimeError::UnknownGroup(_)) => {

@@ -542,6 +542,7 @@ impl SagaDriver {
                 .group(&group)
                 .config(config)
                 .instance_id(instance_id.clone())
+                .blame_no_crashes()
                 .run(handler)
                 .await;
             match started {

@@ -540,10 +540,8 @@ fn crash_at_every_arrival(store: &Store, boundary: &str, python: &OsString) -> u
     let data = dir.path().join("data");
     let log = dir.path().join("executions.jsonl");
     let mut random = random();
-    // Never among the first arrivals after a restart: those are the crash suspects of the
-    // last abort, run alone, and every suspect still unprocessed at an abort is blamed for
-    // it: one blamed three times would be dead-lettered as a crash loop.
-    let mut count = move || 20 + random(20);
+    // Any arrival, the first after a restart too: the server's aborts blame no trigger.
+    let mut count = move || 1 + random(40);
     let mut server: Option<Server> = None;
     let mut aborts = 0;
     let mut next = 0;
@@ -634,6 +632,65 @@ fn on_jetstream_a_server_aborted_at_every_step_boundary_leaves_every_instance_on
     if let Some(store) = Store::jetstream("crash") {
         crash_at_every_boundary(store);
     }
+}
+
+/// One order whose trigger is in flight at every abort: five servers in a row abort right
+/// before publishing its first command (each restart delivers the trigger again and reaches
+/// that boundary first). The server's own deaths are not the trigger's fault, so it is never
+/// dead-lettered as a crash loop (as it was when the driver's group blamed them), and a
+/// server without the hook carries the order to its outcome (declined, so compensated) with
+/// every command executed once.
+#[test]
+fn a_trigger_in_flight_at_every_abort_is_never_dead_lettered() {
+    let Some(python) = python() else { return };
+    let store = Store::Embedded;
+    let dir = tempfile::tempdir().unwrap();
+    let (config, base) = setup(dir.path(), "runnel.toml");
+    let data = dir.path().join("data");
+    let log = dir.path().join("executions.jsonl");
+    let _services = services(&python, &base, &log);
+    const ABORTS: usize = 5;
+    let mut aborts = 0;
+    let mut published = false;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while aborts < ABORTS {
+        assert!(
+            Instant::now() < deadline,
+            "{aborts} aborts after 120 s (published: {published})"
+        );
+        let Some(mut server) =
+            Server::try_start(&config, &data, &store, &crash_env("before_publish", 1))
+        else {
+            aborts += 1;
+            continue;
+        };
+        if !published {
+            published = try_publish(&base, &order(0, true));
+        }
+        let waited = Instant::now();
+        while !server.ended() && waited.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(server.ended(), "the hook did not fire within 20 s");
+        aborts += 1;
+    }
+    let _server = Server::start(&config, &data, &store);
+    let all = settled(&base, 1, Duration::from_secs(60));
+    assert_eq!(
+        all[0]["state"], "compensated",
+        "declined at the charge: {all:?}"
+    );
+    let dlq = common::json(
+        "GET",
+        &format!("{base}/v1/groups/saga-order/dlq"),
+        &Value::Null,
+    );
+    let entries = match &dlq {
+        Some((200, body)) => body["entries"].as_array().cloned().unwrap_or_default(),
+        other => panic!("the saga group's DLQ: {other:?}"),
+    };
+    assert!(entries.is_empty(), "dead-lettered: {entries:?}");
+    assert_one_outcome_each(&all, &log, 1);
 }
 
 /// `runnel_saga_started_total` of the server at `base`.

@@ -278,6 +278,18 @@ impl GroupBuilder {
         self
     }
 
+    /// This instance's death is no event's fault: its handlers are trusted code that does not
+    /// take the process down (the server's own stages: saga drivers, models). After an unclean
+    /// stop the next owner counts no crash against what it may have held, so a process killed
+    /// again and again never dead-letters its inputs as `crash_loop`; they are delivered again
+    /// in batches as usual. The price: an event that does kill the process every time is
+    /// retried until someone steps in, and a redelivery in flight at a crash may be numbered
+    /// as its previous attempt. A [`relay`](Self::relay) always blames no crash.
+    pub fn blame_no_crashes(mut self) -> Self {
+        self.relay = true;
+        self
+    }
+
     /// Joins the group and returns a stream of deliveries to settle by hand. Each
     /// delivery's `ack_wait` runs from the moment [`Consumer::next`] hands it out, so
     /// deliveries waiting for a slow puller are not redelivered (nor dead-lettered) unseen.

@@ -16,6 +16,8 @@
 //!   to a client, and the hand-out is confirmed once that is durable; events only queued in
 //!   the server were never held and keep their attempt count. The next owner takes the
 //!   attempts, counts no crash and batches deliveries as usual.
+//! - Blameless ([`crate::GroupBuilder::blame_no_crashes`], the server's own stages): handled
+//!   in process, but written as a relay that hands nothing out, so its death blames nothing.
 //!
 //! In both, the range says which events may have been processed but not committed, so only
 //! those are checked against the processed ids.
