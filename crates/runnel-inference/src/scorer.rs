@@ -416,6 +416,18 @@ impl Scorer {
         ))
     }
 
+    /// Asks the model alone, with no cache or fallback below it and without touching the
+    /// cache, within the deadline: re-scoring what the ladder answered. `None` while the
+    /// breaker is open or the model does not answer. Counted as a model call, not as a
+    /// prediction.
+    pub async fn model_only(&self, row: Vec<f64>) -> Option<(Vec<f64>, String)> {
+        if self.shared.breaker_state() == BreakerState::Open {
+            return None;
+        }
+        let until = Instant::now() + self.shared.options.deadline;
+        self.ask_model(row, until).await.ok()
+    }
+
     async fn ask_model(
         &self,
         row: Vec<f64>,

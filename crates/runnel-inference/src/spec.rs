@@ -147,6 +147,15 @@ pub struct ModelSpec {
     /// The circuit breaker.
     #[serde(default)]
     pub breaker: BreakerConfig,
+    /// Score again, once the model answers again, every event it answered degraded (from
+    /// the cache or the fallback), publishing revision 2 of that prediction. Default false.
+    #[serde(default)]
+    pub rescore_degraded: bool,
+    /// This model is a shadow of the named live model: it scores the same inputs into its
+    /// own stream (its `output`'s domain must differ from the live model's), for
+    /// `runnel models compare`. Default: none (a live model).
+    #[serde(default)]
+    pub shadow_of: Option<String>,
 }
 
 mod defaults {
@@ -389,6 +398,53 @@ pub fn validate_models(models: &[ModelSpec]) -> Result<(), ModelSpecErrors> {
                 format!("models[{i}].name"),
                 format!("`{}` is used by another model", model.name),
             ));
+        }
+        if let Some(live) = &model.shadow_of {
+            let path = format!("models[{i}].shadow_of");
+            match models.iter().find(|m| &m.name == live) {
+                None => problems.push((path, format!("no model is named `{live}`"))),
+                Some(live) if live.name == model.name => {
+                    problems.push((path, "a model cannot shadow itself".into()))
+                }
+                Some(live) if live.shadow_of.is_some() => problems.push((
+                    path,
+                    format!("`{}` is itself a shadow: name the live model", live.name),
+                )),
+                Some(live) => {
+                    if live.input != model.input {
+                        problems.push((
+                            format!("models[{i}].input"),
+                            format!(
+                                "a shadow scores its live model's inputs: `{}`, as `{}` does",
+                                live.input, live.name
+                            ),
+                        ));
+                    }
+                    if live.outputs != model.outputs {
+                        problems.push((
+                            format!("models[{i}].outputs"),
+                            format!(
+                                "a shadow answers its live model's outputs: [{}], as `{}` does",
+                                live.outputs.join(", "),
+                                live.name
+                            ),
+                        ));
+                    }
+                    if live.output.domain() == model.output.domain() {
+                        problems.push((
+                            format!("models[{i}].output"),
+                            format!(
+                                "a shadow publishes into its own stream, not `{}` where `{}`'s \
+                                 predictions go (try `{}_shadow.{}`)",
+                                live.output.domain(),
+                                live.name,
+                                live.output.domain(),
+                                live.output.fact()
+                            ),
+                        ));
+                    }
+                }
+            }
         }
     }
     if problems.is_empty() {

@@ -13,7 +13,10 @@
 //!    (correlation id inherited, causation id = the input's id, a child trace context, the
 //!    input's partition key) and published with an id derived from (group, input source,
 //!    input id, index 0): the prediction's revision 1. A redelivery republishes the same id,
-//!    which publish deduplication absorbs.
+//!    which publish deduplication absorbs;
+//! 4. with `rescore_degraded`, an input answered degraded is recorded (durably, before its
+//!    prediction is published) for the re-scoring task, which publishes revision 2 once the
+//!    model answers again (see `rescore`).
 //!
 //! A slow or failing model never fails an event: the ladder always answers. Circuit breaker
 //! transitions are published as `model.circuit_opened`, `model.circuit_half_opened` and
@@ -21,19 +24,21 @@
 
 use std::sync::Arc;
 
+use runnel_backend::Backend;
 use runnel_envelope::{Event, EventType, Source as EventSource};
 use runnel_runtime::{
     ConsumerHandle, GroupConfig, HandlerError, Message, Runnel, RuntimeError, TypePattern,
 };
 use runnel_stages::FeatureStore;
 use serde_json::{Map, Value, json};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use crate::breaker::{BreakerState, Transition};
 use crate::fallback::FallbackRule;
 use crate::inputs::{InputAssembler, InputError};
 use crate::model::{Model, ModelError, ModelSlot};
+use crate::rescore::{self, Rescorer};
 use crate::scorer::Scorer;
 use crate::spec::{ModelSpec, ModelSpecErrors};
 
@@ -158,12 +163,26 @@ impl InferenceStage {
             spec.name.clone(),
             transitions,
         ));
+        let (stop_rescoring, stop_rx) = watch::channel(false);
+        let rescoring = spec.rescore_degraded.then(|| {
+            let rescorer = Arc::new(Rescorer {
+                runnel: runnel.clone(),
+                scorer: scorer.clone(),
+                model: spec.name.clone(),
+                group: group.clone(),
+                outputs: spec.outputs.clone(),
+                output_type: spec.output.as_str().to_string(),
+            });
+            tokio::spawn(rescorer.run(scorer.transitions(), stop_rx))
+        });
         let context = Arc::new(Context {
             spec,
             scorer: scorer.clone(),
             assembler,
+            backend: runnel.backend().clone(),
         });
-        let mut builder = runnel.group(&group).config(config);
+        // A killed server is not its inputs' fault: they are scored again, never dead-lettered.
+        let mut builder = runnel.group(&group).config(config).blame_no_crashes();
         if let Some(instance) = &options.instance_id {
             builder = builder.instance_id(instance.clone());
         }
@@ -178,6 +197,7 @@ impl InferenceStage {
             consumer,
             scorer,
             events,
+            rescoring: rescoring.map(|task| (task, stop_rescoring)),
         })
     }
 }
@@ -186,6 +206,7 @@ struct Context {
     spec: ModelSpec,
     scorer: Scorer,
     assembler: InputAssembler,
+    backend: Arc<dyn Backend>,
 }
 
 impl Context {
@@ -228,6 +249,7 @@ impl Context {
             "reason_detail": prediction.degraded.as_ref().map(|r| r.to_string()),
             "latency_ms": prediction.latency.as_secs_f64() * 1e3,
             "revision": 1,
+            "shadow_of": self.spec.shadow_of,
             "entity": assembled.key,
             "inputs": inputs,
             "input": {
@@ -236,12 +258,24 @@ impl Context {
                 "type": event.event_type().as_str(),
             },
         });
+        if self.spec.rescore_degraded && prediction.degraded.is_some() {
+            // Durable before the degraded prediction is published and the input acked.
+            rescore::remember(
+                &*self.backend,
+                name,
+                &message,
+                &assembled.row,
+                &prediction,
+                &data,
+            )
+            .await?;
+        }
         let reply = message.reply(self.spec.output.as_str(), data)?;
         Ok(vec![reply])
     }
 }
 
-fn number(value: f64) -> Value {
+pub(crate) fn number(value: f64) -> Value {
     serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number)
 }
 
@@ -304,6 +338,8 @@ pub struct InferenceHandle {
     consumer: ConsumerHandle,
     scorer: Scorer,
     events: JoinHandle<()>,
+    /// The re-scoring task and its stop signal (`rescore_degraded`).
+    rescoring: Option<(JoinHandle<()>, watch::Sender<bool>)>,
 }
 
 impl std::fmt::Debug for InferenceHandle {
@@ -335,6 +371,10 @@ impl InferenceHandle {
     /// Stops: handlers running finish and settle, the group commits and leaves.
     pub async fn stop(self) -> Result<(), RuntimeError> {
         let result = self.consumer.stop().await;
+        if let Some((task, stop)) = self.rescoring {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
         self.events.abort();
         result
     }

@@ -115,3 +115,72 @@ fn unknown_keys_and_bad_values_are_refused_by_the_parser() {
         .expect("a bad output type");
     assert!(err.to_string().contains("output"), "{err}");
 }
+
+#[test]
+fn a_shadow_names_a_live_model_with_its_inputs_and_outputs_and_its_own_stream() {
+    let live = parse(EXAMPLE).remove(0);
+    let shadow = |edit: &dyn Fn(&mut ModelSpec)| {
+        let mut shadow = live.clone();
+        shadow.name = "fraud_v2".into();
+        shadow.output = runnel_envelope::EventType::new("fraud_shadow.scored").unwrap();
+        shadow.shadow_of = Some("fraud".into());
+        edit(&mut shadow);
+        shadow
+    };
+    let problems = |models: Vec<ModelSpec>| -> Vec<(String, String)> {
+        validate_models(&models)
+            .err()
+            .map(|e| e.problems)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(path, _)| !path.ends_with("].onnx"))
+            .collect()
+    };
+    assert_eq!(problems(vec![live.clone(), shadow(&|_| {})]), []);
+    let found = problems(vec![
+        live.clone(),
+        shadow(&|s| {
+            s.input = "order.*".into();
+            s.outputs = vec!["ok".into(), "fraud".into()];
+            s.output = runnel_envelope::EventType::new("fraud.shadowed").unwrap();
+            s.fallback = [
+                ("ok".to_string(), "1".to_string()),
+                ("fraud".to_string(), "0".to_string()),
+            ]
+            .into();
+        }),
+    ]);
+    let paths: Vec<&str> = found.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["models[1].input", "models[1].outputs", "models[1].output"],
+        "{found:?}"
+    );
+    assert!(
+        found[2].1.contains("try `fraud_shadow.scored`"),
+        "{found:?}"
+    );
+    let unknown = problems(vec![
+        live.clone(),
+        shadow(&|s| s.shadow_of = Some("fruad".into())),
+    ]);
+    assert_eq!(
+        unknown,
+        [(
+            "models[1].shadow_of".to_string(),
+            "no model is named `fruad`".to_string()
+        )]
+    );
+    let chained = problems(vec![
+        live.clone(),
+        shadow(&|_| {}),
+        shadow(&|s| {
+            s.name = "fraud_v3".into();
+            s.output = runnel_envelope::EventType::new("fraud_v3.scored").unwrap();
+            s.shadow_of = Some("fraud_v2".into());
+        }),
+    ]);
+    assert_eq!(chained.len(), 1, "{chained:?}");
+    assert_eq!(chained[0].0, "models[2].shadow_of");
+    assert!(chained[0].1.contains("itself a shadow"), "{chained:?}");
+}

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use runnel_backend::{ReadFrom, StreamName};
+use runnel_backend::StreamName;
 use runnel_envelope::{Event, EventType, Source};
 use runnel_inference::{
     BreakerConfig, BreakerState, InferenceStage, InputSpec, ModelSpec, StageOptions, group_name,
@@ -123,35 +123,10 @@ async fn put_features(runnel: &Runnel, customer: &str, orders: i64, spent: f64) 
 }
 
 async fn stream_events(runnel: &Runnel, stream: &str) -> Vec<Event> {
-    let backend = runnel.backend();
-    let name = StreamName::new(stream).unwrap();
-    let Ok(info) = backend.describe_stream(&name).await else {
-        return Vec::new();
-    };
-    let mut events = Vec::new();
-    for partition in info.partitions {
-        let mut offset = partition.start_offset;
-        while offset < partition.high_watermark {
-            let records = backend
-                .read(
-                    &name,
-                    partition.partition,
-                    ReadFrom::Offset(offset),
-                    1000,
-                    usize::MAX,
-                )
-                .await
-                .unwrap();
-            for record in &records {
-                events.push(Event::decode_binary(&record.value).unwrap());
-                offset = record.offset + 1;
-            }
-            if records.is_empty() {
-                break;
-            }
-        }
-    }
-    events
+    runnel
+        .recent_events(&StreamName::new(stream).unwrap(), u64::MAX)
+        .await
+        .unwrap()
 }
 
 /// Waits (at most 90 s) for `want` events in `stream`; panics on an id seen twice.
@@ -382,6 +357,225 @@ async fn a_slow_model_degrades_every_event_and_the_breaker_opens_and_closes(b: T
     );
     stage.stop().await.unwrap();
     drop(Arc::clone(&model));
+}
+
+/// A breaker that never opens on these few calls: the model's failures are all the ladder's.
+fn patient_breaker() -> BreakerConfig {
+    BreakerConfig {
+        minimum_calls: 1000,
+        sliding_window: 1000,
+        ..BreakerConfig::default()
+    }
+}
+
+async fn a_recovered_model_rescores_what_the_ladder_answered(b: TestBackend) {
+    let runnel = &b.runnel;
+    for n in 0..4 {
+        put_features(runnel, &format!("cust-{n}"), 2, 50.0).await;
+    }
+    let model = FlakyModel::new("fraud", "v1", 5);
+    let mut spec = spec();
+    spec.rescore_degraded = true;
+    spec.breaker = patient_breaker();
+    let stage = InferenceStage::start_with_model(runnel, spec, model.clone(), options(4))
+        .await
+        .unwrap();
+    // Healthy: cust-0 and cust-1 get a prediction by the model (and a cache entry).
+    let healthy: Vec<Event> = (0..2)
+        .map(|n| order(&format!("cust-{n}"), json!({ "amount": 10.0 }), n))
+        .collect();
+    for event in &healthy {
+        runnel.publish(event.clone()).await.unwrap();
+    }
+    wait_for(runnel, "fraud", 2).await;
+    // Failing: the cache answers cust-0 and cust-1, the fallback cust-2 and cust-3.
+    model.set(Mode::Failing);
+    let degraded: Vec<Event> = (0..4)
+        .map(|n| {
+            order(
+                &format!("cust-{n}"),
+                json!({ "amount": 20.0 + n as f64 }),
+                10 + n,
+            )
+        })
+        .collect();
+    for event in &degraded {
+        runnel.publish(event.clone()).await.unwrap();
+    }
+    let first = wait_for(runnel, "fraud", 6).await;
+    let waiting = runnel_inference::waiting_count(&**runnel.backend(), "fraud", 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        waiting, 4,
+        "the four degraded inputs wait to be scored again"
+    );
+    // Rounds while it still fails leave them waiting (at least one runs in this second).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(stream_events(runnel, "fraud").await.len(), 6);
+    // Recovered: each degraded input gets revision 2 from the model, and only those.
+    model.set(Mode::Healthy);
+    let all = wait_for(runnel, "fraud", 10).await;
+    let group = group_name("fraud");
+    for (n, input) in degraded.iter().enumerate() {
+        let first_id = input.derived_id(&group, 0);
+        let revision_one = first[first_id.as_str()].data().as_json().unwrap().clone();
+        let second_id = input.derived_id(&format!("{group}/revision"), 2);
+        let second = all
+            .get(second_id.as_str())
+            .unwrap_or_else(|| panic!("revision 2 of input {n}"));
+        let data = second.data().as_json().unwrap();
+        assert_eq!(data["revision"], 2);
+        assert_eq!(data["served_by"], "model");
+        assert_eq!(data["degraded"], false);
+        assert_eq!(data["reason"], Value::Null);
+        assert_eq!(data["version"], "v1");
+        let row: Vec<f64> = ["amount", "orders_1h", "spent_1h", "mean_1h", "merchants_1h"]
+            .iter()
+            .map(|name| revision_one["inputs"][name].as_f64().unwrap())
+            .collect();
+        let expected = FlakyModel::expected(&row);
+        assert_eq!(
+            data["outputs"],
+            json!({ "legit": expected[0], "fraud": expected[1] })
+        );
+        let served_first = if n < 2 { "cache" } else { "fallback" };
+        assert_eq!(revision_one["served_by"], served_first);
+        assert_eq!(
+            data["rescores"],
+            json!({ "served_by": served_first, "reason": "model_error" })
+        );
+        assert_eq!(data["input"]["id"], input.id().as_str());
+        assert_eq!(second.causation_id(), Some(input.id()));
+        assert_eq!(second.correlation_id(), input.correlation_id());
+        assert_eq!(second.partition_key(), input.partition_key());
+    }
+    for input in &healthy {
+        let second_id = input.derived_id(&format!("{group}/revision"), 2);
+        assert!(
+            !all.contains_key(second_id.as_str()),
+            "a model's answer is not rescored"
+        );
+    }
+    let waiting = runnel_inference::waiting_count(&**runnel.backend(), "fraud", 100)
+        .await
+        .unwrap();
+    assert_eq!(waiting, 0);
+    assert!(dead_letters(runnel).await.is_empty());
+    stage.stop().await.unwrap();
+}
+
+async fn a_shadow_scores_the_same_inputs_into_its_own_stream_and_compares(b: TestBackend) {
+    let runnel = &b.runnel;
+    let mut customers = Vec::new();
+    for n in 0..5 {
+        let customer = format!("cust-{n}");
+        put_features(runnel, &customer, 1 + n as i64, 40.0 * (n + 1) as f64).await;
+        customers.push(customer);
+    }
+    const SHIFT: f64 = -0.2;
+    let live_spec = spec();
+    let mut shadow_spec = spec();
+    shadow_spec.name = "fraud_v2".into();
+    shadow_spec.output = EventType::new("fraud_shadow.scored").unwrap();
+    shadow_spec.shadow_of = Some("fraud".into());
+    let live = InferenceStage::start_with_model(
+        runnel,
+        live_spec.clone(),
+        FlakyModel::new("fraud", "v1", 5),
+        options(8),
+    )
+    .await
+    .unwrap();
+    let mut shadow_options = options(8);
+    if let Some(group) = &mut shadow_options.group {
+        group.name = group_name("fraud_v2");
+    }
+    let shadow = InferenceStage::start_with_model(
+        runnel,
+        shadow_spec.clone(),
+        FlakyModel::shifted("fraud_v2", "v2", 5, SHIFT),
+        shadow_options,
+    )
+    .await
+    .unwrap();
+    // Amounts from low to high: the live model's fraud score crosses 0.5 where the
+    // shadow's (0.2 lower) does not yet.
+    let events: Vec<Event> = (0..40)
+        .map(|n| order(&customers[n % 5], json!({ "amount": 10.0 * n as f64 }), n))
+        .collect();
+    for event in &events {
+        runnel.publish(event.clone()).await.unwrap();
+    }
+    let live_predictions = wait_for(runnel, "fraud", 40).await;
+    let shadow_predictions = wait_for(runnel, "fraud_shadow", 40).await;
+    // The expected figures, from the rows the live predictions carry.
+    let mut agreeing = 0;
+    let mut largest: f64 = 0.0;
+    for prediction in live_predictions.values() {
+        let data = prediction.data().as_json().unwrap();
+        let row: Vec<f64> = ["amount", "orders_1h", "spent_1h", "mean_1h", "merchants_1h"]
+            .iter()
+            .map(|name| data["inputs"][name].as_f64().unwrap())
+            .collect();
+        let a = FlakyModel::expected(&row);
+        let b = FlakyModel::shifted_answer(&row, SHIFT);
+        if (a[1] > a[0]) == (b[1] > b[0]) {
+            agreeing += 1;
+        }
+        largest = largest.max((b[1] - a[1]).abs());
+    }
+    assert!(
+        agreeing < 40 && agreeing > 0,
+        "the events straddle the boundary: {agreeing}"
+    );
+    for prediction in shadow_predictions.values() {
+        let data = prediction.data().as_json().unwrap();
+        assert_eq!(data["model"], "fraud_v2");
+        assert_eq!(data["shadow_of"], "fraud");
+    }
+    let report = runnel_inference::compare_models(runnel, &live_spec, &shadow_spec, 10_000)
+        .await
+        .unwrap();
+    assert_eq!(report.compared, 40, "{report:?}");
+    assert_eq!(
+        (report.live_only, report.shadow_only, report.degraded),
+        (0, 0, 0)
+    );
+    assert_eq!(report.agreement, Some(agreeing as f64 / 40.0));
+    assert_eq!(report.live.versions, ["v1"]);
+    assert_eq!(report.shadow.versions, ["v2"]);
+    let fraud = &report.deltas[1];
+    assert!(
+        (fraud.max_abs - largest).abs() < 1e-9,
+        "{fraud:?} vs {largest}"
+    );
+    assert!(fraud.mean < 0.0, "the shadow scores lower: {fraud:?}");
+    // Not a shadow of it: refused.
+    assert!(
+        runnel_inference::compare_models(runnel, &shadow_spec, &live_spec, 10)
+            .await
+            .is_err()
+    );
+    live.stop().await.unwrap();
+    shadow.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_a_recovered_model_rescores_what_the_ladder_answered() {
+    a_recovered_model_rescores_what_the_ladder_answered(embedded().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_a_recovered_model_rescores_what_the_ladder_answered() {
+    if let Some(b) = jetstream().await {
+        a_recovered_model_rescores_what_the_ladder_answered(b).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_a_shadow_scores_the_same_inputs_into_its_own_stream_and_compares() {
+    a_shadow_scores_the_same_inputs_into_its_own_stream_and_compares(embedded().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -221,6 +221,62 @@ impl Runnel {
         }
         Ok((info, !existed))
     }
+
+    /// The last `last` events of each partition of `stream` (every event with `u64::MAX`),
+    /// partition by partition, oldest first in each. A stream that does not exist yet reads
+    /// as empty; a record that is not an event (a poison pill) is skipped and logged.
+    pub async fn recent_events(&self, stream: &StreamName, last: u64) -> Result<Vec<Event>> {
+        let backend = &self.shared.backend;
+        let info = match backend.describe_stream(stream).await {
+            Ok(info) => info,
+            Err(BackendError::UnknownStream(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut events = Vec::new();
+        for partition in info.partitions {
+            let mut offset = partition
+                .start_offset
+                .max(partition.high_watermark.saturating_sub(last));
+            while offset < partition.high_watermark {
+                let records = match backend
+                    .read(
+                        stream,
+                        partition.partition,
+                        ReadFrom::Offset(offset),
+                        1000,
+                        4 << 20,
+                    )
+                    .await
+                {
+                    Ok(records) => records,
+                    // Trimmed by retention in between: go on from the new start.
+                    Err(BackendError::OffsetOutOfRange { .. }) => {
+                        let now = backend.partition_info(stream, partition.partition).await?;
+                        if now.start_offset <= offset {
+                            break;
+                        }
+                        offset = now.start_offset;
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let Some(end) = records.last().map(|r| r.offset + 1) else {
+                    break;
+                };
+                for record in records {
+                    match Event::decode_binary(&record.value) {
+                        Ok(event) => events.push(event),
+                        Err(error) => tracing::warn!(
+                            %stream, partition = partition.partition, offset = record.offset, %error,
+                            "a record that is not an event was skipped"
+                        ),
+                    }
+                }
+                offset = end;
+            }
+        }
+        Ok(events)
+    }
 }
 
 impl Shared {

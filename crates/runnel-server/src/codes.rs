@@ -190,6 +190,11 @@ pub const ERROR_CODES: &[ErrorCode] = &[
         "No model of that name runs on this server (`[[models]]` in runnel.toml).",
     ),
     code(
+        "model.no_shadow",
+        400,
+        "A comparison needs the live model's shadow: it has none, or several and `shadow` names none of them.",
+    ),
+    code(
         "nack.reason_too_long",
         400,
         "A nack reason is over 4,096 bytes.",

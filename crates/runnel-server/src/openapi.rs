@@ -52,6 +52,7 @@ use crate::routes::{admin, events, features, groups, models, ops, sagas, trace};
         features::point_in_time,
         models::list_models,
         models::describe_model,
+        models::compare_models,
         sagas::list_sagas,
         sagas::get_saga,
         sagas::retry_saga,

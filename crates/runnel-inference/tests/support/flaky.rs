@@ -23,6 +23,8 @@ pub enum Mode {
 pub struct FlakyModel {
     info: ModelInfo,
     mode: Mutex<Mode>,
+    /// Added to the fraud probability (clamped to 0..=1): a candidate that differs.
+    shift: f64,
     pub calls: AtomicUsize,
     pub rows: AtomicUsize,
     pub largest_batch: AtomicUsize,
@@ -38,10 +40,24 @@ impl FlakyModel {
                 outputs: vec!["legit".into(), "fraud".into()],
             },
             mode: Mutex::new(Mode::Healthy),
+            shift: 0.0,
             calls: AtomicUsize::new(0),
             rows: AtomicUsize::new(0),
             largest_batch: AtomicUsize::new(0),
         })
+    }
+
+    /// A model answering [`Self::shifted_answer`] with `shift`.
+    pub fn shifted(name: &str, version: &str, inputs: usize, shift: f64) -> Arc<Self> {
+        let mut model = Arc::into_inner(Self::new(name, version, inputs)).expect("one owner");
+        model.shift = shift;
+        Arc::new(model)
+    }
+
+    /// What a shifted model answers for a row.
+    pub fn shifted_answer(row: &[f64], shift: f64) -> Vec<f64> {
+        let p = (Self::expected(row)[1] + shift).clamp(0.0, 1.0);
+        vec![1.0 - p, p]
     }
 
     pub fn set(&self, mode: Mode) {
@@ -75,6 +91,12 @@ impl Model for FlakyModel {
                     reason: "the test made it fail".into(),
                 });
             }
+        }
+        if self.shift != 0.0 {
+            return Ok(rows
+                .iter()
+                .map(|r| Self::shifted_answer(r, self.shift))
+                .collect());
         }
         Ok(rows.iter().map(|r| Self::expected(r)).collect())
     }

@@ -109,6 +109,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/trace/{correlationid}", get(trace::get_trace))
         .route("/v1/models", get(models::list_models))
         .route("/v1/models/{name}", get(models::describe_model))
+        .route("/v1/models/{name}/compare", get(models::compare_models))
         .route("/v1/sagas", get(sagas::list_sagas))
         .route("/v1/sagas/{id}", get(sagas::get_saga))
         .route("/v1/sagas/{id}/retry", post(sagas::retry_saga))

@@ -1,17 +1,19 @@
 //! `GET /v1/models` and `GET /v1/models/{name}`: the `[[models]]` this server runs, each with
-//! the version serving now, its circuit breaker's state and its predictions by outcome.
-//! The list needs the `admin` scope; one model `admin` or `consume` on its group
+//! the version serving now, its circuit breaker's state and its predictions by outcome;
+//! `GET /v1/models/{name}/compare`: a live model against its shadow. The list needs the
+//! `admin` scope; one model (and its comparison) `admin` or `consume` on its group
 //! (`inference-<name>`), as for feature sets.
 
 use axum::Json;
 use axum::extract::State;
-use serde::Serialize;
+use runnel_inference::{Comparison, ModelSpec};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use crate::auth::Caller;
-use crate::extract::ApiPath;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::models::ModelView;
 use crate::problem::{ApiError, Problem};
 use crate::views::LagView;
@@ -123,7 +125,13 @@ pub async fn describe_model(
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<ModelInfoView>, ApiError> {
     caller.require_consume(&runnel_inference::group_name(&name))?;
-    let model = state.models.get(&name).ok_or_else(|| {
+    let model = known_model(&state, &name)?;
+    Ok(Json(view(&state, model).await))
+}
+
+/// Model `name`, or 404 `model.unknown` naming the models there are.
+fn known_model(state: &AppState, name: &str) -> Result<ModelView, ApiError> {
+    state.models.get(name).ok_or_else(|| {
         let names = state.models.names();
         let there = if names.is_empty() {
             "this server runs no models (`[[models]]` in runnel.toml)".to_string()
@@ -132,6 +140,103 @@ pub async fn describe_model(
         };
         ApiError::not_found("model.unknown", format!("no model `{name}`: {there}"))
             .with_field("/name", "unknown model")
-    })?;
-    Ok(Json(view(&state, model).await))
+    })
+}
+
+/// `GET /v1/models/{name}/compare` query.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct CompareQuery {
+    /// The shadow to compare with (`shadow_of` names the live model). Default: its only one.
+    pub shadow: Option<String>,
+    /// Predictions read per partition of each model's stream, newest first. Default 10000,
+    /// at most 1000000.
+    pub last: Option<u64>,
+}
+
+/// The live model against its shadow over the inputs both scored: how often their highest
+/// output agrees and each output's score delta (shadow − live).
+#[utoipa::path(
+    get,
+    path = "/v1/models/{name}/compare",
+    tag = "models",
+    params(("name" = String, Path, description = "The live model"), CompareQuery),
+    responses(
+        (status = 200, description = "The comparison (see docs/inference.md)", body = Object),
+        (status = 400, description = "No shadow to compare with (`model.no_shadow`), or a bad query", body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such model (`model.unknown`)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ())
+)]
+pub async fn compare_models(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(query): ApiQuery<CompareQuery>,
+) -> Result<Json<Comparison>, ApiError> {
+    caller.require_consume(&runnel_inference::group_name(&name))?;
+    let live = known_model(&state, &name)?.spec;
+    let last = query.last.unwrap_or(10_000);
+    if last == 0 || last > 1_000_000 {
+        return Err(ApiError::bad_request(
+            "request.invalid_query",
+            format!("last={last}: give 1 to 1000000 predictions per partition"),
+        )
+        .with_field("/last", "out of range"));
+    }
+    let shadows: Vec<ModelSpec> = state
+        .models
+        .specs()
+        .into_iter()
+        .filter(|s| s.shadow_of.as_deref() == Some(name.as_str()))
+        .collect();
+    let names = || {
+        shadows
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let shadow = match (&query.shadow, shadows.len()) {
+        (_, 0) => {
+            return Err(ApiError::bad_request(
+                "model.no_shadow",
+                format!(
+                    "model `{name}` has no shadow: declare one in runnel.toml \
+                     (a [[models]] table with shadow_of = \"{name}\")"
+                ),
+            ));
+        }
+        (None, 1) => shadows[0].clone(),
+        (None, _) => {
+            return Err(ApiError::bad_request(
+                "model.no_shadow",
+                format!(
+                    "model `{name}` has several shadows ({}): name one with shadow=",
+                    names()
+                ),
+            )
+            .with_field("/shadow", "needed"));
+        }
+        (Some(wanted), _) => shadows
+            .iter()
+            .find(|s| &s.name == wanted)
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "model.no_shadow",
+                    format!(
+                        "`{wanted}` is not a shadow of `{name}`; its shadows are: {}",
+                        names()
+                    ),
+                )
+                .with_field("/shadow", "not a shadow of this model")
+            })?,
+    };
+    let comparison = runnel_inference::compare_models(&state.runnel, &live, &shadow, last)
+        .await
+        .map_err(|e| ApiError::unavailable("backend.unavailable", e.to_string()))?;
+    Ok(Json(comparison))
 }

@@ -1,6 +1,7 @@
-//! `runnel models list|show`: the `[[models]]` a server runs, over HTTP (`GET /v1/models`,
-//! `GET /v1/models/{name}`): the version serving, the breaker's state and the predictions
-//! by the step of the ladder that answered them.
+//! `runnel models list|show|compare`: the `[[models]]` a server runs, over HTTP
+//! (`GET /v1/models`, `GET /v1/models/{name}`): the version serving, the breaker's state and
+//! the predictions by the step of the ladder that answered them; and a live model against
+//! its shadow (`GET /v1/models/{name}/compare`).
 
 use clap::{Args, Subcommand};
 use serde_json::Value;
@@ -13,6 +14,23 @@ pub enum ModelsCommand {
     List(ListArgs),
     /// Show one model: version, breaker, predictions and calls, its group's lag and spec.
     Show(ShowArgs),
+    /// Compare a live model with its shadow over the inputs both scored: how often their
+    /// highest output agrees, and each output's score delta (shadow − live).
+    Compare(CompareArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The live model (its `[[models]]` name).
+    pub name: String,
+    /// The shadow (a model with `shadow_of = "<name>"`). Default: the live model's only one.
+    #[arg(long)]
+    pub shadow: Option<String>,
+    /// Predictions read per partition of each model's stream, newest first.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub last: u64,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Debug, Args)]
@@ -33,6 +51,7 @@ pub fn run(command: ModelsCommand) -> anyhow::Result<()> {
     match command {
         ModelsCommand::List(args) => list(args),
         ModelsCommand::Show(args) => show(args),
+        ModelsCommand::Compare(args) => compare(args),
     }
 }
 
@@ -86,4 +105,81 @@ fn show(args: ShowArgs) -> anyhow::Result<()> {
         cell(&model["lag"]["total_events"])
     )?;
     Ok(())
+}
+
+fn compare(args: CompareArgs) -> anyhow::Result<()> {
+    let api = args.client.api()?;
+    let mut path = format!(
+        "/v1/models/{}/compare?last={}",
+        segment(&args.name),
+        args.last
+    );
+    if let Some(shadow) = &args.shadow {
+        path.push_str(&format!("&shadow={}", segment(shadow)));
+    }
+    let report = api.get(&path)?;
+    if args.client.json {
+        return print_json(&report);
+    }
+    let side = |s: &Value| {
+        let versions: Vec<String> = s["versions"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(cell)
+            .collect();
+        format!(
+            "{} ({} predictions on {}, version {})",
+            cell(&s["model"]),
+            cell(&s["predictions"]),
+            cell(&s["output"]),
+            if versions.is_empty() {
+                "-".to_string()
+            } else {
+                versions.join(", ")
+            }
+        )
+    };
+    outln!("live:   {}", side(&report["live"]))?;
+    outln!("shadow: {}", side(&report["shadow"]))?;
+    let agreement = report["agreement"]
+        .as_f64()
+        .map_or("-".to_string(), |a| format!("{:.2}%", a * 100.0));
+    outln!(
+        "compared {} inputs (both answered by their model): agreement {agreement}; \
+         {} with a degraded answer, {} only live, {} only shadow",
+        cell(&report["compared"]),
+        cell(&report["degraded"]),
+        cell(&report["live_only"]),
+        cell(&report["shadow_only"])
+    )?;
+    let figure = |v: &Value| v.as_f64().map_or("-".to_string(), |f| format!("{f:+.4}"));
+    let rows: Vec<Vec<String>> = report["deltas"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|d| {
+            vec![
+                cell(&d["output"]),
+                figure(&d["mean"]),
+                figure(&d["mean_abs"]),
+                figure(&d["p50_abs"]),
+                figure(&d["p99_abs"]),
+                figure(&d["max_abs"]),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "output",
+            "mean Δ",
+            "mean |Δ|",
+            "p50 |Δ|",
+            "p99 |Δ|",
+            "max |Δ|",
+        ],
+        &rows,
+    )
 }
