@@ -162,7 +162,7 @@ pub struct ShowArgs {
 }
 
 /// Runs the server until SIGTERM or SIGINT, then stops gracefully and exits; SIGHUP reloads
-/// the TLS certificate and every model.
+/// the TLS certificate and every model, and a changed ONNX file its model.
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config.effective()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -175,6 +175,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // Watched before the first line is out, so a SIGHUP from then on never ends the
         // process.
         let reloads = watch_sighup(server.tls().cloned(), server.app().models().clone());
+        let model_files = tokio::spawn(watch_model_files(
+            server.app().models().clone(),
+            MODEL_FILE_CHECK_EVERY,
+        ));
         // The first line on stdout says where to connect (tests with port 0 read it).
         println!("runnel listening on {}://{addr}", server.scheme());
         use std::io::Write;
@@ -184,6 +188,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         if let Some(reloads) = reloads {
             reloads.abort();
         }
+        model_files.abort();
         served?;
         Ok(())
     })
@@ -233,24 +238,78 @@ async fn reload_on_sighup(
 /// A model that fails to load or has another shape is logged and the version serving stays.
 pub(crate) async fn reload_models(models: &runnel_server::models::Models) {
     for spec in models.specs() {
-        let name = spec.name.clone();
-        let loaded = match runnel_inference::load_model(&spec).await {
-            Ok(model) => model,
-            Err(error) => {
-                tracing::error!(model = name.as_str(), %error, "SIGHUP: model not reloaded; the version serving stays");
-                continue;
-            }
+        reload_model(models, &spec, "SIGHUP").await;
+    }
+}
+
+/// Loads one model again from its table and swaps it in (see [`reload_models`]); `why` starts
+/// each log line.
+async fn reload_model(
+    models: &runnel_server::models::Models,
+    spec: &runnel_inference::ModelSpec,
+    why: &str,
+) {
+    let name = spec.name.as_str();
+    let loaded = match runnel_inference::load_model(spec).await {
+        Ok(model) => model,
+        Err(error) => {
+            tracing::error!(model = name, %error, "{why}: model not reloaded; the version serving stays");
+            return;
+        }
+    };
+    let version = loaded.info().version.clone();
+    match models.reload(name, loaded) {
+        Ok(old) => tracing::info!(
+            model = name,
+            from = old.as_str(),
+            to = version.as_str(),
+            "{why}: model reloaded"
+        ),
+        Err(error) => {
+            tracing::error!(model = name, %error, "{why}: model not reloaded; the version serving stays")
+        }
+    }
+}
+
+/// How often the ONNX files of `[[models]]` are checked for a new version.
+const MODEL_FILE_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What says an ONNX file changed: its modification time and size (`None`: unreadable).
+fn file_stamp(path: &str) -> Option<(std::time::SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// Every `every`, reloads each in-process model whose ONNX file changed since the last look,
+/// as SIGHUP does (checked first; a file that does not load, such as one half written, is
+/// logged and the version serving stays until the file changes again). Runs until aborted.
+async fn watch_model_files(models: runnel_server::models::Models, every: std::time::Duration) {
+    let files =
+        |models: &runnel_server::models::Models| -> Vec<(runnel_inference::ModelSpec, String)> {
+            models
+                .specs()
+                .into_iter()
+                .filter_map(|spec| {
+                    let path = spec.onnx.as_ref()?.path.clone();
+                    Some((spec, path))
+                })
+                .collect()
         };
-        let version = loaded.info().version.clone();
-        match models.reload(&name, loaded) {
-            Ok(old) => tracing::info!(
-                model = name.as_str(),
-                from = old.as_str(),
-                to = version.as_str(),
-                "SIGHUP: model reloaded"
-            ),
-            Err(error) => {
-                tracing::error!(model = name.as_str(), %error, "SIGHUP: model not reloaded; the version serving stays")
+    let mut seen: std::collections::HashMap<String, Option<(std::time::SystemTime, u64)>> =
+        files(&models)
+            .into_iter()
+            .map(|(spec, path)| (spec.name, file_stamp(&path)))
+            .collect();
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        for (spec, path) in files(&models) {
+            let now = file_stamp(&path);
+            let before = seen.insert(spec.name.clone(), now);
+            if before.is_some_and(|before| before != now) && now.is_some() {
+                reload_model(&models, &spec, &format!("{path} changed")).await;
             }
         }
     }

@@ -3,8 +3,8 @@
 //! the shipped logistic regression, its feature inputs read from the online store of the
 //! server's `[[features]]` set, and the prediction events carry scikit-learn's probabilities;
 //! `/v1/models`, `/metrics` and `runnel models list|show` show it; a SIGHUP reloads the model
-//! file (checked, then swapped: later events are scored by the new version); SIGTERM stops it
-//! cleanly.
+//! file (checked, then swapped: later events are scored by the new version), and so does the
+//! file changing, without a signal; SIGTERM stops it cleanly.
 
 mod common;
 
@@ -206,6 +206,110 @@ fn a_bad_models_table_is_refused_at_start_naming_the_table_and_the_field() {
     }
 }
 
+/// Each of the first ten customers' features from the test set, then an event two hours
+/// later that closes their window; returns once the last customer's features are served.
+fn summarize_customers(base: &str, rows: &[(Vec<f64>, f64, f64)]) {
+    for (i, (inputs, _, _)) in rows.iter().take(10).enumerate() {
+        publish(
+            base,
+            json!({
+                "specversion": "1.0", "id": format!("summary-{i}"), "source": "test://crm",
+                "type": "customer.summarized", "time": "2026-01-01T00:10:00Z",
+                "partitionkey": format!("c{i}"),
+                "data": {"orders": inputs[1], "spent": inputs[2], "mean": inputs[3], "merchants": inputs[4]},
+            }),
+        );
+    }
+    publish(
+        base,
+        json!({
+            "specversion": "1.0", "id": "tick", "source": "test://crm",
+            "type": "customer.summarized", "time": "2026-01-01T02:10:00Z",
+            "partitionkey": "tick", "data": {"orders": 0, "spent": 0, "mean": 0, "merchants": 0},
+        }),
+    );
+    wait_for(&format!("{base}/v1/features/customer_1h/c9"), |_| true);
+}
+
+#[test]
+fn a_shadow_forest_scores_the_same_orders_and_is_compared_with_the_live_regression() {
+    let dir = tempfile::tempdir().unwrap();
+    let lr = models_dir().join("fraud_lr.onnx");
+    let rf = models_dir().join("fraud_rf.onnx");
+    let shadow = config(&rf)
+        .split("[[models]]")
+        .nth(1)
+        .unwrap()
+        .replacen(
+            "name = \"fraud\"",
+            "name = \"fraud_rf\"\nshadow_of = \"fraud\"",
+            1,
+        )
+        .replacen("fraud.scored", "fraud_shadow.scored", 1);
+    std::fs::write(
+        dir.path().join("runnel.toml"),
+        format!("{}\n[[models]]{shadow}", config(&lr)),
+    )
+    .unwrap();
+    let server = serve(dir.path());
+    let base = server.url();
+    let rows = test_set();
+    summarize_customers(&base, &rows);
+    for (i, (inputs, _, _)) in rows.iter().take(10).enumerate() {
+        publish(&base, order(i, inputs[0]));
+    }
+    wait_for(&format!("{base}/v1/models"), |m| {
+        m[0]["predictions"]["model"] == 10 && m[1]["predictions"]["model"] == 10
+    });
+    // What scikit-learn says: how often the regression and the forest pick the same class,
+    // and their largest difference.
+    let agreeing = rows[..10]
+        .iter()
+        .filter(|(_, lr, rf)| (*lr > 0.5) == (*rf > 0.5))
+        .count();
+    let largest = rows[..10]
+        .iter()
+        .map(|(_, lr, rf)| (rf - lr).abs())
+        .fold(0.0, f64::max);
+    let out = runnel(&["models", "compare", "fraud", "--url", &base, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["compared"], 10, "{report}");
+    assert_eq!(report["shadow"]["model"], "fraud_rf");
+    assert_eq!(report["shadow"]["output"], "fraud_shadow.scored");
+    let agreement = report["agreement"].as_f64().unwrap();
+    assert!(
+        (agreement - agreeing as f64 / 10.0).abs() < 1e-9,
+        "{report}"
+    );
+    let max_abs = report["deltas"][1]["max_abs"].as_f64().unwrap();
+    assert!((max_abs - largest).abs() <= 2e-5, "{max_abs} vs {largest}");
+    let out = runnel(&["models", "compare", "fraud", "--url", &base]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("compared 10 inputs") && text.contains("MAX |Δ|"),
+        "{text}"
+    );
+    // The shadow has no shadow; a name that is not one is refused.
+    let (status, problem) = get(&format!("{base}/v1/models/fraud_rf/compare"));
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (400, Some("model.no_shadow"))
+    );
+    let (status, problem) = get(&format!("{base}/v1/models/fraud/compare?shadow=nope"));
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (400, Some("model.no_shadow")),
+        "{problem}"
+    );
+    let (status, _) = get(&format!("{base}/v1/models/fraud/compare?last=0"));
+    assert_eq!(status, 400);
+}
+
 #[test]
 fn serve_scores_events_with_features_as_scikit_learn_does_and_reloads_on_sighup() {
     let dir = tempfile::tempdir().unwrap();
@@ -224,28 +328,8 @@ fn serve_scores_events_with_features_as_scikit_learn_does_and_reloads_on_sighup(
     .expect("create the check group");
     assert!(status == 201 || status == 200, "{body}");
 
-    // Each customer's features, then an event two hours later that closes their window.
     let rows = test_set();
-    for (i, (inputs, _, _)) in rows.iter().take(10).enumerate() {
-        publish(
-            &base,
-            json!({
-                "specversion": "1.0", "id": format!("summary-{i}"), "source": "test://crm",
-                "type": "customer.summarized", "time": "2026-01-01T00:10:00Z",
-                "partitionkey": format!("c{i}"),
-                "data": {"orders": inputs[1], "spent": inputs[2], "mean": inputs[3], "merchants": inputs[4]},
-            }),
-        );
-    }
-    publish(
-        &base,
-        json!({
-            "specversion": "1.0", "id": "tick", "source": "test://crm",
-            "type": "customer.summarized", "time": "2026-01-01T02:10:00Z",
-            "partitionkey": "tick", "data": {"orders": 0, "spent": 0, "mean": 0, "merchants": 0},
-        }),
-    );
-    wait_for(&format!("{base}/v1/features/customer_1h/c9"), |_| true);
+    summarize_customers(&base, &rows);
 
     for (i, (inputs, _, _)) in rows.iter().take(10).enumerate() {
         publish(&base, order(i, inputs[0]));
@@ -344,6 +428,11 @@ fn serve_scores_events_with_features_as_scikit_learn_does_and_reloads_on_sighup(
     std::thread::sleep(Duration::from_millis(500));
     let (_, still) = get(&format!("{base}/v1/models/fraud"));
     assert_eq!(still["version"], second_version.as_str());
+    // No signal: the file changing is enough. The first version's file again.
+    std::fs::copy(models_dir().join("fraud_lr.onnx"), &model).unwrap();
+    wait_for(&format!("{base}/v1/models/fraud"), |m| {
+        m["version"] == first_version.as_str()
+    });
 
     let mut server = server;
     server.signal(libc::SIGTERM);

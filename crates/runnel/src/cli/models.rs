@@ -154,7 +154,8 @@ fn compare(args: CompareArgs) -> anyhow::Result<()> {
         cell(&report["live_only"]),
         cell(&report["shadow_only"])
     )?;
-    let figure = |v: &Value| v.as_f64().map_or("-".to_string(), |f| format!("{f:+.4}"));
+    let signed = |v: &Value| v.as_f64().map_or("-".to_string(), |f| format!("{f:+.4}"));
+    let figure = |v: &Value| v.as_f64().map_or("-".to_string(), |f| format!("{f:.4}"));
     let rows: Vec<Vec<String>> = report["deltas"]
         .as_array()
         .map(Vec::as_slice)
@@ -163,7 +164,7 @@ fn compare(args: CompareArgs) -> anyhow::Result<()> {
         .map(|d| {
             vec![
                 cell(&d["output"]),
-                figure(&d["mean"]),
+                signed(&d["mean"]),
                 figure(&d["mean_abs"]),
                 figure(&d["p50_abs"]),
                 figure(&d["p99_abs"]),
