@@ -709,7 +709,12 @@ fn started_here(base: &str) -> u64 {
         .map_or(0, |n| n as u64)
 }
 
-#[ignore = "flaky (issue 23): in the full suite under load, server a was not given a share of the trigger group within 60 s once in two runs; run with --ignored"]
+/// Two servers drive the instances of one JetStream store. Server `a` starts alone and takes
+/// every orders partition; `b` joins and takes its share; the orders are published, half to
+/// each server, while no step service runs, so every instance waits for its first reply. `a` is then SIGKILLed with
+/// every instance it started still open, and only then do the step services start (talking to
+/// `b`): `b` takes `a`'s partitions once its leases lapse and carries every instance to its
+/// outcome, each step executed once.
 #[test]
 fn on_jetstream_two_servers_share_the_instances_and_one_killed_mid_run_hands_its_instances_over() {
     let Some(store) = Store::jetstream("two") else {
@@ -720,44 +725,62 @@ fn on_jetstream_two_servers_share_the_instances_and_one_killed_mid_run_hands_its
     let (config_a, base_a) = setup(dir.path(), "a.toml");
     let (config_b, base_b) = setup(dir.path(), "b.toml");
     let a = Server::start(&config_a, &dir.path().join("a"), &store);
-    let _b = Server::start(&config_b, &dir.path().join("b"), &store);
-    let log = dir.path().join("executions.jsonl");
-    // The step services talk to `b`, the server that survives.
-    let _services = services(&python, &base_b, &log);
     const ORDERS: usize = 60;
-    // Both drivers take their share of the trigger group's partitions: warm up until `a`
-    // has started instances of orders published to either server.
+    let open_on = |base: &str| {
+        instances(base)
+            .iter()
+            .filter(|i| matches!(i["state"].as_str(), Some("running" | "compensating")))
+            .count()
+    };
+    // Alone, `a` owns every partition of the orders' stream: it starts the first ten.
+    for n in 0..10 {
+        publish(&base_a, &order(n, n % 3 == 0));
+    }
     let started = Instant::now();
-    let mut next = 0;
-    while started_here(&base_a) == 0 || next < ORDERS / 2 {
+    while started_here(&base_a) < 10 {
         assert!(
             started.elapsed() < Duration::from_secs(60),
-            "server a never started an instance"
+            "server a started {} of 10 instances in 60 s",
+            started_here(&base_a)
         );
-        if next < ORDERS {
-            let base = if next % 2 == 0 { &base_a } else { &base_b };
-            publish(base, &order(next, next % 3 == 0));
-            next += 1;
-        } else {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        std::thread::sleep(Duration::from_millis(50));
     }
+    let _b = Server::start(&config_b, &dir.path().join("b"), &store);
+    // `b` takes its share once both have seen each other (a heartbeat or two, 5 s apart):
+    // orders trickle in until `b` has started one, then the rest go at once.
+    let mut next = 10;
     while next < ORDERS {
         let base = if next % 2 == 0 { &base_a } else { &base_b };
         publish(base, &order(next, next % 3 == 0));
         next += 1;
+        if started_here(&base_b) == 0 {
+            std::thread::sleep(Duration::from_millis(400));
+        }
     }
-    let on_a = started_here(&base_a);
-    let open = instances(&base_b)
-        .iter()
-        .filter(|i| !matches!(i["state"].as_str(), Some("completed" | "compensated")))
-        .count()
-        + ORDERS.saturating_sub(instances(&base_b).len());
+    let started = Instant::now();
+    while instances(&base_b).len() < ORDERS {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{} of {ORDERS} instances after 60 s",
+            instances(&base_b).len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (on_a, on_b) = (started_here(&base_a), started_here(&base_b));
+    let open = open_on(&base_b);
     a.kill();
-    println!("a started {on_a} instances; {open} of {ORDERS} unfinished when it was killed");
-    assert!(on_a > 0, "server a drove no instance");
-    // `a`'s leases lapse (15 s) and `b` takes its partitions: its timers republish what `a`
-    // had in flight, its reply groups apply the replies `a` left.
+    println!("a started {on_a} instances, b {on_b}; {open} of {ORDERS} open when a was killed");
+    assert!(on_a >= 10, "server a started {on_a} instances");
+    assert!(on_b > 0, "server b took no share of the orders' partitions");
+    assert_eq!(on_a + on_b, ORDERS as u64, "each instance started once");
+    assert_eq!(
+        open, ORDERS,
+        "no step service ran yet: every instance is open"
+    );
+    // `a`'s leases lapse (15 s) and `b` takes its partitions: its reply groups apply the
+    // replies to `a`'s instances, its timers republish what `a` had in flight.
+    let log = dir.path().join("executions.jsonl");
+    let _services = services(&python, &base_b, &log);
     let all = settled(&base_b, ORDERS, Duration::from_secs(90));
     assert_one_outcome_each(&all, &log, ORDERS);
 }
