@@ -7,20 +7,23 @@
 //! settled. The server depends on `runnel-stages` (server → stages → runtime), never on a
 //! storage crate: the store is read through the backend trait the server was given.
 
-use std::sync::{Arc, Mutex};
+use runnel_stages::{
+    FeaturePipelineHandle, FeatureSpec, FeatureStore, PipelineError, PipelineStatus,
+};
 
-use runnel_stages::{FeaturePipelineHandle, FeatureSpec, FeatureStore, PipelineStatus};
+use crate::stages::{StageHandle, Stages};
 
-/// One running pipeline: its spec and its handle (taken when it stops).
-struct Running {
-    spec: FeatureSpec,
-    handle: Mutex<Option<FeaturePipelineHandle>>,
+impl StageHandle for FeaturePipelineHandle {
+    type Error = PipelineError;
+    fn stop(self) -> impl std::future::Future<Output = Result<(), PipelineError>> + Send {
+        FeaturePipelineHandle::stop(self)
+    }
 }
 
 /// The pipelines of this server, in the order of `runnel.toml`. Cheap to clone.
 #[derive(Clone)]
 pub struct Features {
-    running: Arc<Mutex<Vec<Arc<Running>>>>,
+    running: Stages<FeatureSpec, FeaturePipelineHandle>,
     store: FeatureStore,
 }
 
@@ -40,21 +43,25 @@ pub struct FeatureSet {
     pub status: Option<PipelineStatus>,
 }
 
+fn view(spec: &FeatureSpec, handle: Option<&FeaturePipelineHandle>) -> FeatureSet {
+    FeatureSet {
+        spec: spec.clone(),
+        status: handle.map(FeaturePipelineHandle::status),
+    }
+}
+
 impl Features {
     /// No pipelines; values are read from `store`.
     pub fn new(store: FeatureStore) -> Self {
         Self {
-            running: Arc::new(Mutex::new(Vec::new())),
+            running: Stages::new("feature pipeline"),
             store,
         }
     }
 
     /// Hands a started pipeline to the server: it is shown, served and stopped with it.
     pub fn add(&self, spec: FeatureSpec, handle: FeaturePipelineHandle) {
-        self.lock().push(Arc::new(Running {
-            spec,
-            handle: Mutex::new(Some(handle)),
-        }));
+        self.running.add(spec.name.clone(), spec, handle);
     }
 
     /// The online store values are read from.
@@ -64,56 +71,22 @@ impl Features {
 
     /// The names of the sets, in configuration order.
     pub fn names(&self) -> Vec<String> {
-        self.lock().iter().map(|r| r.spec.name.clone()).collect()
+        self.running.names()
     }
 
     /// Every set with its status.
     pub fn sets(&self) -> Vec<FeatureSet> {
-        self.lock().iter().map(|r| r.view()).collect()
+        self.running.map(view)
     }
 
     /// One set by name.
     pub fn set(&self, name: &str) -> Option<FeatureSet> {
-        self.lock()
-            .iter()
-            .find(|r| r.spec.name == name)
-            .map(|r| r.view())
+        self.running.find(name, view)
     }
 
     /// Stops every pipeline cleanly (each finishes its cycle, commits and releases its
     /// leases); errors are logged.
     pub async fn stop_all(&self) {
-        let running: Vec<Arc<Running>> = self.lock().clone();
-        for feature in running {
-            let handle = feature
-                .handle
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
-            if let Some(handle) = handle
-                && let Err(error) = handle.stop().await
-            {
-                tracing::warn!(feature = feature.spec.name.as_str(), %error, "feature pipeline did not stop cleanly");
-            }
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Running>>> {
-        self.running.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl Running {
-    fn view(&self) -> FeatureSet {
-        let status = self
-            .handle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(FeaturePipelineHandle::status);
-        FeatureSet {
-            spec: self.spec.clone(),
-            status,
-        }
+        self.running.stop_all().await
     }
 }

@@ -45,6 +45,7 @@ pub mod problem;
 pub mod routes;
 mod sagas;
 pub mod server;
+mod stages;
 #[cfg(feature = "test-util")]
 pub mod test_certs;
 #[cfg(feature = "test-util")]

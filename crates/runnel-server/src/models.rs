@@ -8,22 +8,34 @@
 //! being scored is settled. The server depends on `runnel-inference` without its `onnx`
 //! feature: loading a model file is the binary's business.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use runnel_inference::{
     BreakerState, InferenceHandle, Model, ModelSpec, ScorerCounts, SwapError, group_name,
 };
+use runnel_runtime::RuntimeError;
 
-/// One running model: its spec and its handle (taken when it stops).
-struct Running {
-    spec: ModelSpec,
-    handle: Mutex<Option<InferenceHandle>>,
+use crate::stages::{StageHandle, Stages};
+
+impl StageHandle for InferenceHandle {
+    type Error = RuntimeError;
+    fn stop(self) -> impl std::future::Future<Output = Result<(), RuntimeError>> + Send {
+        InferenceHandle::stop(self)
+    }
 }
 
 /// The models of this server, in the order of `runnel.toml`. Cheap to clone.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Models {
-    running: Arc<Mutex<Vec<Arc<Running>>>>,
+    running: Stages<ModelSpec, InferenceHandle>,
+}
+
+impl Default for Models {
+    fn default() -> Self {
+        Self {
+            running: Stages::new("inference stage"),
+        }
+    }
 }
 
 impl std::fmt::Debug for Models {
@@ -64,96 +76,62 @@ pub enum ReloadError {
     Swap(#[from] SwapError),
 }
 
+fn view(spec: &ModelSpec, handle: Option<&InferenceHandle>) -> ModelView {
+    let status = handle.map(|h| {
+        let scorer = h.scorer();
+        ModelStatus {
+            version: scorer.slot().current().info().version.clone(),
+            breaker: scorer.breaker_state(),
+            counts: scorer.counts(),
+        }
+    });
+    ModelView {
+        group: group_name(&spec.name),
+        spec: spec.clone(),
+        status,
+    }
+}
+
 impl Models {
     /// Hands a started stage to the server: it is shown and stopped with it.
     pub fn add(&self, spec: ModelSpec, handle: InferenceHandle) {
-        self.lock().push(Arc::new(Running {
-            spec,
-            handle: Mutex::new(Some(handle)),
-        }));
+        self.running.add(spec.name.clone(), spec, handle);
     }
 
     /// The names, in configuration order.
     pub fn names(&self) -> Vec<String> {
-        self.lock().iter().map(|r| r.spec.name.clone()).collect()
+        self.running.names()
     }
 
     /// The specs, in configuration order.
     pub fn specs(&self) -> Vec<ModelSpec> {
-        self.lock().iter().map(|r| r.spec.clone()).collect()
+        self.running.specs()
     }
 
     /// Every model with its status.
     pub fn list(&self) -> Vec<ModelView> {
-        self.lock().iter().map(|r| r.view()).collect()
+        self.running.map(view)
     }
 
     /// One model by name.
     pub fn get(&self, name: &str) -> Option<ModelView> {
-        self.lock()
-            .iter()
-            .find(|r| r.spec.name == name)
-            .map(|r| r.view())
+        self.running.find(name, view)
     }
 
     /// Swaps `model` (loaded and checked by the caller) in for model `name`'s current
     /// version; returns the version it replaced. Refused unless inputs and outputs match.
     pub fn reload(&self, name: &str, model: Arc<dyn Model>) -> Result<String, ReloadError> {
-        let running = self
-            .lock()
-            .iter()
-            .find(|r| r.spec.name == name)
-            .cloned()
-            .ok_or_else(|| ReloadError::Unknown(name.to_string()))?;
-        let handle = running.handle.lock().unwrap_or_else(|p| p.into_inner());
-        let handle = handle
-            .as_ref()
-            .ok_or_else(|| ReloadError::Stopped(name.to_string()))?;
-        Ok(handle.reload(model)?)
+        self.running
+            .find(name, |_, handle| match handle {
+                Some(handle) => Ok(handle.reload(model.clone())?),
+                None => Err(ReloadError::Stopped(name.to_string())),
+            })
+            .ok_or_else(|| ReloadError::Unknown(name.to_string()))?
     }
 
     /// Stops every stage cleanly (running handlers finish and settle, the group commits and
     /// leaves); errors are logged.
     pub async fn stop_all(&self) {
-        let running: Vec<Arc<Running>> = self.lock().clone();
-        for model in running {
-            let handle = model
-                .handle
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
-            if let Some(handle) = handle
-                && let Err(error) = handle.stop().await
-            {
-                tracing::warn!(model = model.spec.name.as_str(), %error, "inference stage did not stop cleanly");
-            }
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Running>>> {
-        self.running.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl Running {
-    fn view(&self) -> ModelView {
-        let status = self
-            .handle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(|h| {
-                let scorer = h.scorer();
-                ModelStatus {
-                    version: scorer.slot().current().info().version.clone(),
-                    breaker: scorer.breaker_state(),
-                    counts: scorer.counts(),
-                }
-            });
-        ModelView {
-            group: group_name(&self.spec.name),
-            spec: self.spec.clone(),
-            status,
-        }
+        self.running.stop_all().await
     }
 }
