@@ -233,8 +233,20 @@ impl ModelSpec {
                 ),
             );
         }
-        if let Err(e) = TypePattern::new(self.input.clone()) {
-            problem("input", e.to_string());
+        match TypePattern::new(self.input.clone()) {
+            Err(e) => problem("input", e.to_string()),
+            // Its predictions would be inputs again: each would be scored, and so on.
+            Ok(pattern) if pattern.matches(self.output.as_str()) => problem(
+                "output",
+                format!(
+                    "`{}` is matched by `input` (`{}`): the model would score its own predictions; \
+                     give them a type of another domain (`{}.scored`)",
+                    self.output.as_str(),
+                    self.input,
+                    self.name.replace('-', "_"),
+                ),
+            ),
+            Ok(_) => {}
         }
         match (&self.onnx, &self.remote) {
             (None, None) if runner_needed => {

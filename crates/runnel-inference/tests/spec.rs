@@ -101,6 +101,39 @@ fn every_broken_rule_names_its_field() {
 }
 
 #[test]
+fn an_output_its_own_input_matches_is_refused() {
+    for (input, output) in [
+        ("order.placed", "order.placed"),
+        ("order.*", "order.scored"),
+        (">", "fraud.scored"),
+    ] {
+        let mut model = parse(EXAMPLE).remove(0);
+        model.input = input.into();
+        model.output = runnel_envelope::EventType::new(output).unwrap();
+        let err = validate_models(&[model]).unwrap_err();
+        let found: Vec<&(String, String)> = err
+            .problems
+            .iter()
+            .filter(|(path, _)| path == "models[0].output")
+            .collect();
+        assert_eq!(found.len(), 1, "{input} → {output}: {err}");
+        assert!(
+            found[0].1.contains("would score its own predictions"),
+            "{err}"
+        );
+    }
+    let mut chained = parse(EXAMPLE).remove(0);
+    chained.input = "order.*".into();
+    let err = validate_models(&[chained]).err();
+    assert!(
+        err.iter()
+            .flat_map(|e| &e.problems)
+            .all(|(path, _)| path != "models[0].output"),
+        "{err:?}"
+    );
+}
+
+#[test]
 fn unknown_keys_and_bad_values_are_refused_by_the_parser() {
     let err = toml::from_str::<File>(&EXAMPLE.replace("timeout = \"20ms\"", "timout = \"20ms\""))
         .err()

@@ -792,6 +792,16 @@ impl Saga {
         instance.state = SagaState::Compensating;
         instance.ended_at = None;
         instance.updated_at = now;
+        // Compensating again: the reason is why it compensates, not why it was stuck.
+        if let Some(why) = instance
+            .timeline
+            .iter()
+            .rev()
+            .find(|e| e.what == Happened::CompensationStarted)
+            .and_then(|e| e.detail.clone())
+        {
+            instance.reason = Some(why);
+        }
         instance.note(now, Happened::Resumed, None);
         for run in &mut instance.steps {
             if run.status == StepStatus::Compensating {

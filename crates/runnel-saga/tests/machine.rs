@@ -255,8 +255,12 @@ fn a_compensation_that_keeps_failing_is_stuck_then_resumed_by_an_operator() {
     let retry = t.commands[0].clone();
     assert_eq!((retry.kind, retry.attempt), (CommandKind::Compensation, 4));
     assert!(!ids.contains(&retry.id));
+    // Compensating again, it says why it compensates, not why it was stuck.
+    let why = instance.reason.clone().unwrap();
+    assert!(why.starts_with("step `charge` failed"), "{why}");
     let t = saga.on_reply(&mut instance, &success(&retry), now + 3601 * SEC);
     assert_eq!(t.outcome, Some(SagaState::Compensated));
+    assert_eq!(instance.reason.as_deref(), Some(why.as_str()));
     assert!(
         saga.resume(&mut instance, now).is_err(),
         "only a stuck instance resumes"

@@ -121,6 +121,72 @@ async fn the_event_stream_pushes_messages_and_ends_on_shutdown() {
     );
 }
 
+/// A forced deletion while an event stream reads the group: the stream must not start the
+/// group's consumer again between stopping the old one and the deletion (it did, and handed
+/// the held event out again, attempt 2, after the 204), and the group created again counts
+/// from zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_deletion_ends_the_groups_event_stream_with_nothing_handed_out_after_it() {
+    let server = serve(|_| {}).await;
+    let client = server.client.clone();
+    client
+        .json("PUT", "/v1/groups/doomed", &json!({"filter": "order.*"}))
+        .await
+        .unwrap();
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"GET /v1/groups/doomed/events HTTP/1.1\r\nhost: runnel\r\naccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    assert!(
+        read_until(&mut stream, &mut seen, "\r\n\r\n").await,
+        "{seen}"
+    );
+    client
+        .publish(&event("held", "order.placed", json!({"n": 1})))
+        .await
+        .unwrap();
+    assert!(
+        read_until(&mut stream, &mut seen, "\"held\"").await,
+        "{seen}"
+    );
+    assert!(read_until(&mut stream, &mut seen, "\n\n").await, "{seen}");
+    let before = seen.len();
+
+    let deleted = client
+        .send("DELETE", "/v1/groups/doomed?force=true", &[], Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(deleted.status, 204, "{}", deleted.text());
+    // The stream ends with the group's problem; nothing is handed out in between.
+    assert!(
+        read_until(&mut stream, &mut seen, "event: error").await,
+        "{seen}"
+    );
+    let after = &seen[before..];
+    assert!(
+        !after.contains("event: message"),
+        "handed out after the deletion: {after}"
+    );
+    assert!(after.contains("group.unknown"), "{after}");
+    let gone = client.get("/v1/groups/doomed").await.unwrap();
+    assert_eq!(gone.status, 404, "{}", gone.text());
+
+    client
+        .json("PUT", "/v1/groups/doomed", &json!({"filter": "order.*"}))
+        .await
+        .unwrap();
+    let again = client.get("/v1/groups/doomed").await.unwrap();
+    assert_eq!(
+        again.json()["counters"]["delivered"],
+        0,
+        "the old group's counters: {}",
+        again.text()
+    );
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_stop_ends_long_polls_at_once() {
     let server = serve(|_| {}).await;

@@ -291,6 +291,10 @@ pub struct Consumers {
     instance: Option<String>,
     /// When this server started (µs since the epoch): counters count from then.
     started_at: u64,
+    /// Groups being deleted: no consumer of theirs is started meanwhile (a pull or an event
+    /// stream would otherwise start one between stopping the old one and the deletion, and
+    /// hand out events of a group that is gone).
+    deleting: StdMutex<HashSet<String>>,
 }
 
 impl Consumers {
@@ -303,6 +307,7 @@ impl Consumers {
             shutdown,
             idle,
             streams: StdMutex::new(HashSet::new()),
+            deleting: StdMutex::new(HashSet::new()),
             instance: None,
             started_at: now_micros(),
         }
@@ -352,6 +357,12 @@ impl Consumers {
     pub async fn session(&self, group: &str) -> Result<Arc<Session>, ApiError> {
         if self.shutdown.is_triggered() {
             return Err(shutting_down());
+        }
+        if self.is_deleting(group) {
+            return Err(ApiError::not_found(
+                "group.unknown",
+                format!("consumer group `{group}` is being deleted"),
+            ));
         }
         let running = self.sessions.lock().await.get(group).cloned();
         if let Some(session) = running {
@@ -643,6 +654,42 @@ impl Consumers {
                 ))
             }
         }
+    }
+
+    fn is_deleting(&self, group: &str) -> bool {
+        self.deleting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(group)
+    }
+
+    /// Before a group's deletion: no consumer of it starts until [`Consumers::end_deletion`];
+    /// with `stop`, the running one stops (its receipts lapse).
+    pub async fn begin_deletion(&self, group: &str, stop: bool) {
+        self.deleting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(group.to_string());
+        if stop {
+            self.stop(group).await;
+        }
+    }
+
+    /// After a group's deletion: when it was deleted, a consumer that started before
+    /// [`Consumers::begin_deletion`] took effect stops, and the old group's counters go (a
+    /// group created again starts with nothing of the old one).
+    pub async fn end_deletion(&self, group: &str, deleted: bool) {
+        if deleted {
+            self.stop(group).await;
+            self.retired
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(group);
+        }
+        self.deleting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(group);
     }
 
     /// Stops a group's consumer (after its configuration changed, or when idle).

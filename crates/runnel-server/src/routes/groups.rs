@@ -196,11 +196,12 @@ pub async fn delete_group(
 ) -> Result<StatusCode, ApiError> {
     caller.require_admin()?;
     let force = query.force.unwrap_or(false);
-    if force {
-        // Receipts of this server's consumer lapse; the runtime stops its workers.
-        state.consumers.stop(&group).await;
-    }
-    state.runnel.delete_group(&group, force).await?;
+    // No pull or event stream starts a consumer of the group while it is deleted; forced,
+    // this server's consumer stops first (its receipts lapse; the runtime stops its workers).
+    state.consumers.begin_deletion(&group, force).await;
+    let deleted = state.runnel.delete_group(&group, force).await;
+    state.consumers.end_deletion(&group, deleted.is_ok()).await;
+    deleted?;
     Ok(StatusCode::NO_CONTENT)
 }
 

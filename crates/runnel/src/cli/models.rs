@@ -107,6 +107,29 @@ fn show(args: ShowArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The comparison's rows per output: the mean delta with its sign (shadow − live), the
+/// sizes of the deltas without one.
+fn delta_rows(report: &Value) -> Vec<Vec<String>> {
+    let signed = |v: &Value| v.as_f64().map_or("-".to_string(), |f| format!("{f:+.4}"));
+    let size = |v: &Value| v.as_f64().map_or("-".to_string(), |f| format!("{f:.4}"));
+    report["deltas"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|d| {
+            vec![
+                cell(&d["output"]),
+                signed(&d["mean"]),
+                size(&d["mean_abs"]),
+                size(&d["p50_abs"]),
+                size(&d["p99_abs"]),
+                size(&d["max_abs"]),
+            ]
+        })
+        .collect()
+}
+
 fn compare(args: CompareArgs) -> anyhow::Result<()> {
     let api = args.client.api()?;
     let mut path = format!(
@@ -154,24 +177,7 @@ fn compare(args: CompareArgs) -> anyhow::Result<()> {
         cell(&report["live_only"]),
         cell(&report["shadow_only"])
     )?;
-    let signed = |v: &Value| v.as_f64().map_or("-".to_string(), |f| format!("{f:+.4}"));
-    let figure = |v: &Value| v.as_f64().map_or("-".to_string(), |f| format!("{f:.4}"));
-    let rows: Vec<Vec<String>> = report["deltas"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .map(|d| {
-            vec![
-                cell(&d["output"]),
-                signed(&d["mean"]),
-                figure(&d["mean_abs"]),
-                figure(&d["p50_abs"]),
-                figure(&d["p99_abs"]),
-                figure(&d["max_abs"]),
-            ]
-        })
-        .collect();
+    let rows = delta_rows(&report);
     print_table(
         &[
             "output",
@@ -183,4 +189,25 @@ fn compare(args: CompareArgs) -> anyhow::Result<()> {
         ],
         &rows,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn the_mean_delta_has_a_sign_and_the_sizes_have_none() {
+        let report = json!({"deltas": [
+            {"output": "fraud", "mean": -0.0123, "mean_abs": 0.0311, "p50_abs": 0.0208,
+             "p99_abs": 0.1875, "max_abs": 0.4102},
+            {"output": "legit", "mean": 0.0123, "mean_abs": null}
+        ]});
+        assert_eq!(
+            super::delta_rows(&report),
+            vec![
+                vec!["fraud", "-0.0123", "0.0311", "0.0208", "0.1875", "0.4102"],
+                vec!["legit", "+0.0123", "-", "-", "-", "-"],
+            ]
+        );
+    }
 }
