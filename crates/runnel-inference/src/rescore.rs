@@ -5,12 +5,14 @@
 //! Durable by construction: the stage writes the input (its event, its assembled row and its
 //! place in the log) under `runnel_rescore/<model>/<input hash>` before the degraded
 //! prediction is published and the input acknowledged, so a crash cannot forget it. A task
-//! per stage looks every [`RESCORE_EVERY`] (and at once when the breaker closes) while the
-//! breaker is closed: it asks the model alone for each waiting input ([`Scorer::model_only`],
+//! per stage looks every [`RESCORE_EVERY`] (and at once when the breaker half-opens or
+//! closes) unless the breaker is open: it asks the model alone for each waiting input ([`Scorer::model_only`],
 //! no cache or fallback), publishes revision 2 with an id derived from (the stage's group +
 //! `/revision`, the input, 2), then deletes the entry. A crash between the publish and the
 //! delete publishes the same id again, which publish deduplication absorbs; an input whose
-//! model call fails again stays for the next round.
+//! model call fails again (or is not let through by a half-open breaker) stays for the next
+//! round. While half-open, these calls are the breaker's probes: a model that recovered with
+//! no new traffic still closes the breaker and has its degraded answers scored again.
 //!
 //! Revision 2 is the same prediction event as revision 1 (type, source, causation,
 //! correlation, trace parent, partition key) with the model's outputs, `revision: 2`,
@@ -136,12 +138,14 @@ impl Rescorer {
                 _ = stop.wait_for(|s| *s) => return,
                 _ = tokio::time::sleep(RESCORE_EVERY) => {}
                 transition = transitions.recv() => match transition {
-                    Ok(t) if t.to == BreakerState::Closed => {}
+                    Ok(t) if t.to != BreakerState::Open => {}
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
             }
-            if self.scorer.breaker_state() != BreakerState::Closed {
+            // Half-open too: with no new traffic, these calls are the breaker's probes, so a
+            // recovered model closes it and its degraded answers are scored again.
+            if self.scorer.breaker_state() == BreakerState::Open {
                 continue;
             }
             if let Err(error) = self.round().await {

@@ -457,11 +457,83 @@ async fn a_recovered_model_rescores_what_the_ladder_answered(b: TestBackend) {
             "a model's answer is not rescored"
         );
     }
-    let waiting = runnel_inference::waiting_count(&**runnel.backend(), "fraud", 100)
+    // Each entry goes once its revision 2 is published.
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    while runnel_inference::waiting_count(&**runnel.backend(), "fraud", 100)
+        .await
+        .unwrap()
+        > 0
+    {
+        assert!(tokio::time::Instant::now() < until, "entries left waiting");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        stream_events(runnel, "fraud").await.len(),
+        10,
+        "no revision twice"
+    );
+    assert!(dead_letters(runnel).await.is_empty());
+    stage.stop().await.unwrap();
+}
+
+/// The breaker opens on a failing model; the model recovers while no new event arrives: the
+/// re-scoring calls are the half-open breaker's probes, so it closes and every degraded
+/// answer gets revision 2 all the same.
+async fn rescoring_alone_probes_a_half_open_breaker_closed(b: TestBackend) {
+    let runnel = &b.runnel;
+    for n in 0..4 {
+        put_features(runnel, &format!("cust-{n}"), 2, 50.0).await;
+    }
+    let model = FlakyModel::new("fraud", "v1", 5);
+    model.set(Mode::Failing);
+    let mut spec = spec();
+    spec.rescore_degraded = true;
+    spec.breaker = BreakerConfig {
+        sliding_window: 4,
+        minimum_calls: 4,
+        failure_rate_threshold: 50.0,
+        open_duration: Duration::from_secs(30),
+        permitted_calls_in_half_open: 2,
+        max_wait_in_half_open: Duration::from_secs(3600),
+        ..BreakerConfig::default()
+    };
+    // One event at a time: one model call each, four failures open the breaker.
+    let stage = InferenceStage::start_with_model(runnel, spec, model.clone(), options(1))
         .await
         .unwrap();
-    assert_eq!(waiting, 0);
-    assert!(dead_letters(runnel).await.is_empty());
+    let inputs: Vec<Event> = (0..6)
+        .map(|n| {
+            order(
+                &format!("cust-{}", n % 4),
+                json!({ "amount": 5.0 * n as f64 }),
+                n,
+            )
+        })
+        .collect();
+    for event in &inputs {
+        runnel.publish(event.clone()).await.unwrap();
+    }
+    wait_for(runnel, "fraud", 6).await;
+    assert_eq!(stage.scorer().breaker_state(), BreakerState::Open);
+    // Recovered, and the open duration passes; nothing new is published.
+    model.set(Mode::Healthy);
+    b.clock.advance(Duration::from_secs(31));
+    let all = wait_for(runnel, "fraud", 12).await;
+    let group = group_name("fraud");
+    for input in &inputs {
+        let id = input.derived_id(&format!("{group}/revision"), 2);
+        let second = all.get(id.as_str()).expect("revision 2 of every input");
+        assert_eq!(second.data().as_json().unwrap()["served_by"], "model");
+    }
+    // The probes succeeded: the breaker let them through and did not open again (it closes
+    // after its permitted calls, which one batched call of the rows may not have used up).
+    assert_ne!(stage.scorer().breaker_state(), BreakerState::Open);
+    runnel
+        .publish(order("cust-0", json!({ "amount": 1.0 }), 99))
+        .await
+        .unwrap();
+    wait_for(runnel, "fraud", 13).await;
+    assert_eq!(stage.scorer().breaker_state(), BreakerState::Closed);
     stage.stop().await.unwrap();
 }
 
@@ -571,6 +643,11 @@ async fn jetstream_a_recovered_model_rescores_what_the_ladder_answered() {
     if let Some(b) = jetstream().await {
         a_recovered_model_rescores_what_the_ladder_answered(b).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_rescoring_alone_probes_a_half_open_breaker_closed() {
+    rescoring_alone_probes_a_half_open_breaker_closed(embedded().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -65,6 +65,19 @@ pub enum RuntimeError {
     )]
     InternalGroup { group: String, owner: &'static str },
 
+    /// A group of Runnel's own that a running stage consumes, asked to be deleted (forced or
+    /// not): the stage would stop silently.
+    #[error(
+        "group `{group}` is run by {owner} on {}: deleting it would stop that stage silently; \
+         remove the stage from its server's runnel.toml and restart it first (even with force)",
+        quoted(consumers)
+    )]
+    InternalGroupRunning {
+        group: String,
+        owner: &'static str,
+        consumers: Vec<String>,
+    },
+
     /// A stream asked to be deleted is read by groups (listed).
     #[error(
         "stream `{stream}` is in use: group{} {} read{} it (a filter matching its events, or \
@@ -170,7 +183,9 @@ impl RuntimeError {
             RuntimeError::Name(_) => "name.invalid",
             RuntimeError::UnknownGroup(_) => "group.unknown",
             RuntimeError::GroupInUse { .. } => "group.in_use",
-            RuntimeError::InternalGroup { .. } => "group.internal",
+            RuntimeError::InternalGroup { .. } | RuntimeError::InternalGroupRunning { .. } => {
+                "group.internal"
+            }
             RuntimeError::StreamInUse { .. } => "stream.in_use",
             RuntimeError::InternalStream { .. } => "stream.internal",
             RuntimeError::UnknownDlqEntry { .. } => "dlq.unknown_entry",

@@ -1074,11 +1074,24 @@ async fn a_group_with_a_running_consumer_is_deleted_only_when_forced() {
     .await;
     assert_eq!(ack.status.as_u16(), 404, "{}", ack.text);
 
-    // The server's own stages' groups are refused without force.
+    // The server's own stages' groups are refused without force, and while a stage runs
+    // them (the correlation index does here) even with it: the stage would stop silently.
     assert_problem(
         &delete(&router, "/v1/groups/trace-index").await,
         409,
         "group.internal",
+    );
+    let forced = delete(&router, "/v1/groups/trace-index?force=true").await;
+    assert_problem(&forced, 409, "group.internal");
+    assert!(
+        forced.body["consumers"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty())
+            && forced.body["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("would stop that stage silently")),
+        "{}",
+        forced.text
     );
     assert_problem(
         &delete(&router, "/v1/groups/..%2Fx").await,

@@ -171,7 +171,7 @@ pub const ERROR_CODES: &[ErrorCode] = &[
     code(
         "group.internal",
         409,
-        "The group is run by the server's own stages (`saga-*`, `features-*`, `inference-*`, `trace-index`): it is not configured, pulled, acknowledged or streamed over HTTP, and is deleted only with `force=true`.",
+        "The group is run by the server's own stages (`saga-*`, `features-*`, `inference-*`, `trace-index`): it is not configured, pulled, acknowledged or streamed over HTTP, and is deleted only with `force=true` once no stage consumes it (while one does, even forced: `consumers` names them).",
     ),
     code(
         "group.invalid_config",

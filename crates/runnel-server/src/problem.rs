@@ -275,6 +275,10 @@ impl ApiError {
                 return Self::new(StatusCode::CONFLICT, code, error.to_string())
                     .with_member("groups", serde_json::json!(groups));
             }
+            RuntimeError::InternalGroupRunning { consumers, .. } => {
+                return Self::new(StatusCode::CONFLICT, code, error.to_string())
+                    .with_member("consumers", serde_json::json!(consumers));
+            }
             RuntimeError::InternalGroup { .. } | RuntimeError::InternalStream { .. } => {
                 StatusCode::CONFLICT
             }

@@ -49,9 +49,14 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Show what Runnel does, end to end, in one command (start here).
     ///
-    /// A server in this process, stream `order`, four consumer groups (one with failures that recover on retry, one with failures that go to
-    /// its dead-letter queue), 10,000 events published over HTTP, live progress, and a summary
-    /// checked against the server. Exits 1 if any group did not account for every event.
+    /// A server in this process on the embedded log, and the pipeline the seeds describe over
+    /// HTTP: 10,000 `order.placed` events fan out to four consumer groups (one with failures
+    /// that recover on retry, one whose failures go to its dead-letter queue); a feature set
+    /// computes each customer's orders and spend over a sliding hour; the shipped fraud model
+    /// scores every order with them (made slow midway: the breaker opens, the cache and the
+    /// fallback answer, the breaker closes); an approved score starts the order saga
+    /// (reserve → charge → ship, with failures injected and compensated). Live progress, then
+    /// a summary checked against the server. Exits 1 if anything is not accounted for.
     Demo(demo::DemoArgs),
     /// Publish events: one from --type/--data, or CloudEvents JSON lines from --file or stdin.
     Publish(cli::publish::PublishArgs),

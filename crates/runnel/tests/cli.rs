@@ -1262,6 +1262,53 @@ fn dlq_list_pages_with_after_and_filters_by_reason_and_time() {
     );
 }
 
+/// `publish --type` stamps `time` (now, or `--time`), so a feature window, which reads event
+/// time from it by default, can place the event; a bad `--time` is a usage error.
+#[test]
+fn publish_with_type_stamps_the_event_time() {
+    let server = TestServer::start();
+    ureq_put(
+        &server.url,
+        "/v1/groups/timed",
+        json!({"filter": "order.*", "start": "earliest"}),
+    );
+    server.ok(&["publish", "--type", "order.placed", "--data", "{}"]);
+    server.ok(&[
+        "publish",
+        "--type",
+        "order.placed",
+        "--data",
+        "{}",
+        "--time",
+        "2026-01-01T10:00:00+02:00",
+    ]);
+    let pulled = ureq_post(
+        &server.url,
+        "/v1/groups/timed/pull",
+        json!({"max": 2, "wait_ms": 5000}),
+    );
+    let times: Vec<String> = pulled["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["event"]["time"].as_str().unwrap_or("none").to_string())
+        .collect();
+    assert_eq!(times.len(), 2, "{pulled}");
+    let now = chrono::DateTime::parse_from_rfc3339(&times[0]).expect("an RFC 3339 time");
+    assert!(
+        (chrono::Utc::now() - now.to_utc()).num_seconds().abs() < 600,
+        "{times:?}"
+    );
+    assert_eq!(
+        chrono::DateTime::parse_from_rfc3339(&times[1]).map(|t| t.to_utc()),
+        chrono::DateTime::parse_from_rfc3339("2026-01-01T08:00:00Z").map(|t| t.to_utc()),
+        "{times:?}"
+    );
+    let output = server.run(&["publish", "--type", "order.placed", "--time", "yesterday"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--time `yesterday`"));
+}
+
 /// `dlq list/show` keep the event data's text (key order, numbers as written), with and
 /// without `--json`, as every other command does (issue 20, item 13).
 #[test]

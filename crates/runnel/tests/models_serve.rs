@@ -300,6 +300,12 @@ fn a_shadow_forest_scores_the_same_orders_and_is_compared_with_the_live_regressi
         (status, problem["code"].as_str()),
         (400, Some("model.no_shadow"))
     );
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("runnel models compare fraud --shadow fraud_rf")),
+        "{problem}"
+    );
     let (status, problem) = get(&format!("{base}/v1/models/fraud/compare?shadow=nope"));
     assert_eq!(
         (status, problem["code"].as_str()),

@@ -63,20 +63,34 @@ impl Runnel {
     /// dead-letter queue and its replay stream. Refused while a consumer runs it
     /// ([`RuntimeError::GroupInUse`]) and for Runnel's own groups
     /// ([`RuntimeError::InternalGroup`]) unless `force`; forced, the consumers running it in
-    /// this process stop first (their [`crate::Consumer::next`] answers `None`).
+    /// this process stop first (their [`crate::Consumer::next`] answers `None`). One of
+    /// Runnel's own groups that a stage still consumes is refused even forced
+    /// ([`RuntimeError::InternalGroupRunning`]): the stage would stop without a word.
     pub async fn delete_group(&self, group: &str, force: bool) -> Result<()> {
         validate_group_name(group)?;
         let backend = &self.shared.backend;
         if backend.kv_get(keys::GROUPS, group).await?.is_none() {
             return Err(RuntimeError::UnknownGroup(group.to_string()));
         }
-        if !force {
-            if let Some(owner) = internal_group(group) {
+        if let Some(owner) = internal_group(group) {
+            // A stage running it would stop silently, forced or not; a stage that is gone
+            // (its table removed) left a group only `force` deletes.
+            let consumers = self.group_consumers(group).await?;
+            if !consumers.is_empty() {
+                return Err(RuntimeError::InternalGroupRunning {
+                    group: group.to_string(),
+                    owner,
+                    consumers,
+                });
+            }
+            if !force {
                 return Err(RuntimeError::InternalGroup {
                     group: group.to_string(),
                     owner,
                 });
             }
+        }
+        if !force {
             let consumers = self.group_consumers(group).await?;
             if !consumers.is_empty() {
                 return Err(RuntimeError::GroupInUse {

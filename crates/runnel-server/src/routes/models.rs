@@ -201,13 +201,18 @@ pub async fn compare_models(
     };
     let shadow = match (&query.shadow, shadows.len()) {
         (_, 0) => {
-            return Err(ApiError::bad_request(
-                "model.no_shadow",
-                format!(
+            let detail = match &live.shadow_of {
+                Some(live_name) => format!(
+                    "model `{name}` is itself a shadow of `{live_name}`: compare from the live \
+                     model (runnel models compare {live_name} --shadow {name}, or \
+                     GET /v1/models/{live_name}/compare?shadow={name})"
+                ),
+                None => format!(
                     "model `{name}` has no shadow: declare one in runnel.toml \
                      (a [[models]] table with shadow_of = \"{name}\")"
                 ),
-            ));
+            };
+            return Err(ApiError::bad_request("model.no_shadow", detail));
         }
         (None, 1) => shadows[0].clone(),
         (None, _) => {

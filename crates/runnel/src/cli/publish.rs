@@ -53,6 +53,15 @@ pub struct PublishArgs {
         conflicts_with = "file"
     )]
     pub source: Option<String>,
+    /// When it happened, RFC 3339 (`2026-01-01T10:00:00Z`) (with --type; default: now, so
+    /// feature windows, which read event time from `time`, can place it).
+    #[arg(
+        long,
+        value_name = "RFC3339",
+        requires = "event_type",
+        conflicts_with = "file"
+    )]
+    pub time: Option<String>,
     /// Read CloudEvents JSON lines from this file instead of stdin.
     #[arg(long, value_name = "PATH", conflicts_with = "event_type")]
     pub file: Option<PathBuf>,
@@ -73,6 +82,7 @@ struct OneEvent<'a> {
     source: &'a str,
     #[serde(rename = "type")]
     event_type: &'a str,
+    time: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     data: Option<&'a RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -241,6 +251,17 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
             ),
             None => None,
         };
+        let time = match &args.time {
+            Some(text) => chrono::DateTime::parse_from_rfc3339(text)
+                .map_err(|e| {
+                    UsageError(format!(
+                        "--time `{text}` is not an RFC 3339 time such as 2026-01-01T10:00:00Z: {e}"
+                    ))
+                })?
+                .to_utc(),
+            None => chrono::Utc::now(),
+        }
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let api = args.client.api()?;
         let id = args.id.clone().unwrap_or_else(new_id);
         let event = OneEvent {
@@ -248,6 +269,7 @@ pub fn run(args: PublishArgs) -> anyhow::Result<()> {
             id: &id,
             source: args.source.as_deref().unwrap_or("/runnel-cli"),
             event_type: event_type.as_str(),
+            time: &time,
             data: data.as_deref(),
             partitionkey: args.partition_key.as_deref(),
         };
