@@ -339,7 +339,7 @@ pub const ERROR_CODES: &[ErrorCode] = &[
     code(
         "stream.in_use",
         409,
-        "Groups read the stream (`groups` lists them); delete or change them, or delete with `force=true`.",
+        "Groups read the stream (`groups` lists them), or a feature set or model of the server publishes its results into it (`stages`); delete or change them, or delete with `force=true`.",
     ),
     code(
         "stream.internal",

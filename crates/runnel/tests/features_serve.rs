@@ -284,6 +284,24 @@ fn serve_runs_a_declared_feature_and_serves_its_values_metrics_and_exports() {
     assert_eq!(lines[2]["values"], json!({"payments": 3, "spent": 42}));
     assert_eq!(lines[0]["values"], Value::Null);
 
+    // The results' stream is the history exports read: not deleted while the set runs.
+    let (status, problem) = common::json(
+        "DELETE",
+        &format!("{base}/v1/streams/feature"),
+        &Value::Null,
+    )
+    .expect("reachable");
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (409, Some("stream.in_use")),
+        "{problem}"
+    );
+    assert_eq!(
+        problem["stages"],
+        json!(["feature set `spend`"]),
+        "{problem}"
+    );
+
     // SIGTERM stops the pipeline cleanly and the server exits 0; started again, the pipeline
     // carries on from its checkpoint: the open window [00:01, 00:02) fires with its one event.
     server.signal(libc::SIGTERM);

@@ -131,7 +131,8 @@ pub async fn create_stream(
 /// Delete a stream: its events, its definition, and every group's offsets, in-flight lists
 /// and scheduled retries on it. Refused (409 `stream.in_use`, naming the groups) while a
 /// group reads it — its filter matches the stream's events, or a consumer holds one of its
-/// partitions — and (409 `stream.internal`) for a group's replay stream, unless
+/// partitions — or while a feature set or model of this server publishes its results into
+/// it (`stages` names them), and (409 `stream.internal`) for a group's replay stream, unless
 /// `force=true`; forced, this server's consumers stop reading it first. A later publish
 /// creates it again, empty.
 #[utoipa::path(
@@ -157,10 +158,42 @@ pub async fn delete_stream(
 ) -> Result<StatusCode, ApiError> {
     caller.require_admin()?;
     let name = stream_name(&stream)?;
-    state
-        .runnel
-        .delete_stream(&name, query.force.unwrap_or(false))
-        .await?;
+    let force = query.force.unwrap_or(false);
+    if !force {
+        // The stages of this server that publish into it: their results (the history that
+        // point-in-time lookups and comparisons read) would be gone while they run.
+        let writers: Vec<String> = state
+            .features
+            .sets()
+            .into_iter()
+            .filter(|set| set.status.is_some() && set.spec.output.domain() == name.as_str())
+            .map(|set| format!("feature set `{}`", set.spec.name))
+            .chain(
+                state
+                    .models
+                    .list()
+                    .into_iter()
+                    .filter(|m| m.status.is_some() && m.spec.output.domain() == name.as_str())
+                    .map(|m| format!("model `{}`", m.spec.name)),
+            )
+            .collect();
+        if !writers.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "stream.in_use",
+                format!(
+                    "stream `{stream}` is in use: {} of this server publish{} into it (their \
+                     results, which point-in-time lookups and comparisons read); remove {} \
+                     from runnel.toml and restart, or force the deletion",
+                    writers.join(", "),
+                    if writers.len() == 1 { "es" } else { "" },
+                    if writers.len() == 1 { "it" } else { "them" }
+                ),
+            )
+            .with_member("stages", serde_json::json!(writers)));
+        }
+    }
+    state.runnel.delete_stream(&name, force).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

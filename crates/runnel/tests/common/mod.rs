@@ -108,7 +108,9 @@ pub fn request(
             .post(url)
             .header("content-type", content_type)
             .send(body.to_string()),
-        _ => agent.get(url).call(),
+        ("GET", _) => agent.get(url).call(),
+        ("DELETE", _) => agent.delete(url).call(),
+        (other, body) => panic!("request: {other} with body {body:?} is not supported here"),
     };
     let mut response = response.ok()?;
     let status = response.status().as_u16();
