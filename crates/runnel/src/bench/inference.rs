@@ -628,10 +628,10 @@ async fn write_features(
         };
         let store = store.clone();
         writes.spawn(async move { store.put(FEATURE_SET, &customer(c), &value).await });
-        if writes.len() >= 64 {
-            if let Some(done) = writes.join_next().await {
-                done??;
-            }
+        if writes.len() >= 64
+            && let Some(done) = writes.join_next().await
+        {
+            done??;
         }
     }
     while let Some(done) = writes.join_next().await {
