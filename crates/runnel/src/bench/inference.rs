@@ -95,6 +95,9 @@ pub struct InferenceBenchArgs {
     /// Seconds each stage run publishes for.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub seconds: u64,
+    /// The fsync policies of the in-process stage runs, in the order they run.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "os,group")]
+    pub fsync: Vec<FsyncArg>,
     /// Customers the events are spread over (partition keys, each with features in the
     /// store).
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -180,6 +183,13 @@ pub fn run(args: InferenceBenchArgs) -> anyhow::Result<()> {
     if args.row_seconds.is_nan() || args.row_seconds <= 0.0 {
         return Err(crate::cli::UsageError("--row-seconds must be above 0".into()).into());
     }
+    if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+        // tract builds error values with backtraces on its tree ensemble's hot path.
+        eprintln!(
+            "warning: RUST_BACKTRACE is set: tract's tree ensembles (the forest rows) run \
+             several times slower with it; unset it for figures of record"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -231,7 +241,7 @@ async fn measure(args: &InferenceBenchArgs) -> anyhow::Result<()> {
     }
     if args.only.contains(&Part::Stage) {
         let mut runs = Vec::new();
-        for fsync in [FsyncArg::Os, FsyncArg::Group] {
+        for &fsync in &args.fsync {
             runs.push(stage_run(args, lr.clone(), "in_process", fsync, &rows).await?);
         }
         if let Some(server) = &server {
