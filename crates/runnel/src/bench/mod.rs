@@ -3,6 +3,7 @@
 
 mod compare;
 mod http;
+mod inference;
 mod log;
 mod runtime;
 mod sagas;
@@ -28,6 +29,11 @@ pub enum BenchTarget {
     /// p50/p99 saga duration at a fixed rate, and the key-value writes, reads and appends each
     /// saga cost.
     Sagas(sagas::SagasBenchArgs),
+    /// Model inference: the shipped fraud models (LR and a 20-tree forest) in this process
+    /// and through MLServer, rows/s and µs/row with 1 and 32 rows a call; then the inference
+    /// stage end to end at 5,000 events/s with features from the store (fsync `os` and
+    /// `group`): event → prediction latency p50/p99 against the targets (5 ms, 10 ms).
+    Inference(inference::InferenceBenchArgs),
     /// Publishing over HTTP to an in-process server: 1, 16 and 64 connections, single events
     /// and batches of 100.
     Http(http::HttpBenchArgs),
@@ -43,6 +49,7 @@ pub fn run(target: BenchTarget) -> anyhow::Result<()> {
         BenchTarget::Http(args) => http::run(args),
         BenchTarget::Stages(args) => stages::run(args),
         BenchTarget::Sagas(args) => sagas::run(args),
+        BenchTarget::Inference(args) => inference::run(args),
         BenchTarget::Compare(args) => compare::run(args),
     }
 }
