@@ -18,25 +18,16 @@
 //!    [`FeatureStage::skip`] and dead-lettered as permanent with the reason naming the field;
 //!    a too-late one becomes an event for the late stream, with the reason;
 //! 3. the stage advances on the injected clock, emitting the windows its watermark passed;
-//! 4. if a checkpoint is due (see below), the snapshot and the outputs (results, late events,
-//!    dead letters) are written as one checkpoint, fenced by the previous checkpoint's
-//!    revision;
-//! 5. only then are the inputs taken since the previous checkpoint settled and the outputs
-//!    published (results with their deterministic ids, so a copy republished after a crash is
-//!    deduplicated) and written to the store. Until then they wait, unsettled and unpublished.
-//!
-//! A checkpoint writes the partition's whole state, so its cost grows with the keys, not with
-//! the inputs since the last one: written every cycle it bounded the pipeline (issue 21). It
-//! is due once `checkpoint_every` has passed since the last one, when the deliveries waiting
-//! to be settled reach half the group's `max_in_flight` or `max_ack_pending` (the group hands
-//! out no more until some are settled), and when the pipeline stops. A crash loses only work:
-//! the inputs since are redelivered and processed again from the checkpoint.
+//! 4. the snapshot and the outputs (results, late events, dead letters) are written as one
+//!    checkpoint, fenced by the previous checkpoint's revision;
+//! 5. only then are inputs settled and outputs published (results with their deterministic
+//!    ids, so a copy republished after a crash is deduplicated) and written to the store.
 //!
 //! Each partition has its own watermark: partitions never hold each other back, so a silent
 //! partition cannot stall the others and idleness has nothing left to release. Within a
 //! partition, events are processed in offset order (the group is configured with
 //! `ordering = none`, so deliveries come in offset order, and every delivery taken is settled
-//! at the next checkpoint, well within `ack_wait`).
+//! in the same cycle).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -97,10 +88,6 @@ pub struct PipelineOptions {
     /// deliveries each would write it once per few events. Default 20 ms (results and
     /// acknowledgements come that much later).
     pub linger: Duration,
-    /// Most time between a partition's checkpoints while it has inputs to settle: inputs and
-    /// results wait this long at most (besides `linger`) before they are settled and
-    /// published. Zero: a checkpoint every cycle. Default 200 ms.
-    pub checkpoint_every: Duration,
     /// Settings of the consumer group (`ack_wait`, `lease_ttl`, `max_in_flight`, …); its
     /// name, filter, `ordering` (`none`) and `processed_ids` (off: checkpoints record what is
     /// done) are set by the pipeline. Default: the group defaults.
@@ -117,7 +104,6 @@ impl Default for PipelineOptions {
             advance_every: Duration::from_secs(1),
             max_batch: 1000,
             linger: Duration::from_millis(20),
-            checkpoint_every: Duration::from_millis(200),
             group: None,
             store: None,
         }
@@ -201,10 +187,6 @@ struct PartitionState {
     stage: FeatureStage,
     fence: Fence,
     outbox: Outbox,
-    /// Deliveries taken since the last checkpoint, settled once one reflects them.
-    unsettled: Vec<(Delivery, Settle)>,
-    /// The stage or the outbox changed since the last checkpoint.
-    dirty: bool,
     /// The stored checkpoint lists outputs published since: rewrite it without them.
     stored_outbox_stale: bool,
     checkpoint_bytes: usize,
@@ -287,9 +269,6 @@ impl FeaturePipeline {
         // input's fault: as a relay, the group counts no crash against the inputs in flight
         // when it dies (otherwise a few kills dead-letter them as `crash_loop`, and their
         // windows miss them).
-        // Half of what the group hands out before some are settled, so that the deliveries
-        // waiting for a checkpoint never stop the flow.
-        let max_unsettled = (config.max_in_flight.min(config.max_ack_pending) / 2).max(1);
         let mut builder = runnel.group(&group).config(config).relay();
         if let Some(instance) = &options.instance_id {
             builder = builder.instance_id(instance.clone());
@@ -312,9 +291,6 @@ impl FeaturePipeline {
             spec,
             partitions: HashMap::new(),
             status: status.clone(),
-            checkpoint_every: options.checkpoint_every,
-            max_unsettled,
-            last_checkpoint: tokio::time::Instant::now(),
         };
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(pipeline.run(
@@ -405,11 +381,6 @@ struct Pipeline {
     clock: SharedClock,
     partitions: HashMap<(StreamName, Partition), PartitionState>,
     status: Arc<Mutex<PipelineStatus>>,
-    checkpoint_every: Duration,
-    /// Deliveries waiting for a checkpoint (all partitions) that make one due.
-    max_unsettled: usize,
-    /// When the last cycle that checkpointed ran.
-    last_checkpoint: tokio::time::Instant,
 }
 
 /// What to do with a delivery once the checkpoint is written.
@@ -430,11 +401,8 @@ impl Pipeline {
         let handle = consumer.handle();
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut waiting = false;
         loop {
             let mut batch = Vec::new();
-            // Inputs waiting for a checkpoint: wake when it is due, even with nothing new.
-            let due = self.last_checkpoint + self.checkpoint_every;
             tokio::select! {
                 biased;
                 _ = stop.changed() => break,
@@ -443,7 +411,6 @@ impl Pipeline {
                     None => break,
                 },
                 _ = tick.tick() => {}
-                _ = tokio::time::sleep_until(due), if waiting => {}
             }
             let lingered = tokio::time::Instant::now() + linger;
             while !batch.is_empty() && batch.len() < max_batch {
@@ -460,26 +427,12 @@ impl Pipeline {
                     None => break,
                 }
             }
-            waiting = self.cycle(&handle, batch, false).await;
+            self.cycle(&handle, batch).await;
         }
-        // Checkpoint and settle what was taken.
-        self.cycle(&handle, Vec::new(), true).await;
     }
 
-    /// Runs one cycle of every partition; says whether deliveries wait for a checkpoint.
-    async fn cycle(&mut self, handle: &ConsumerHandle, batch: Vec<Delivery>, force: bool) -> bool {
+    async fn cycle(&mut self, handle: &ConsumerHandle, batch: Vec<Delivery>) {
         let now = self.clock.now_micros();
-        let started = tokio::time::Instant::now();
-        let unsettled = batch.len()
-            + self
-                .partitions
-                .values()
-                .map(|p| p.unsettled.len())
-                .sum::<usize>();
-        let due = force
-            || self.checkpoint_every.is_zero()
-            || started >= self.last_checkpoint + self.checkpoint_every
-            || unsettled >= self.max_unsettled;
         let owned: BTreeSet<(StreamName, Partition)> =
             handle.owned_partitions().await.into_iter().collect();
         // A partition that moved away is the new owner's, restored from its checkpoint.
@@ -499,7 +452,7 @@ impl Pipeline {
         let mut last_error = None;
         for key in keys {
             let deliveries = by_partition.remove(&key).unwrap_or_default();
-            if let Err(error) = self.run_partition(&key, deliveries, now, due).await {
+            if let Err(error) = self.run_partition(&key, deliveries, now).await {
                 tracing::warn!(
                     feature = self.spec.name.as_str(),
                     stream = %key.0,
@@ -521,11 +474,7 @@ impl Pipeline {
                 last_error = Some(error.to_string());
             }
         }
-        if due {
-            self.last_checkpoint = started;
-        }
         self.report(now, last_error);
-        self.partitions.values().any(|p| !p.unsettled.is_empty())
     }
 
     async fn run_partition(
@@ -533,7 +482,6 @@ impl Pipeline {
         key: &(StreamName, Partition),
         deliveries: Vec<Delivery>,
         now: Micros,
-        due: bool,
     ) -> Result<(), PipelineError> {
         if !self.partitions.contains_key(key) {
             let state = self.load(key, now).await?;
@@ -542,7 +490,7 @@ impl Pipeline {
         let Some(mut state) = self.partitions.remove(key) else {
             return Ok(());
         };
-        let result = self.step(key, &mut state, deliveries, now, due).await;
+        let result = self.step(key, &mut state, deliveries, now).await;
         self.partitions.insert(key.clone(), state);
         result
     }
@@ -558,8 +506,6 @@ impl Pipeline {
                 stage: FeatureStage::new(self.spec.clone(), [*partition], now)?,
                 fence: Fence::default(),
                 outbox: Outbox::default(),
-                unsettled: Vec::new(),
-                dirty: false,
                 stored_outbox_stale: false,
                 checkpoint_bytes: 0,
             });
@@ -604,8 +550,6 @@ impl Pipeline {
                 late,
                 dead: loaded.saved.dead,
             },
-            unsettled: Vec::new(),
-            dirty: false,
             stored_outbox_stale: false,
             checkpoint_bytes: 0,
         })
@@ -617,7 +561,6 @@ impl Pipeline {
         state: &mut PartitionState,
         deliveries: Vec<Delivery>,
         now: Micros,
-        due: bool,
     ) -> Result<(), PipelineError> {
         let partition = *partition;
         let mut settle = Vec::with_capacity(deliveries.len());
@@ -645,7 +588,6 @@ impl Pipeline {
             }
             settle.push((delivery, action));
         }
-        state.unsettled.extend(settle);
         let results = state.stage.advance(now);
         if !results.is_empty() {
             changed = true;
@@ -671,8 +613,7 @@ impl Pipeline {
                 changed |= state.outbox.dead.len() != before;
             }
         }
-        state.dirty |= changed;
-        if due && (state.dirty || state.stored_outbox_stale) {
+        if changed || state.stored_outbox_stale {
             let saved = Saved {
                 snapshot: state.stage.snapshot()?,
                 results_json: if state.outbox.results.is_empty() {
@@ -700,13 +641,8 @@ impl Pipeline {
                 .store(backend, stream, partition, &saved, &mut state.fence)
                 .await?;
             state.stored_outbox_stale = false;
-            state.dirty = false;
         }
-        if state.dirty {
-            // Neither settled nor published before a checkpoint holds them.
-            return Ok(());
-        }
-        for (delivery, action) in state.unsettled.drain(..) {
+        for (delivery, action) in settle {
             match action {
                 Settle::Ack => delivery.ack(),
                 Settle::DeadLetter(reason) => delivery.nack(HandlerError::permanent(reason)),

@@ -11,9 +11,7 @@
 //!   event time, so windows fire and results are published and stored during the run. Beside it, in the same run on the same
 //!   backlog, a plain consumer group with the pipeline's group settings (ordering `none`, no
 //!   processed ids) and a handler that does nothing: the consume path is the ceiling, and the
-//!   ratio is what the stage costs on top of it. The pipeline runs twice on the backlog (two
-//!   feature names, so two groups): checkpointing every cycle, then every `checkpoint_every`
-//!   (the default), so the two can be compared within one run.
+//!   ratio is what the stage costs on top of it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,10 +60,6 @@ pub struct StagesBenchArgs {
     /// results fire during the run). Default 5.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     pub e2e_minutes: u64,
-    /// Run the end-to-end pipeline once, checkpointing every this many milliseconds (0: every
-    /// cycle), instead of both ways; for profiling one of them.
-    #[arg(long)]
-    pub checkpoint_every_ms: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -96,12 +90,8 @@ const ADVANCE_EVERY: usize = 10_000;
 const BASE_MICROS: i64 = 1_767_225_600_000_000;
 
 fn spec() -> anyhow::Result<FeatureSpec> {
-    named_spec("bench_spend")
-}
-
-fn named_spec(name: &str) -> anyhow::Result<FeatureSpec> {
     Ok(FeatureSpec {
-        name: name.into(),
+        name: "bench_spend".into(),
         input: "payment.charged".into(),
         key: Default::default(),
         time: Default::default(),
@@ -146,18 +136,11 @@ pub fn run(args: StagesBenchArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let (consume, pipelines) = runtime.block_on(end_to_end(
-        keys,
-        events,
-        args.e2e_minutes,
-        args.checkpoint_every_ms.map(Duration::from_millis),
-    ))?;
+    let (consume, pipeline) = runtime.block_on(end_to_end(keys, events, args.e2e_minutes))?;
     announce(&consume, args.json);
+    announce(&pipeline, args.json);
     runs.push(consume);
-    for pipeline in pipelines {
-        announce(&pipeline, args.json);
-        runs.push(pipeline);
-    }
+    runs.push(pipeline);
     if !args.json {
         let rows: Vec<Vec<String>> = runs
             .iter()
@@ -317,12 +300,7 @@ async fn publish_backlog(
     Ok(())
 }
 
-async fn end_to_end(
-    keys: u64,
-    events: u64,
-    minutes: u64,
-    only: Option<Duration>,
-) -> anyhow::Result<(StageRun, Vec<StageRun>)> {
+async fn end_to_end(keys: u64, events: u64, minutes: u64) -> anyhow::Result<(StageRun, StageRun)> {
     let dir = tempfile::tempdir()?;
     let backend: Arc<dyn Backend> = Arc::new(
         EmbeddedBackend::open(EmbeddedConfig {
@@ -386,65 +364,14 @@ async fn end_to_end(
     };
 
     // The pipeline on the same backlog.
-    // The same backlog through two pipelines (two feature names, so two groups): first
-    // checkpointing every cycle (as before issue 21's change), then with the default
-    // `checkpoint_every`; the ratio of the two is the change's effect in one run.
-    if let Some(every) = only {
-        let run = pipeline_run(
-            &runnel,
-            "bench_spend",
-            "pipeline",
-            every,
-            keys,
-            events,
-            consume.events_per_sec,
-        )
-        .await?;
-        backend.close().await?;
-        return Ok((consume, vec![run]));
-    }
-    let every_cycle = pipeline_run(
-        &runnel,
-        "bench_spend_every_cycle",
-        "pipeline_checkpoint_every_cycle",
-        Duration::ZERO,
-        keys,
-        events,
-        consume.events_per_sec,
-    )
-    .await?;
-    let piped = pipeline_run(
-        &runnel,
-        "bench_spend",
-        "pipeline",
-        PipelineOptions::default().checkpoint_every,
-        keys,
-        events,
-        consume.events_per_sec,
-    )
-    .await?;
-    backend.close().await?;
-    Ok((consume, vec![every_cycle, piped]))
-}
-
-async fn pipeline_run(
-    runnel: &Runnel,
-    name: &str,
-    workload: &'static str,
-    checkpoint_every: Duration,
-    keys: u64,
-    events: u64,
-    consume_rate: f64,
-) -> anyhow::Result<StageRun> {
     reset_peak_rss();
     let cpu = cpu_seconds(std::process::id());
     let started = Instant::now();
     let pipeline = FeaturePipeline::start(
-        runnel,
-        named_spec(name)?,
+        &runnel,
+        spec()?,
         PipelineOptions {
-            group: Some(group(&format!("features-{name}"))?),
-            checkpoint_every,
+            group: Some(group("features-bench_spend")?),
             ..PipelineOptions::default()
         },
     )
@@ -469,18 +396,20 @@ async fn pipeline_run(
     let seconds = started.elapsed().as_secs_f64();
     let pipeline_cpu = cpu_per_event(cpu, events);
     pipeline.stop().await?;
+    backend.close().await?;
     let rate = events as f64 / seconds;
-    Ok(StageRun {
-        workload,
+    let piped = StageRun {
+        workload: "pipeline",
         keys,
         events,
         seconds,
         events_per_sec: rate,
         results,
-        ratio_to_consume: Some(rate / consume_rate),
+        ratio_to_consume: Some(rate / consume.events_per_sec),
         state_bytes_per_key_window: None,
         cpu_us_per_event: pipeline_cpu,
         peak_rss_mib: peak_rss_bytes().map(mib),
         fsync: Some("os"),
-    })
+    };
+    Ok((consume, piped))
 }
