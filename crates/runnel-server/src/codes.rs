@@ -185,14 +185,14 @@ pub const ERROR_CODES: &[ErrorCode] = &[
     ),
     code("group.unknown", 404, "No group with that name."),
     code(
-        "model.unknown",
-        404,
-        "No model of that name runs on this server (`[[models]]` in runnel.toml).",
-    ),
-    code(
         "model.no_shadow",
         400,
         "A comparison needs the live model's shadow: it has none, or several and `shadow` names none of them.",
+    ),
+    code(
+        "model.unknown",
+        404,
+        "No model of that name runs on this server (`[[models]]` in runnel.toml).",
     ),
     code(
         "nack.reason_too_long",
