@@ -241,10 +241,18 @@ impl FrameReader {
     }
 
     /// Ensures `n` bytes are buffered, reading more if needed; false when the file is shorter.
+    ///
+    /// It asks for a chunk, but no more than the file holds past the buffer: at the tail of a
+    /// live log that is a few records, and zeroing a whole chunk of fresh memory for each such
+    /// read cost more than the read itself (a quarter of a saga run's CPU went to the kernel
+    /// clearing pages for these buffers).
     fn fill(&mut self, n: usize) -> std::io::Result<bool> {
         while self.buf.len() < n {
-            let want = (n - self.buf.len()).max(self.chunk);
             let start = self.buf.len();
+            let file_len = self.file.metadata()?.len();
+            let held = file_len.saturating_sub(self.buf_pos + start as u64);
+            let held = usize::try_from(held).unwrap_or(usize::MAX);
+            let want = (n - start).max(self.chunk.min(held));
             self.buf.resize(start + want, 0);
             let read = loop {
                 match self.file.read(&mut self.buf[start..]) {
