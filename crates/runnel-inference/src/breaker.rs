@@ -239,8 +239,9 @@ impl CircuitBreaker {
                 },
                 now,
                 format!(
-                    "open for {:?}: letting {permits} probe calls through",
-                    self.config.open_duration
+                    "open for {:?}: letting {permits} probe call{} through",
+                    self.config.open_duration,
+                    if permits == 1 { "" } else { "s" },
                 ),
             ));
         }
@@ -358,8 +359,9 @@ impl CircuitBreaker {
     fn rates_text(&self) -> String {
         let (failure, slow) = self.rates();
         format!(
-            "{failure:.0}% failed, {slow:.0}% slow of {} calls",
-            self.calls.len()
+            "{failure:.0}% failed, {slow:.0}% slow of {} call{}",
+            self.calls.len(),
+            if self.calls.len() == 1 { "" } else { "s" }
         )
     }
 

@@ -853,8 +853,9 @@ impl Saga {
                 format!("step `{}` failed: {reason}", step.name)
             } else {
                 format!(
-                    "step `{}` failed after {attempts} attempts: {reason}",
-                    step.name
+                    "step `{}` failed after {attempts} attempt{}: {reason}",
+                    step.name,
+                    if attempts == 1 { "" } else { "s" }
                 )
             };
             self.begin_compensation(instance, why, now);
@@ -883,8 +884,9 @@ impl Saga {
             instance.state = SagaState::Stuck;
             instance.ended_at = Some(now);
             let why = format!(
-                "compensation of step `{}` failed after {spent} attempts: {reason}",
-                step.name
+                "compensation of step `{}` failed after {spent} attempt{}: {reason}",
+                step.name,
+                if spent == 1 { "" } else { "s" }
             );
             instance.reason = Some(why.clone());
             instance.note(now, Happened::Stuck, Some(&step.name)).detail = Some(why);

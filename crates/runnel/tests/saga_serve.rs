@@ -350,6 +350,19 @@ fn completes_one_order_and_compensates_another(store: Store) {
     let text = String::from_utf8_lossy(&output.stdout);
     assert_eq!(text.matches("completed").count(), 1, "{text}");
     assert!(!text.contains(compensated), "{text}");
+    let output = Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .args(["saga", "list", "--state", "done", "--url", &base])
+        .output()
+        .expect("runnel saga list");
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "a state that is none is a usage error"
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("compensated"),
+        "the states are listed: {output:?}"
+    );
 
     // /metrics renders the saga metrics recorded through the `metrics` facade.
     let metrics = ureq::get(format!("{base}/metrics"))

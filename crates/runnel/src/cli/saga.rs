@@ -21,8 +21,8 @@ pub struct ListArgs {
     /// Only instances of this saga type (a `[[sagas]]` name).
     #[arg(long = "type", value_name = "NAME")]
     pub saga: Option<String>,
-    /// Only instances in this state: running, compensating, completed, compensated, stuck.
-    #[arg(long, value_name = "STATE")]
+    /// Only instances in this state.
+    #[arg(long, value_name = "STATE", value_parser = ["running", "compensating", "completed", "compensated", "stuck"])]
     pub state: Option<String>,
     #[command(flatten)]
     pub client: ClientArgs,
