@@ -6,12 +6,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use common::Serve;
+use common::{get, runnel};
 
 const SPEND: &str = r#"
 default_partitions = 1
@@ -27,24 +26,6 @@ aggregates = [
 ]
 "#;
 
-fn runnel(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_runnel"))
-        .args(args)
-        .output()
-        .expect("run runnel")
-}
-
-fn serve(dir: &Path) -> Serve {
-    let config = dir.join("runnel.toml");
-    let data = dir.join("data");
-    Serve::start([
-        std::ffi::OsStr::new("--config"),
-        config.as_os_str(),
-        std::ffi::OsStr::new("--data-dir"),
-        data.as_os_str(),
-    ])
-}
-
 fn payment(n: u32, card: &str, time: &str, amount: i64) -> Value {
     json!({
         "specversion": "1.0",
@@ -55,26 +36,6 @@ fn payment(n: u32, card: &str, time: &str, amount: i64) -> Value {
         "partitionkey": card,
         "data": {"amount": amount},
     })
-}
-
-fn get(url: &str) -> (u16, Value) {
-    common::request("GET", url, "", None).expect("reachable")
-}
-
-/// Waits until `GET url` answers 200 and `done` holds for the body.
-fn wait_for(url: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let started = Instant::now();
-    loop {
-        let (status, body) = get(url);
-        if status == 200 && done(&body) {
-            return body;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "{url} never got there: {status} {body}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
@@ -95,21 +56,7 @@ fn a_bad_features_table_is_refused_at_start_naming_the_table_and_the_field() {
         ),
     ];
     for (text, expected) in cases {
-        let path = dir.path().join("runnel.toml");
-        std::fs::write(&path, &text).unwrap();
-        let data = dir.path().join("data");
-        let out = runnel(&[
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--config",
-            path.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ]);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{stderr}");
-        assert!(stderr.contains(expected), "{expected} in {stderr}");
+        common::refused_at_start(dir.path(), &text, expected);
     }
 }
 
@@ -320,4 +267,12 @@ fn serve_runs_a_declared_feature_and_serves_its_values_metrics_and_exports() {
         json!({"payments": 1, "spent": 7}),
         "{value}"
     );
+}
+
+fn serve(dir: &Path) -> common::Serve {
+    common::serve_dir(dir)
+}
+
+fn wait_for(url: &str, done: impl Fn(&Value) -> bool) -> Value {
+    common::wait_for(url, Duration::from_secs(30), done)
 }

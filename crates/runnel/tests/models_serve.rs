@@ -10,12 +10,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use common::Serve;
+use common::{get, runnel};
 
 fn models_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models")
@@ -73,47 +72,9 @@ deadline = "5s"
     )
 }
 
-fn runnel(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_runnel"))
-        .args(args)
-        .output()
-        .expect("run runnel")
-}
-
-fn serve(dir: &Path) -> Serve {
-    let config = dir.join("runnel.toml");
-    let data = dir.join("data");
-    Serve::start([
-        std::ffi::OsStr::new("--config"),
-        config.as_os_str(),
-        std::ffi::OsStr::new("--data-dir"),
-        data.as_os_str(),
-    ])
-}
-
-fn get(url: &str) -> (u16, Value) {
-    common::request("GET", url, "", None).expect("reachable")
-}
-
 fn publish(base: &str, event: Value) {
     let (status, body) = common::publish(base, &event).expect("publish");
     assert_eq!(status, 202, "{body}");
-}
-
-/// Waits until `GET url` answers 200 and `done` holds for the body.
-fn wait_for(url: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let started = Instant::now();
-    loop {
-        let (status, body) = get(url);
-        if status == 200 && done(&body) {
-            return body;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{url} never got there: {status} {body}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Pulls (and acks) prediction events through group `check` until `want` distinct ones came;
@@ -188,21 +149,7 @@ fn a_bad_models_table_is_refused_at_start_naming_the_table_and_the_field() {
         ),
     ];
     for (text, expected) in cases {
-        let path = dir.path().join("runnel.toml");
-        std::fs::write(&path, &text).unwrap();
-        let data = dir.path().join("data");
-        let out = runnel(&[
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--config",
-            path.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ]);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{stderr}");
-        assert!(stderr.contains(expected), "{expected} in {stderr}");
+        common::refused_at_start(dir.path(), &text, expected);
     }
 }
 
@@ -444,4 +391,12 @@ fn serve_scores_events_with_features_as_scikit_learn_does_and_reloads_on_sighup(
     server.signal(libc::SIGTERM);
     let status = server.child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "clean exit on SIGTERM");
+}
+
+fn serve(dir: &Path) -> common::Serve {
+    common::serve_dir(dir)
+}
+
+fn wait_for(url: &str, done: impl Fn(&Value) -> bool) -> Value {
+    common::wait_for(url, Duration::from_secs(60), done)
 }

@@ -134,3 +134,64 @@ pub fn publish(base: &str, event: &Value) -> Option<(u16, Value)> {
         Some(event),
     )
 }
+
+/// Runs the `runnel` binary with `args` to its end.
+pub fn runnel(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_runnel"))
+        .args(args)
+        .output()
+        .expect("run runnel")
+}
+
+/// `runnel serve` with `dir/runnel.toml` and its data in `dir/data`.
+pub fn serve_dir(dir: &std::path::Path) -> Serve {
+    let config = dir.join("runnel.toml");
+    let data = dir.join("data");
+    Serve::start([
+        OsStr::new("--config"),
+        config.as_os_str(),
+        OsStr::new("--data-dir"),
+        data.as_os_str(),
+    ])
+}
+
+/// Writes `text` as `dir/runnel.toml` and checks that `runnel serve` refuses it at start:
+/// exit 2, `expected` on stderr.
+pub fn refused_at_start(dir: &std::path::Path, text: &str, expected: &str) {
+    let path = dir.join("runnel.toml");
+    std::fs::write(&path, text).expect("write runnel.toml");
+    let data = dir.join("data");
+    let out = runnel(&[
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--config",
+        path.to_str().expect("a UTF-8 path"),
+        "--data-dir",
+        data.to_str().expect("a UTF-8 path"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(expected), "{expected} in {stderr}");
+}
+
+/// `GET url`: its status and JSON answer.
+pub fn get(url: &str) -> (u16, Value) {
+    request("GET", url, "", None).expect("reachable")
+}
+
+/// Waits (at most `within`) until `GET url` answers 200 and `done` holds for the body.
+pub fn wait_for(url: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let (status, body) = get(url);
+        if status == 200 && done(&body) {
+            return body;
+        }
+        assert!(
+            started.elapsed() < within,
+            "{url} never got there: {status} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
